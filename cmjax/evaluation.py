@@ -1,0 +1,215 @@
+"""Retrieval metrics over a score matrix, in JAX, chunked over queries.
+
+Protocol (UNCSM paper, eq. 6): every query ranks the whole database by score
+(higher = more similar); an item is relevant when it shares a label with the
+query. Ties are broken deterministically by database index (lower first), so
+the same scores always give the same numbers.
+
+Conventions:
+- AP over all returned results: (1/M) sum_k P(k) rel(k), M = number of relevant
+  items in the database. A query with no relevant item has no defined AP: it is
+  left out of the mean and counted in `num_queries_without_relevant`.
+- AP@k (the "MAP@50" of Corr-AE/DCMH code): sum_{j<=k} P(j) rel(j) divided by
+  the number of relevant items within the top k; 0 if there is none.
+- precision@k: relevant items in the top k over k.
+- PR curve: for each query the interpolated precision
+  p(r) = max_{j: recall(j) >= r} precision(j), at fixed recall levels, averaged
+  over queries with at least one relevant item.
+
+Memory: only a `[chunk, num_items]` block of scores and ranks exists at a time,
+and scores may come from a function of the query rows (`score_fn`), so a
+100k x 100k evaluation never holds the full matrix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "RetrievalMetrics",
+    "average_precision",
+    "cross_modal_metrics",
+    "mean_average_precision",
+    "relevance",
+    "retrieval_metrics",
+    "top_k",
+]
+
+DEFAULT_RECALL_LEVELS = tuple(np.linspace(0.0, 1.0, 21).tolist())
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalMetrics:
+  """Metrics of one retrieval direction.
+
+  Attributes:
+    map: mean AP over all returned results.
+    map_at: `{k: MAP@k}`.
+    precision_at: `{k: precision@k}`.
+    recall_levels: `[R]` recall levels of the PR curve.
+    precision_curve: `[R]` mean interpolated precision at those levels.
+    average_precisions: `[num_queries]` AP per query (NaN: no relevant item).
+    num_queries_without_relevant: queries left out of the means.
+  """
+
+  map: float
+  map_at: dict[int, float]
+  precision_at: dict[int, float]
+  recall_levels: np.ndarray
+  precision_curve: np.ndarray
+  average_precisions: np.ndarray
+  num_queries_without_relevant: int
+
+  def summary(self) -> dict[str, float]:
+    out = {"map": self.map}
+    out.update({f"map@{k}": v for k, v in self.map_at.items()})
+    out.update({f"p@{k}": v for k, v in self.precision_at.items()})
+    return out
+
+
+def relevance(query_labels: jax.Array, item_labels: jax.Array) -> jax.Array:
+  """`[Q, N]` bool: does query q share a label with item n.
+
+  Args:
+    query_labels: `[Q]` class ids or `[Q, C]` multi-hot.
+    item_labels: `[N]` class ids or `[N, C]` multi-hot (same kind as queries).
+  """
+  if query_labels.ndim == 1:
+    return query_labels[:, None] == item_labels[None, :]
+  return (query_labels.astype(jnp.float32) @ item_labels.astype(jnp.float32).T) > 0
+
+
+@functools.partial(jax.jit, static_argnames=("ks", "recall_levels"))
+def _chunk_metrics(scores, query_labels, item_labels, ks, recall_levels):
+  """Per-query metrics of a `[B, N]` score block; see module docstring."""
+  num_items = scores.shape[1]
+  # Stable sort of -scores: equal scores keep database order.
+  order = jnp.argsort(-scores, axis=1, stable=True)
+  rel = jnp.take_along_axis(relevance(query_labels, item_labels), order, axis=1)
+  rel = rel.astype(jnp.float32)
+  hits = jnp.cumsum(rel, axis=1)
+  ranks = jnp.arange(1, num_items + 1, dtype=jnp.float32)
+  precision = hits / ranks
+  num_relevant = hits[:, -1]
+  ap_terms = jnp.cumsum(precision * rel, axis=1)
+  ap = jnp.where(num_relevant > 0, ap_terms[:, -1] / jnp.maximum(num_relevant, 1), jnp.nan)
+  ap_at, p_at = [], []
+  for k in ks:
+    k = min(k, num_items)
+    hits_k = hits[:, k - 1]
+    ap_at.append(jnp.where(hits_k > 0, ap_terms[:, k - 1] / jnp.maximum(hits_k, 1), 0.0))
+    p_at.append(hits_k / k)
+  recall = hits / jnp.maximum(num_relevant, 1)[:, None]
+  # Interpolated precision: max precision at any rank at or after j.
+  best_after = jax.lax.cummax(precision, axis=1, reverse=True)
+  levels = jnp.asarray(recall_levels, jnp.float32)
+  first = jax.vmap(lambda r: jnp.searchsorted(r, levels - 1e-6, side="left"))(recall)
+  first = jnp.minimum(first, num_items - 1)
+  curve = jnp.take_along_axis(best_after, first, axis=1)
+  return ap, jnp.stack(ap_at, 1), jnp.stack(p_at, 1), curve
+
+
+def retrieval_metrics(
+    score_fn: Callable[[np.ndarray], jax.Array] | jax.Array | np.ndarray,
+    query_labels: np.ndarray,
+    item_labels: np.ndarray,
+    *,
+    ks: Sequence[int] = (50,),
+    recall_levels: Sequence[float] = DEFAULT_RECALL_LEVELS,
+    chunk_size: int = 256,
+) -> RetrievalMetrics:
+  """All metrics of one retrieval direction.
+
+  Args:
+    score_fn: either a `[Q, N]` score matrix, or a function mapping an array
+      of query row indices `[B]` to their `[B, N]` scores (so the full matrix
+      never exists). Higher score = more similar.
+    query_labels: `[Q]` ids or `[Q, C]` multi-hot.
+    item_labels: `[N]` ids or `[N, C]` multi-hot.
+    ks: cut-offs for MAP@k and precision@k.
+    recall_levels: recall levels of the PR curve.
+    chunk_size: queries per block; memory is O(chunk_size * N).
+  """
+  query_labels = np.asarray(query_labels)
+  item_labels = jnp.asarray(item_labels)
+  num_queries = query_labels.shape[0]
+  if callable(score_fn):
+    get_scores = score_fn
+  else:
+    matrix = score_fn
+    if matrix.shape != (num_queries, item_labels.shape[0]):
+      raise ValueError(
+          f"scores have shape {matrix.shape}, expected "
+          f"[{num_queries}, {item_labels.shape[0]}] (queries x items)"
+      )
+    get_scores = lambda rows: matrix[rows]
+  ks = tuple(int(k) for k in ks)
+  levels = tuple(float(r) for r in recall_levels)
+  results = []
+  for start in range(0, num_queries, chunk_size):
+    rows = np.arange(start, min(start + chunk_size, num_queries))
+    padded = np.concatenate([rows, np.full(chunk_size - len(rows), rows[-1])])
+    scores = jnp.asarray(get_scores(padded), jnp.float32)
+    if not bool(jnp.all(jnp.isfinite(scores))):
+      raise FloatingPointError(f"non-finite scores for queries {rows[0]}..{rows[-1]}")
+    block = _chunk_metrics(scores, jnp.asarray(query_labels[padded]), item_labels, ks, levels)
+    results.append([np.asarray(x)[: len(rows)] for x in block])
+  ap, ap_at, p_at, curve = (np.concatenate(parts) for parts in zip(*results))
+  valid = ~np.isnan(ap)
+  mean = lambda x: float(np.mean(x[valid])) if valid.any() else float("nan")
+  return RetrievalMetrics(
+      map=mean(ap),
+      map_at={k: mean(ap_at[:, i]) for i, k in enumerate(ks)},
+      precision_at={k: mean(p_at[:, i]) for i, k in enumerate(ks)},
+      recall_levels=np.asarray(levels),
+      precision_curve=curve[valid].mean(0) if valid.any() else np.full(len(levels), np.nan),
+      average_precisions=ap,
+      num_queries_without_relevant=int((~valid).sum()),
+  )
+
+
+def average_precision(scores, query_labels, item_labels) -> np.ndarray:
+  """`[Q]` AP over all returned results per query (NaN: no relevant item)."""
+  return retrieval_metrics(scores, query_labels, item_labels).average_precisions
+
+
+def mean_average_precision(scores, query_labels, item_labels, *, k: int | None = None) -> float:
+  """MAP of a `[num_queries, num_items]` score matrix (higher = more similar).
+
+  Args:
+    scores: `[Q, N]` scores.
+    query_labels: `[Q]` ids or `[Q, C]` multi-hot.
+    item_labels: `[N]` ids or `[N, C]` multi-hot.
+    k: if given, MAP@k; else MAP over all returned results (eq. 6).
+  """
+  metrics = retrieval_metrics(scores, query_labels, item_labels, ks=(k or 1,))
+  return metrics.map_at[k] if k else metrics.map
+
+
+def cross_modal_metrics(
+    i2t_scores, t2i_scores, image_labels, text_labels, **kwargs
+) -> dict[str, RetrievalMetrics]:
+  """Both directions: `{"i2t": ..., "t2i": ...}`.
+
+  Args:
+    i2t_scores: `[num_images, num_texts]` matrix or row function (see
+      `retrieval_metrics`): image queries against the text database.
+    t2i_scores: `[num_texts, num_images]` likewise.
+    image_labels, text_labels: labels of the two sides.
+  """
+  return {
+      "i2t": retrieval_metrics(i2t_scores, image_labels, text_labels, **kwargs),
+      "t2i": retrieval_metrics(t2i_scores, text_labels, image_labels, **kwargs),
+  }
+
+
+def top_k(scores, k: int) -> np.ndarray:
+  """`[Q, N]` scores -> `[Q, k]` indices of the best items, ties by lower index."""
+  order = jnp.argsort(-jnp.asarray(scores), axis=1, stable=True)
+  return np.asarray(order[:, :k])

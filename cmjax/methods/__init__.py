@@ -1,0 +1,1 @@
+"""Cross-modal retrieval methods built on the shared data, loop and evaluation."""

@@ -1,0 +1,585 @@
+"""UNCSM: Unified Network for Cross-media Similarity Metric (Qi, Huang, Peng 2017).
+
+Stages, each run by the shared loop (`cmjax.train.train_stage`):
+
+0. optional DBN preprocessing (paper sec. 4.4): per modality a two-layer DBN
+   (Gaussian RBM for images, replicated softmax for text, then a binary RBM),
+   trained with CD-1, then the DBN unrolled into a softmax classifier and
+   fine-tuned with cross entropy; its top hidden layer is the new input.
+1. `pretrain`: the two pathways f_i, f_t (1024 -> 512 -> 256) with the
+   contrastive loss (eq. 1, margin lambda) on relevant/irrelevant pairs.
+2. `finetune`: the double triplet loss (eq. 2, 3; margins alpha, beta) with
+   online triplet sampling (I+, T+, T-) and (T+, I+, I-). Each loss branch is
+   a 256-unit sigmoid layer on top of the pathways, applied to both the anchor
+   and the candidates of its triplets; gradients of both branches add on the
+   pathways. The shared representation is the pathway output.
+3. `metric`: the metric network on [f_i(x), f_t(z)]: three 512-unit ReLU
+   layers and a 2-way softmax, cross entropy (eq. 4) on randomly sampled
+   relevant/irrelevant pairs (1:1) of the frozen shared representation; the
+   similarity is p_hat (eq. 5).
+
+Ablations (paper Tables 5, 6 and Fig. 5): `similarity="cosine"` ranks by the
+cosine of the shared representations instead of the metric network;
+`pretrain=False` skips stage 1; the three margins are config fields.
+
+Choices the paper leaves open are `UNCSMConfig` fields (and flags of
+`experiments/uncsm.py`): batch size, activations, input transform, optimizer
+details, validation-based model selection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Literal, Sequence
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cmjax import data as data_lib
+from cmjax import evaluation, preprocess, rbm, results, sampling, train
+from cmjax.models import MLP
+
+__all__ = [
+    "MetricNet",
+    "RECIPES",
+    "TwoPathway",
+    "UNCSMConfig",
+    "contrastive_loss",
+    "metric_loss",
+    "run",
+    "triplet_loss",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class UNCSMConfig:
+  """Every setting of an UNCSM run. See `RECIPES` for the two named presets."""
+
+  # Architecture (paper: 1024-512-256 pathways, 256 sigmoid branches, 3x512 metric net).
+  hidden: tuple[int, ...] = (1024, 512, 256)
+  activation: str = "relu"
+  output_activation: str = "none"
+  dropout: float = 0.0
+  branch_size: int = 256
+  metric_hidden: tuple[int, ...] = (512, 512, 512)
+  # Method switches (paper ablations).
+  similarity: Literal["metric", "cosine"] = "metric"
+  pretrain: bool = True
+  dbn: bool = False
+  # Margins (paper: all 1).
+  contrastive_margin: float = 1.0
+  image_triplet_margin: float = 1.0
+  text_triplet_margin: float = 1.0
+  negatives: Literal["random", "hardest"] = "random"
+  negative_candidates: int = 8
+  # Optimisation (paper: SGD, lr 0.001, weight decay 0.004, < 10K iterations a stage).
+  optimizer: Literal["sgd", "adam"] = "sgd"
+  learning_rate: float = 0.001
+  momentum: float = 0.9
+  weight_decay: float = 0.004
+  batch_size: int = 128
+  pretrain_steps: int = 10000
+  finetune_steps: int = 10000
+  metric_pairs: int = 300000
+  metric_batch_size: int = 256
+  # DBN preprocessing (paper: image 2048 -> 1024, text 1024 -> 1024).
+  dbn_image_hidden: tuple[int, int] = (2048, 1024)
+  dbn_text_hidden: tuple[int, int] = (1024, 1024)
+  dbn_steps: int = 2000
+  dbn_learning_rate: float = 0.001
+  dbn_doc_length: float = 100.0
+  softmax_steps: int = 2000
+  # Data handling and model selection.
+  input_transform: str = "standardize"
+  validation_fraction: float = 0.0
+  eval_every: int = 500
+  patience: int = 0
+
+  @property
+  def metric_steps(self) -> int:
+    return max(1, self.metric_pairs // self.metric_batch_size)
+
+
+# "paper": the paper's recipe as written. "tuned": the default, chosen on a
+# validation split carved from train (see reports/uncsm_wikipedia.md).
+RECIPES: dict[str, UNCSMConfig] = {
+    "paper": UNCSMConfig(),
+    "tuned": UNCSMConfig(
+        input_transform="sqrt_standardize",
+        activation="sigmoid",
+        optimizer="adam",
+        learning_rate=1e-3,
+        weight_decay=1e-4,
+        dropout=0.2,
+        pretrain_steps=3000,
+        finetune_steps=3000,
+        metric_pairs=300000,
+        validation_fraction=0.15,
+        eval_every=250,
+        patience=4,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------
+# Models.
+# ---------------------------------------------------------------------------
+
+
+class TwoPathway(nn.Module):
+  """Image and text pathways plus the two sigmoid triplet branches."""
+
+  hidden: Sequence[int]
+  activation: str
+  output_activation: str
+  dropout: float
+  branch_size: int
+
+  def setup(self):
+    path = functools.partial(
+        MLP, self.hidden, self.activation, self.output_activation, self.dropout
+    )
+    self.image_path, self.text_path = path(), path()
+    self.image_branch = nn.Dense(self.branch_size)
+    self.text_branch = nn.Dense(self.branch_size)
+
+  def encode_image(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """`[..., d_image] -> [..., hidden[-1]]` shared representation f_i."""
+    return self.image_path(x, train)
+
+  def encode_text(self, z: jax.Array, train: bool = False) -> jax.Array:
+    """`[..., d_text] -> [..., hidden[-1]]` shared representation f_t."""
+    return self.text_path(z, train)
+
+  def image_triplet_branch(self, f: jax.Array) -> jax.Array:
+    """Branch of the image-anchored triplets: `[..., h] -> [..., branch_size]`."""
+    return nn.sigmoid(self.image_branch(f))
+
+  def text_triplet_branch(self, f: jax.Array) -> jax.Array:
+    """Branch of the text-anchored triplets: `[..., h] -> [..., branch_size]`."""
+    return nn.sigmoid(self.text_branch(f))
+
+  def __call__(self, x, z, train: bool = False):
+    fi, ft = self.encode_image(x, train), self.encode_text(z, train)
+    return fi, ft, self.image_triplet_branch(fi), self.text_triplet_branch(ft)
+
+
+class MetricNet(nn.Module):
+  """`(f_i [..., h], f_t [..., h]) -> [..., 2]` logits of (irrelevant, relevant).
+
+  The first layer is a dense layer on the concatenation [f_i, f_t], written as
+  two dense maps added, so that broadcasting `[Q, 1, h]` against `[1, N, h]`
+  scores all Q x N pairs without materialising their concatenations.
+  """
+
+  hidden: Sequence[int] = (512, 512, 512)
+
+  @nn.compact
+  def __call__(self, fi: jax.Array, ft: jax.Array) -> jax.Array:
+    h = nn.Dense(self.hidden[0], name="image_in")(fi)
+    h = nn.relu(h + nn.Dense(self.hidden[0], use_bias=False, name="text_in")(ft))
+    for width in self.hidden[1:]:
+      h = nn.relu(nn.Dense(width)(h))
+    return nn.Dense(2)(h)
+
+
+# ---------------------------------------------------------------------------
+# Losses (pure functions of arrays).
+# ---------------------------------------------------------------------------
+
+
+def _squared_distance(a: jax.Array, b: jax.Array) -> jax.Array:
+  return jnp.sum((a - b) ** 2, axis=-1)
+
+
+def contrastive_loss(fi: jax.Array, ft: jax.Array, relevant: jax.Array, margin: float) -> jax.Array:
+  """Eq. 1 averaged over pairs.
+
+  Args:
+    fi: `[B, h]` image representations.
+    ft: `[B, h]` text representations.
+    relevant: `[B]` 1 for same-label pairs, 0 otherwise.
+    margin: lambda.
+  """
+  d2 = _squared_distance(fi, ft)
+  push = jax.nn.relu(margin - jnp.sqrt(d2 + 1e-9)) ** 2
+  return jnp.mean(relevant * d2 + (1 - relevant) * push)
+
+
+def triplet_loss(
+    anchor: jax.Array,
+    positive: jax.Array,
+    negatives: jax.Array,
+    irrelevant: jax.Array,
+    margin: float,
+    mining: Literal["random", "hardest"] = "random",
+) -> jax.Array:
+  """Eq. 2 (or 3) averaged over anchors that have an irrelevant candidate.
+
+  Args:
+    anchor: `[B, h]` anchor representations (I+ for eq. 2).
+    positive: `[B, h]` relevant other-modality items (T+).
+    negatives: `[B, K, h]` candidate other-modality items.
+    irrelevant: `[B, K]` which candidates are irrelevant to the anchor.
+    margin: alpha (eq. 2) or beta (eq. 3).
+    mining: `random` uses the first irrelevant candidate (random sampling);
+      `hardest` the irrelevant candidate closest to the anchor (online hard
+      negative mining on the current representations).
+  """
+  d_neg = _squared_distance(anchor[:, None, :], negatives)
+  if mining == "hardest":
+    choice = jnp.argmin(jnp.where(irrelevant, d_neg, jnp.inf), axis=1)
+  else:
+    choice = jnp.argmax(irrelevant, axis=1)
+  d_neg = jnp.take_along_axis(d_neg, choice[:, None], 1)[:, 0]
+  valid = jnp.any(irrelevant, axis=1).astype(anchor.dtype)
+  hinge = jax.nn.relu(_squared_distance(anchor, positive) - d_neg + margin)
+  return jnp.sum(valid * hinge) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+def metric_loss(logits: jax.Array, relevant: jax.Array) -> jax.Array:
+  """Eq. 4: cross entropy of `[B, 2]` logits against `[B]` 0/1 relevance."""
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, relevant.astype(jnp.int32)))
+
+
+# ---------------------------------------------------------------------------
+# Scoring.
+# ---------------------------------------------------------------------------
+
+
+def cosine_scores(fi: jax.Array, ft: jax.Array) -> jax.Array:
+  """`[Q, h] x [N, h] -> [Q, N]` cosine similarities."""
+  unit = lambda x: x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+  return unit(fi) @ unit(ft).T
+
+
+@functools.partial(jax.jit, static_argnames=("net",))
+def _metric_block(net: MetricNet, params, fi_block: jax.Array, ft: jax.Array) -> jax.Array:
+  logits = net.apply(params, fi_block[:, None, :], ft[None, :, :])
+  return jax.nn.softmax(logits, axis=-1)[..., 1]
+
+
+def metric_scores(net: MetricNet, params, fi: jax.Array, ft: jax.Array, block: int = 64) -> np.ndarray:
+  """`[Q, h] x [N, h] -> [Q, N]` p_hat of every image/text pair (eq. 5), in blocks."""
+  q = fi.shape[0]
+  pad = (-q) % block
+  fi = jnp.concatenate([fi, jnp.repeat(fi[-1:], pad, axis=0)]) if pad else fi
+  blocks = [np.asarray(_metric_block(net, params, fi[s : s + block], ft))
+            for s in range(0, fi.shape[0], block)]
+  return np.concatenate(blocks)[:q]
+
+
+def _avg_map(image_text_scores: np.ndarray, image_labels, text_labels) -> dict[str, float]:
+  """MAP both ways from one `[num_images, num_texts]` score matrix."""
+  m = evaluation.cross_modal_metrics(
+      image_text_scores, np.asarray(image_text_scores).T, image_labels, text_labels
+  )
+  return {"i2t": m["i2t"].map, "t2i": m["t2i"].map, "avg": (m["i2t"].map + m["t2i"].map) / 2}
+
+
+# ---------------------------------------------------------------------------
+# Stages.
+# ---------------------------------------------------------------------------
+
+
+def _optimizer(config: UNCSMConfig, learning_rate: float | None = None) -> optax.GradientTransformation:
+  lr = config.learning_rate if learning_rate is None else learning_rate
+  if config.optimizer == "sgd":
+    # Caffe-style weight decay: an L2 term added to the gradient.
+    return optax.chain(optax.add_decayed_weights(config.weight_decay),
+                       optax.sgd(lr, momentum=config.momentum or None))
+  if config.optimizer == "adam":
+    return optax.adamw(lr, weight_decay=config.weight_decay)
+  raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def _pathway_model(config: UNCSMConfig) -> TwoPathway:
+  return TwoPathway(config.hidden, config.activation, config.output_activation,
+                    config.dropout, config.branch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _encode(model: TwoPathway, params, x, z):
+  return (model.apply(params, x, method=TwoPathway.encode_image),
+          model.apply(params, z, method=TwoPathway.encode_text))
+
+
+def _pathway_eval_fn(model, val: dict | None):
+  """Validation MAP of cosine on the shared representation (stages 1 and 2)."""
+  if val is None:
+    return None
+
+  def eval_fn(params):
+    fi, ft = _encode(model, params, val["image"], val["text"])
+    return _avg_map(np.asarray(cosine_scores(fi, ft)), val["labels"], val["labels"])
+
+  return eval_fn
+
+
+def _pretrain_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
+  def sample_fn(rng, data):
+    anchor, partner, relevant = sampling.sample_pairs(rng, config.batch_size, data["index"])
+    return {"image": data["image"][anchor], "text": data["text"][partner], "relevant": relevant}
+
+  def loss_fn(params, context, batch, rng):
+    rngs = {"dropout": rng}
+    fi = model.apply(params, batch["image"], True, method=TwoPathway.encode_image, rngs=rngs)
+    ft = model.apply(params, batch["text"], True, method=TwoPathway.encode_text, rngs=rngs)
+    loss = contrastive_loss(fi, ft, batch["relevant"], config.contrastive_margin)
+    return loss, {"positive_fraction": jnp.mean(batch["relevant"])}
+
+  return train.Stage(
+      name="pretrain", loss_fn=loss_fn, sample_fn=sample_fn, optimizer=_optimizer(config),
+      num_steps=config.pretrain_steps, eval_fn=_pathway_eval_fn(model, val),
+      eval_every=config.eval_every, select_metric="avg" if val else None,
+      patience=config.patience,
+  )
+
+
+def _finetune_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
+  k = config.negative_candidates if config.negatives == "hardest" else 8
+
+  def sample_fn(rng, data):
+    index = data["index"]
+    keys = jax.random.split(rng, 5)
+    b = config.batch_size
+    image_anchor = jax.random.randint(keys[0], (b,), 0, index.labels.shape[0])
+    text_anchor = jax.random.randint(keys[1], (b,), 0, index.labels.shape[0])
+    text_pos = sampling.sample_positives(keys[2], index.labels[image_anchor], index)
+    image_pos = sampling.sample_positives(keys[3], index.labels[text_anchor], index)
+    neg_keys = jax.random.split(keys[4])
+    text_neg, text_irr = sampling.sample_negatives(neg_keys[0], index.labels[image_anchor], index, k)
+    image_neg, image_irr = sampling.sample_negatives(neg_keys[1], index.labels[text_anchor], index, k)
+    if config.negatives == "random":  # Only the first irrelevant candidate is needed.
+      pick = lambda c, irr: jnp.take_along_axis(c, jnp.argmax(irr, 1)[:, None], 1)
+      text_neg, text_irr = pick(text_neg, text_irr), jnp.any(text_irr, 1, keepdims=True)
+      image_neg, image_irr = pick(image_neg, image_irr), jnp.any(image_irr, 1, keepdims=True)
+    return {
+        "i_anchor": data["image"][image_anchor], "t_pos": data["text"][text_pos],
+        "t_neg": data["text"][text_neg], "t_irr": text_irr,
+        "t_anchor": data["text"][text_anchor], "i_pos": data["image"][image_pos],
+        "i_neg": data["image"][image_neg], "i_irr": image_irr,
+    }
+
+  def loss_fn(params, context, batch, rng):
+    rngs = {"dropout": rng}
+    enc_i = lambda x: model.apply(params, x, True, method=TwoPathway.encode_image, rngs=rngs)
+    enc_t = lambda z: model.apply(params, z, True, method=TwoPathway.encode_text, rngs=rngs)
+    br_i = lambda f: model.apply(params, f, method=TwoPathway.image_triplet_branch)
+    br_t = lambda f: model.apply(params, f, method=TwoPathway.text_triplet_branch)
+    s_i = triplet_loss(
+        br_i(enc_i(batch["i_anchor"])), br_i(enc_t(batch["t_pos"])),
+        br_i(enc_t(batch["t_neg"])), batch["t_irr"], config.image_triplet_margin,
+        config.negatives)
+    s_t = triplet_loss(
+        br_t(enc_t(batch["t_anchor"])), br_t(enc_i(batch["i_pos"])),
+        br_t(enc_i(batch["i_neg"])), batch["i_irr"], config.text_triplet_margin,
+        config.negatives)
+    return s_i + s_t, {"image_triplet": s_i, "text_triplet": s_t}
+
+  return train.Stage(
+      name="finetune", loss_fn=loss_fn, sample_fn=sample_fn, optimizer=_optimizer(config),
+      num_steps=config.finetune_steps, eval_fn=_pathway_eval_fn(model, val),
+      eval_every=config.eval_every, select_metric="avg" if val else None,
+      patience=config.patience,
+  )
+
+
+def _metric_stage(config: UNCSMConfig, net: MetricNet, val) -> train.Stage:
+  def sample_fn(rng, data):
+    anchor, partner, relevant = sampling.sample_pairs(rng, config.metric_batch_size, data["index"])
+    return {"fi": data["fi"][anchor], "ft": data["ft"][partner], "relevant": relevant}
+
+  def loss_fn(params, context, batch, rng):
+    logits = net.apply(params, batch["fi"], batch["ft"])
+    accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["relevant"]).astype(jnp.float32))
+    return metric_loss(logits, batch["relevant"]), {"accuracy": accuracy}
+
+  eval_fn = None
+  if val is not None:
+    eval_fn = lambda params: _avg_map(
+        metric_scores(net, params, val["fi"], val["ft"]), val["labels"], val["labels"])
+  return train.Stage(
+      name="metric", loss_fn=loss_fn, sample_fn=sample_fn, optimizer=_optimizer(config),
+      num_steps=config.metric_steps, eval_fn=eval_fn,
+      eval_every=config.eval_every, select_metric="avg" if val else None,
+      patience=config.patience,
+  )
+
+
+# ---------------------------------------------------------------------------
+# DBN preprocessing (optional stage 0).
+# ---------------------------------------------------------------------------
+
+
+def _rows_stage(name: str, loss_fn, optimizer, num_steps: int, batch_size: int) -> train.Stage:
+  def sample_fn(rng, data):
+    rows = jax.random.randint(rng, (batch_size,), 0, data["x"].shape[0])
+    return {key: value[rows] for key, value in data.items()}
+
+  return train.Stage(name=name, loss_fn=loss_fn, sample_fn=sample_fn,
+                     optimizer=optimizer, num_steps=num_steps)
+
+
+def _dbn_features(
+    config: UNCSMConfig, modality: str, train_x: np.ndarray, labels: np.ndarray,
+    num_classes: int, others: list[np.ndarray], workdir: str, seed: int, mesh, loop,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+  """Trains a 2-layer DBN + softmax net on one modality; returns top-layer features."""
+  if modality == "image":
+    kinds, sizes = ("gaussian", "binary"), config.dbn_image_hidden
+    visible = lambda x: x
+  else:
+    kinds, sizes = ("replicated_softmax", "binary"), config.dbn_text_hidden
+    if np.any(train_x < 0):
+      raise ValueError("the replicated softmax DBN layer needs non-negative text "
+                       "features (counts, tf-idf or topic proportions)")
+    visible = lambda x: config.dbn_doc_length * x / np.maximum(x.sum(1, keepdims=True), 1e-12)
+  optimizer = optax.sgd(config.dbn_learning_rate, momentum=0.9)
+  layer_input = visible(train_x)
+  rbms = []
+  for layer, (kind, width) in enumerate(zip(kinds, sizes)):
+    params = rbm.init_rbm(jax.random.key(seed + layer), layer_input.shape[1], width)
+    loss = lambda p, c, b, r, kind=kind: rbm.cd_loss(p, b["x"], r, kind)
+    stage = _rows_stage(f"dbn_{modality}_{layer + 1}", loss, optimizer, config.dbn_steps,
+                        config.batch_size)
+    params = train.train_stage(stage, params, {"x": jnp.asarray(layer_input)},
+                               workdir=workdir, seed=seed + 10 + layer, mesh=mesh, loop=loop).params
+    rbms.append((kind, params))
+    layer_input = np.asarray(rbm.hidden_probabilities(params, jnp.asarray(layer_input), kind))
+
+  # Unroll into a feed-forward net (sigmoid layers from the RBM weights) and
+  # fine-tune it as a softmax classifier.
+  def forward(p, x):
+    h = x
+    for kind, layer in zip(kinds, p["layers"]):
+      h = rbm.hidden_probabilities(layer, h, kind)
+    return h
+
+  head = {"w": jnp.zeros((sizes[-1], num_classes)), "b": jnp.zeros(num_classes)}
+  net = {"layers": [params for _, params in rbms], "head": head}
+
+  def softmax_loss(p, c, b, r):
+    logits = forward(p, b["x"]) @ p["head"]["w"] + p["head"]["b"]
+    target = b["y"] / jnp.sum(b["y"], -1, keepdims=True)
+    return jnp.mean(optax.softmax_cross_entropy(logits, target)), {}
+
+  stage = _rows_stage(f"softmax_{modality}", softmax_loss, optax.adam(1e-4),
+                      config.softmax_steps, config.batch_size)
+  net = train.train_stage(
+      stage, net, {"x": jnp.asarray(visible(train_x)),
+                   "y": jnp.asarray(sampling.multi_hot(labels, num_classes))},
+      workdir=workdir, seed=seed + 20, mesh=mesh, loop=loop).params
+  encode = jax.jit(forward)
+  return (np.asarray(encode(net, jnp.asarray(visible(train_x)))),
+          [np.asarray(encode(net, jnp.asarray(visible(x)))) for x in others])
+
+
+# ---------------------------------------------------------------------------
+# The whole method.
+# ---------------------------------------------------------------------------
+
+
+def _split_arrays(split: data_lib.Split, image: np.ndarray, text: np.ndarray) -> dict:
+  return {"image": jnp.asarray(image), "text": jnp.asarray(text), "labels": split.labels}
+
+
+def run(
+    config: UNCSMConfig,
+    dataset: data_lib.Dataset,
+    workdir: str,
+    seed: int = 0,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    loop: train.LoopConfig = train.LoopConfig(),
+) -> dict:
+  """Trains UNCSM on `dataset.train`, evaluates on `dataset.test`, writes the workdir.
+
+  Returns:
+    the `results.json` dict (see `cmjax.results`).
+  """
+  start = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  results.write_json(os.path.join(workdir, "config.json"),
+                     {"method": "uncsm", "dataset": dataset.name, "seed": seed,
+                      "config": dataclasses.asdict(config)})
+  train_split, val_split = data_lib.validation_split(
+      dataset.train, config.validation_fraction, seed)
+  use_val = len(val_split) > 0
+  splits = [train_split, val_split, dataset.test]
+  image_tr, (image_val, image_te) = preprocess.fit_transform(
+      train_split.image, [val_split.image, dataset.test.image], config.input_transform)
+  text_tr, (text_val, text_te) = preprocess.fit_transform(
+      train_split.text, [val_split.text, dataset.test.text], config.input_transform)
+  if config.dbn:
+    image_tr, (image_val, image_te) = _dbn_features(
+        config, "image", image_tr, train_split.labels, dataset.num_classes,
+        [image_val, image_te], workdir, seed * 1000 + 100, mesh, loop)
+    # Replicated softmax models counts: it reads the untransformed text features.
+    text_tr, (text_val, text_te) = _dbn_features(
+        config, "text", train_split.text, train_split.labels, dataset.num_classes,
+        [val_split.text, dataset.test.text], workdir, seed * 1000 + 200, mesh, loop)
+
+  index = sampling.label_index(train_split.labels, dataset.num_classes)
+  train_data = {"image": jnp.asarray(image_tr), "text": jnp.asarray(text_tr), "index": index}
+  val = _split_arrays(val_split, image_val, text_val) if use_val else None
+
+  model = _pathway_model(config)
+  params = model.init(jax.random.key(seed), jnp.zeros((1, image_tr.shape[1])),
+                      jnp.zeros((1, text_tr.shape[1])))
+  stage_facts = {}
+
+  def fit(stage, params, data, stage_seed):
+    result = train.train_stage(stage, params, data, workdir=workdir, seed=stage_seed,
+                               mesh=mesh, loop=loop)
+    stage_facts[stage.name] = {"steps": result.steps, "best_val_avg_map": result.best_score,
+                               "wall_s": result.wall_s, "resumed_from": result.resumed_from}
+    return result.params
+
+  if config.pretrain:
+    params = fit(_pretrain_stage(config, model, val), params, train_data, seed * 1000 + 1)
+  params = fit(_finetune_stage(config, model, val), params, train_data, seed * 1000 + 2)
+
+  reps = {name: _encode(model, params, jnp.asarray(x), jnp.asarray(z))
+          for name, x, z in (("train", image_tr, text_tr), ("val", image_val, text_val),
+                             ("test", image_te, text_te))}
+  if config.similarity == "metric":
+    net = MetricNet(config.metric_hidden)
+    fi, ft = reps["train"]
+    net_params = net.init(jax.random.key(seed + 1), fi[:1], ft[:1])
+    metric_val = None
+    if use_val:
+      metric_val = {"fi": reps["val"][0], "ft": reps["val"][1], "labels": val_split.labels}
+    net_params = fit(_metric_stage(config, net, metric_val), net_params,
+                     {"fi": fi, "ft": ft, "index": index}, seed * 1000 + 3)
+    test_scores = metric_scores(net, net_params, *reps["test"])
+  elif config.similarity == "cosine":
+    test_scores = np.asarray(cosine_scores(*reps["test"]))
+  else:
+    raise ValueError(f"unknown similarity {config.similarity!r}")
+
+  metrics = evaluation.cross_modal_metrics(
+      test_scores, test_scores.T, dataset.test.labels, dataset.test.labels)
+  # Table 5 on the same pathways: cosine of the shared representation.
+  cosine_map = _avg_map(np.asarray(cosine_scores(*reps["test"])), dataset.test.labels,
+                        dataset.test.labels)
+  out = results.write_results(
+      workdir, method="uncsm", dataset=dataset.name, seed=seed, metrics=metrics,
+      wall_s=time.time() - start,
+      extra={"config": dataclasses.asdict(config), "stages": stage_facts,
+             "cosine_map": cosine_map,
+             "num_devices": (mesh or train.data_mesh()).size,
+             "num_train": len(train_split), "num_val": len(val_split),
+             "num_test": len(dataset.test)})
+  np.save(os.path.join(workdir, "test_scores.npy"), test_scores)
+  logging.info("uncsm on %s (seed %d): MAP i2t %.4f t2i %.4f avg %.4f in %.0fs",
+               dataset.name, seed, out["map"]["i2t"], out["map"]["t2i"], out["map"]["avg"],
+               out["wall_s"])
+  return out

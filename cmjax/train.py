@@ -1,0 +1,297 @@
+"""The one training loop of cmjax, shared by every method and every stage.
+
+A method describes a stage as a `Stage`: a loss, a device-side batch sampler,
+an optimizer, a step budget and optionally a validation metric for model
+selection. `train_stage` then runs it:
+
+- mesh: every local device on one `'data'` axis; parameters, optimizer state and
+  the (small) training arrays are replicated, each sampled batch is sharded over
+  `'data'`, and XLA's partitioner inserts the gradient all-reduce (sharded `jit`).
+- update: one pure, jitted function runs `steps_per_call` steps in a
+  `lax.scan`, sampling batches on device from device-resident data; the rng of
+  step s is `fold_in(key(seed), s)`, so results do not depend on how steps are
+  grouped into calls, nor on interruptions.
+- checkpoint: the whole state (parameters, optimizer state, step, the best
+  parameters so far) is saved with orbax in `workdir/checkpoints/<stage>`; a
+  workdir with a checkpoint resumes from it and reaches identical parameters;
+  a finished stage is not run again.
+- metrics: TensorBoard event files and `metrics.jsonl` in `workdir/logs/<stage>`;
+  progress lines with steps/s and ETA.
+- safety: a non-finite loss or gradient norm stops the run with the stage and
+  step named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from cmjax.metric_writer import MetricWriter
+
+__all__ = [
+    "LoopConfig",
+    "NonFiniteError",
+    "Stage",
+    "StageResult",
+    "data_mesh",
+    "replicate",
+    "train_stage",
+]
+
+Params = Any
+Batch = Any
+# loss_fn(params, context, batch, rng) -> (scalar loss, {name: scalar metric}).
+LossFn = Callable[[Params, Any, Batch, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
+# sample_fn(rng, data) -> batch (a pytree whose leaves lead with the batch axis).
+SampleFn = Callable[[jax.Array, Any], Batch]
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or the gradient norm became NaN or Inf."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One training stage of a method.
+
+  Attributes:
+    name: unique within a run; names the checkpoint and log folders.
+    loss_fn: pure loss, see `LossFn`.
+    sample_fn: pure, jittable batch sampler, see `SampleFn`.
+    optimizer: optax transformation.
+    num_steps: step budget.
+    eval_fn: host function `params -> {name: value}` run every `eval_every`
+      steps (validation metrics, logged under `val/`).
+    eval_every: steps between evaluations (0: never).
+    select_metric: if set, the parameters with the highest value of this
+      `eval_fn` metric are the stage's result (model selection on validation).
+    patience: stop after this many evaluations without improvement (0: never).
+  """
+
+  name: str
+  loss_fn: LossFn
+  sample_fn: SampleFn
+  optimizer: optax.GradientTransformation
+  num_steps: int
+  eval_fn: Callable[[Params], Mapping[str, float]] | None = None
+  eval_every: int = 0
+  select_metric: str | None = None
+  patience: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  """How the loop runs (not what it learns).
+
+  Attributes:
+    steps_per_call: steps fused in one jitted call (device-side loop).
+    checkpoint_every: steps between checkpoints.
+    log_every_s: seconds between progress lines.
+  """
+
+  steps_per_call: int = 100
+  checkpoint_every: int = 1000
+  log_every_s: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+  params: Params
+  steps: int
+  best_score: float | None
+  wall_s: float
+  resumed_from: int
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  """A 1-D mesh with axis `'data'` over the given (default: all local) devices."""
+  devices = jax.local_devices() if devices is None else devices
+  return jax.sharding.Mesh(np.asarray(devices), ("data",))
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Places every leaf of `tree` on every device of `mesh`."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def _init_state(params: Params, optimizer: optax.GradientTransformation) -> dict:
+  return {
+      "step": jnp.zeros((), jnp.int32),
+      "params": params,
+      "opt_state": optimizer.init(params),
+      "best_params": jax.tree.map(jnp.copy, params),  # Own buffers (donation).
+      "best_score": jnp.full((), -jnp.inf, jnp.float32),
+      "evals_since_best": jnp.zeros((), jnp.int32),
+      "stopped": jnp.zeros((), jnp.bool_),
+  }
+
+
+def _make_run_fn(stage: Stage, mesh: jax.sharding.Mesh):
+  """Jitted `(state, context, data, key, num_steps) -> (state, metrics)`."""
+  batch_sharding = NamedSharding(mesh, P("data"))
+  grad_fn = jax.value_and_grad(stage.loss_fn, has_aux=True)
+
+  def one_step(carry, _):
+    state, context, data, key = carry
+    rng = jax.random.fold_in(key, state["step"])
+    sample_rng, loss_rng = jax.random.split(rng)
+    batch = stage.sample_fn(sample_rng, data)
+    batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    (loss, aux), grads = grad_fn(state["params"], context, batch, loss_rng)
+    updates, opt_state = stage.optimizer.update(grads, state["opt_state"], state["params"])
+    state = dict(
+        state,
+        step=state["step"] + 1,
+        params=optax.apply_updates(state["params"], updates),
+        opt_state=opt_state,
+    )
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+    return (state, context, data, key), metrics
+
+  @functools.partial(jax.jit, static_argnames=("num_steps",), donate_argnums=(0,))
+  def run(state, context, data, key, num_steps):
+    (state, *_), metrics = jax.lax.scan(
+        one_step, (state, context, data, key), None, length=num_steps
+    )
+    return state, metrics
+
+  return run
+
+
+def _check_finite(stage: str, first_step: int, metrics: Mapping[str, np.ndarray]) -> None:
+  for name in ("loss", "grad_norm"):
+    bad = np.flatnonzero(~np.isfinite(metrics[name]))
+    if bad.size:
+      raise NonFiniteError(
+          f"stage '{stage}': non-finite {name} ({metrics[name][bad[0]]}) at step "
+          f"{first_step + int(bad[0]) + 1}; stopping. Lower the learning rate or "
+          "check the input data."
+      )
+
+
+def _next_boundary(step: int, stage: Stage, loop: LoopConfig) -> int:
+  candidates = [stage.num_steps, step + loop.steps_per_call]
+  for every in (stage.eval_every if stage.eval_fn else 0, loop.checkpoint_every):
+    if every:
+      candidates.append((step // every + 1) * every)
+  return min(candidates)
+
+
+def train_stage(
+    stage: Stage,
+    params: Params,
+    data: Any,
+    *,
+    workdir: str,
+    seed: int,
+    context: Any = None,
+    mesh: jax.sharding.Mesh | None = None,
+    loop: LoopConfig = LoopConfig(),
+) -> StageResult:
+  """Trains `params` for one stage, resuming from `workdir` if it can.
+
+  Args:
+    stage: what to train.
+    params: initial trainable parameters (a pytree).
+    data: pytree of arrays the sampler reads (placed on every device).
+    workdir: the run's folder; checkpoints and logs of this stage go below it.
+    seed: the stage's rng seed (step s uses `fold_in(key(seed), s)`).
+    context: pytree of fixed inputs to the loss (e.g. frozen parameters).
+    mesh: device mesh with a `'data'` axis; default all local devices.
+    loop: loop settings.
+
+  Returns:
+    the trained (or selected) parameters and facts about the run.
+
+  Raises:
+    NonFiniteError: the loss or gradient norm became non-finite.
+  """
+  start_time = time.time()
+  mesh = mesh or data_mesh()
+  ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints", stage.name))
+  manager = ocp.CheckpointManager(
+      ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+  )
+  # A copy: the state is donated to the update, the caller keeps its `params`.
+  state = jax.device_put(_init_state(params, stage.optimizer), NamedSharding(mesh, P()),
+                         may_alias=False)
+  resumed_from = 0
+  if manager.latest_step() is not None:
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+    resumed_from = int(state["step"])
+    logging.info("stage '%s': resumed from step %d (%s)", stage.name, resumed_from, ckpt_dir)
+
+  data, context = replicate((data, context), mesh)
+  key = jax.random.key(seed)
+  run = _make_run_fn(stage, mesh)
+  writer = MetricWriter(os.path.join(workdir, "logs", stage.name))
+  step = int(state["step"])
+  stopped = bool(state["stopped"])
+  last_log, last_log_step = time.time(), step
+  try:
+    while step < stage.num_steps and not stopped:
+      n = _next_boundary(step, stage, loop) - step
+      state, metrics = run(state, context, data, key, n)
+      metrics = jax.device_get(metrics)
+      _check_finite(stage.name, step, metrics)
+      step += n
+      writer.write_scalars(step, {f"train/{k}": np.mean(v) for k, v in metrics.items()})
+      if stage.eval_fn and stage.eval_every and step % stage.eval_every == 0:
+        state, stopped = _evaluate(stage, state, writer, step)
+        state = replicate(state, mesh)
+      now = time.time()
+      if now - last_log >= loop.log_every_s or step == stage.num_steps or stopped:
+        rate = (step - last_log_step) / max(now - last_log, 1e-9)
+        logging.info(
+            "stage '%s': step %d/%d loss %.4f (%.0f steps/s, eta %.0fs)%s",
+            stage.name, step, stage.num_steps, float(np.mean(metrics["loss"])), rate,
+            (stage.num_steps - step) / max(rate, 1e-9), " early stop" if stopped else "",
+        )
+        last_log, last_log_step = now, step
+      if step % loop.checkpoint_every == 0 or step == stage.num_steps or stopped:
+        manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    manager.wait_until_finished()
+  finally:
+    writer.close()
+    manager.close()
+  selected = stage.select_metric and np.isfinite(float(state["best_score"]))
+  return StageResult(
+      params=state["best_params"] if selected else state["params"],
+      steps=step,
+      best_score=float(state["best_score"]) if selected else None,
+      wall_s=time.time() - start_time,
+      resumed_from=resumed_from,
+  )
+
+
+def _evaluate(stage: Stage, state: dict, writer: MetricWriter, step: int) -> tuple[dict, bool]:
+  """Runs the stage's eval, keeps the best parameters, decides early stopping."""
+  scores = {k: float(v) for k, v in stage.eval_fn(state["params"]).items()}
+  writer.write_scalars(step, {f"val/{k}": v for k, v in scores.items()})
+  if not stage.select_metric:
+    return state, False
+  score = scores[stage.select_metric]
+  if score > float(state["best_score"]):
+    state = dict(
+        state,
+        best_params=jax.tree.map(jnp.copy, state["params"]),
+        best_score=jnp.asarray(score, jnp.float32),
+        evals_since_best=jnp.zeros((), jnp.int32),
+    )
+  else:
+    state = dict(state, evals_since_best=state["evals_since_best"] + 1)
+  stopped = bool(stage.patience and int(state["evals_since_best"]) >= stage.patience)
+  state = dict(state, stopped=jnp.asarray(stopped))
+  return state, stopped

@@ -1,0 +1,108 @@
+"""Retrieval metrics against a brute-force reference written with Python loops."""
+
+import numpy as np
+import pytest
+
+from cmjax import evaluation
+
+
+def _relevant(q, items):
+  if np.ndim(q) == 0:
+    return np.array([q == i for i in items])
+  return np.array([np.dot(q, i) > 0 for i in items])
+
+
+def brute_force(scores, query_labels, item_labels, k, levels):
+  """Per-query AP, AP@k, P@k and interpolated PR, ties by item index."""
+  out = []
+  for q in range(scores.shape[0]):
+    order = sorted(range(scores.shape[1]), key=lambda n: (-scores[q, n], n))
+    rel = _relevant(query_labels[q], item_labels)[order]
+    m = rel.sum()
+    precisions = [rel[: j + 1].sum() / (j + 1) for j in range(len(rel))]
+    recalls = [rel[: j + 1].sum() / max(m, 1) for j in range(len(rel))]
+    ap = sum(p for p, r in zip(precisions, rel) if r) / m if m else np.nan
+    top = rel[:k]
+    ap_k = sum(p for p, r in zip(precisions[:k], top) if r) / top.sum() if top.sum() else 0.0
+    p_k = top.sum() / k
+    curve = [max([p for p, rc in zip(precisions, recalls) if rc >= lv - 1e-6], default=0)
+             for lv in levels]
+    out.append((ap, ap_k, p_k, curve))
+  return out
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("chunk_size", [3, 64])
+def test_against_brute_force_with_ties(multi_label, chunk_size):
+  rng = np.random.default_rng(0)
+  q, n, c, k = 11, 17, 4, 5
+  scores = rng.integers(0, 3, size=(q, n)).astype(np.float32)  # Many ties.
+  if multi_label:
+    query_labels = (rng.random((q, c)) < 0.3).astype(np.float32)
+    item_labels = (rng.random((n, c)) < 0.3).astype(np.float32)
+    query_labels[0] = 0  # A query with no label: nothing relevant.
+  else:
+    query_labels = rng.integers(0, c, q)
+    item_labels = rng.integers(0, c - 1, n)
+    query_labels[0] = c - 1  # No item has this class.
+  levels = (0.0, 0.25, 0.5, 0.75, 1.0)
+  got = evaluation.retrieval_metrics(scores, query_labels, item_labels, ks=(k,),
+                                     recall_levels=levels, chunk_size=chunk_size)
+  ref = brute_force(scores, query_labels, item_labels, k, levels)
+  ap = np.array([r[0] for r in ref])
+  np.testing.assert_allclose(got.average_precisions, ap, rtol=1e-5)
+  valid = ~np.isnan(ap)
+  assert got.num_queries_without_relevant == (~valid).sum() >= 1
+  np.testing.assert_allclose(got.map, ap[valid].mean(), rtol=1e-5)
+  np.testing.assert_allclose(got.map_at[k], np.mean([r[1] for r in ref if ~np.isnan(r[0])]), rtol=1e-5)
+  np.testing.assert_allclose(got.precision_at[k], np.mean([r[2] for r in ref if ~np.isnan(r[0])]), rtol=1e-5)
+  np.testing.assert_allclose(got.precision_curve,
+                             np.mean([r[3] for r in ref if ~np.isnan(r[0])], 0), rtol=1e-5)
+
+
+def test_hand_computed_example():
+  scores = np.array([[0.9, 0.5, 0.5, 0.1], [0.1, 0.2, 0.3, 0.4]])
+  items = np.array([1, 0, 0, 0])
+  # Query 0 (label 0): ranking 0,1,2,3 -> relevant at ranks 2,3,4.
+  # Query 1 (label 1): ranking 3,2,1,0 -> relevant at rank 4.
+  ap = evaluation.average_precision(scores, np.array([0, 1]), items)
+  np.testing.assert_allclose(ap, [(1 / 2 + 2 / 3 + 3 / 4) / 3, 1 / 4], rtol=1e-6)
+  assert evaluation.mean_average_precision(scores, np.array([0, 1]), items) == pytest.approx(
+      ((1 / 2 + 2 / 3 + 3 / 4) / 3 + 1 / 4) / 2, rel=1e-6)
+  # Ties: items 1 and 2 score equal; the lower index ranks first, deterministically.
+  tie = np.array([[0.5, 0.5]])
+  assert evaluation.mean_average_precision(tie, np.array([0]), np.array([1, 0])) == pytest.approx(0.5)
+  assert evaluation.mean_average_precision(tie, np.array([0]), np.array([0, 1])) == pytest.approx(1.0)
+
+
+def test_score_function_matches_matrix_and_bounds_memory():
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(size=(300, 8)), rng.normal(size=(500, 8))
+  qa, qb = rng.integers(0, 5, 300), rng.integers(0, 5, 500)
+  full = evaluation.retrieval_metrics(a @ b.T, qa, qb, chunk_size=300)
+  seen = []
+
+  def score_fn(rows):
+    seen.append(len(rows))
+    return a[rows] @ b.T
+
+  streamed = evaluation.retrieval_metrics(score_fn, qa, qb, chunk_size=64)
+  assert max(seen) == 64  # Only [64, 500] blocks were ever built.
+  np.testing.assert_allclose(streamed.average_precisions, full.average_precisions, rtol=1e-6)
+  np.testing.assert_allclose(streamed.precision_curve, full.precision_curve, rtol=1e-6)
+
+
+def test_perfect_and_random_rankings():
+  labels = np.repeat(np.arange(10), 20)
+  perfect = (labels[:, None] == labels[None, :]).astype(np.float32)
+  assert evaluation.mean_average_precision(perfect, labels, labels) == pytest.approx(1.0)
+  rng = np.random.default_rng(0)
+  random = evaluation.mean_average_precision(rng.random((200, 200)), labels, labels)
+  assert 0.08 < random < 0.14  # Chance level for 10 balanced classes is about 0.1.
+
+
+def test_errors():
+  with pytest.raises(ValueError, match="expected \\[2, 3\\]"):
+    evaluation.retrieval_metrics(np.zeros((2, 4)), np.zeros(2), np.zeros(3))
+  with pytest.raises(FloatingPointError, match="non-finite scores"):
+    evaluation.retrieval_metrics(np.full((2, 3), np.nan), np.zeros(2), np.zeros(3))

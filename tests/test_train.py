@@ -1,0 +1,144 @@
+"""The shared training loop: data parallelism, resume, safety, metrics."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cmjax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _regression_stage(num_steps=60, **kwargs):
+  """Linear regression on device-resident data; batches sampled on device."""
+
+  def sample_fn(rng, data):
+    rows = jax.random.randint(rng, (32,), 0, data["x"].shape[0])
+    return {"x": data["x"][rows], "y": data["y"][rows]}
+
+  def loss_fn(params, context, batch, rng):
+    pred = jnp.tanh(batch["x"] @ params["w1"]) @ params["w2"]
+    return jnp.mean((pred - batch["y"]) ** 2), {}
+
+  return train.Stage("regression", loss_fn, sample_fn, optax.adam(1e-2), num_steps, **kwargs)
+
+
+def _problem():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(256, 6)).astype(np.float32)
+  y = np.sin(x @ rng.normal(size=(6, 2))).astype(np.float32)
+  params = {"w1": jnp.asarray(rng.normal(size=(6, 16)) * 0.3, jnp.float32),
+            "w2": jnp.zeros((16, 2), jnp.float32)}
+  return params, {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+
+
+_DEVICE_SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, jax
+    sys.path.insert(0, {tests!r})
+    from test_train import _problem, _regression_stage
+    from cmjax import train
+    assert jax.device_count() == {n}, jax.devices()
+    params, data = _problem()
+    result = train.train_stage(_regression_stage(), params, data, workdir={workdir!r},
+                               seed=0, loop=train.LoopConfig(steps_per_call=7))
+    np.savez({out!r}, **jax.device_get(result.params))
+""")
+
+
+def test_same_parameters_on_1_and_8_devices(tmp_path):
+  outputs = []
+  for n in (1, 8):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+               JAX_PLATFORMS="cpu")
+    out = str(tmp_path / f"params{n}.npz")
+    script = _DEVICE_SCRIPT.format(tests=os.path.join(REPO, "tests"), n=n,
+                                   workdir=str(tmp_path / f"w{n}"), out=out)
+    subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, check=True, timeout=300)
+    outputs.append(np.load(out))
+  for name in ("w1", "w2"):
+    np.testing.assert_allclose(outputs[0][name], outputs[1][name], rtol=1e-4, atol=1e-5)
+  assert not np.allclose(outputs[0]["w2"], 0)  # It trained.
+
+
+def test_resume_gives_identical_parameters(tmp_path):
+  params, data = _problem()
+  loop = train.LoopConfig(steps_per_call=5, checkpoint_every=20)
+  straight = train.train_stage(_regression_stage(60), params, data,
+                               workdir=str(tmp_path / "a"), seed=1, loop=loop)
+  # Interrupted: a first process stops after 40 steps (2 checkpoints), a second
+  # process resumes from the workdir and finishes.
+  train.train_stage(_regression_stage(40), params, data, workdir=str(tmp_path / "b"),
+                    seed=1, loop=loop)
+  resumed = train.train_stage(_regression_stage(60), params, data,
+                              workdir=str(tmp_path / "b"), seed=1, loop=loop)
+  assert resumed.resumed_from == 40 and resumed.steps == 60
+  for name in ("w1", "w2"):
+    np.testing.assert_array_equal(np.asarray(straight.params[name]),
+                                  np.asarray(resumed.params[name]))
+  # A finished stage is not run again.
+  again = train.train_stage(_regression_stage(60), params, data,
+                            workdir=str(tmp_path / "b"), seed=1, loop=loop)
+  assert again.resumed_from == 60
+  np.testing.assert_array_equal(np.asarray(again.params["w1"]), np.asarray(resumed.params["w1"]))
+
+
+def test_non_finite_loss_stops_with_step(tmp_path):
+  params, data = _problem()
+
+  def loss_fn(params, context, batch, rng):
+    # Gradient descent drives sum(w2) past 1 within a few steps: log of a negative.
+    return jnp.log(1.0 - jnp.sum(params["w2"])), {}
+
+  stage = train.Stage("diverge", loss_fn, lambda rng, d: {"x": d["x"][:8]},
+                      optax.sgd(0.1), 100)
+  params = {"w1": params["w1"], "w2": jnp.zeros((1,))}
+  with pytest.raises(train.NonFiniteError, match=r"stage 'diverge': non-finite loss .* at step \d+"):
+    train.train_stage(stage, params, data, workdir=str(tmp_path), seed=0,
+                      loop=train.LoopConfig(steps_per_call=10))
+
+
+def test_model_selection_and_early_stopping(tmp_path):
+  params, data = _problem()
+  calls = []
+
+  def eval_fn(p):
+    calls.append(float(jnp.sum(p["w2"] ** 2)))
+    return {"score": [3.0, 5.0, 4.0, 2.0, 1.0, 0.0, 9.0][len(calls) - 1]}
+
+  stage = _regression_stage(200, eval_fn=eval_fn, eval_every=10, select_metric="score",
+                            patience=3)
+  result = train.train_stage(stage, params, data, workdir=str(tmp_path), seed=0,
+                             loop=train.LoopConfig(steps_per_call=100))
+  assert result.steps == 50 and result.best_score == 5.0  # Stopped 3 evals after the best.
+  assert float(jnp.sum(result.params["w2"] ** 2)) == pytest.approx(calls[1], rel=1e-6)
+  logged = [json.loads(l) for l in open(tmp_path / "logs" / "regression" / "metrics.jsonl")]
+  assert [l["val/score"] for l in logged if "val/score" in l] == [3, 5, 4, 2, 1]
+
+
+def test_metrics_are_tensorboard_readable(tmp_path):
+  from tensorboard.backend.event_processing import event_accumulator
+  params, data = _problem()
+  train.train_stage(_regression_stage(30), params, data, workdir=str(tmp_path), seed=0,
+                    loop=train.LoopConfig(steps_per_call=10))
+  acc = event_accumulator.EventAccumulator(str(tmp_path / "logs" / "regression"))
+  acc.Reload()
+  events = acc.Scalars("train/loss")
+  assert [e.step for e in events] == [10, 20, 30]
+  assert events[-1].value < events[0].value
+  assert "train/grad_norm" in acc.Tags()["scalars"]
+
+
+def test_batch_must_split_over_devices(tmp_path):
+  params, data = _problem()
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  result = train.train_stage(_regression_stage(5), params, data, workdir=str(tmp_path),
+                             seed=0, mesh=mesh)
+  assert result.steps == 5

@@ -1,0 +1,127 @@
+"""UNCSM: losses against hand computations, the full method on small data, the CLI."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cmjax import data
+from cmjax.methods import uncsm
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SMALL = dataclasses.replace(
+    uncsm.RECIPES["tuned"], hidden=(64, 32, 16), branch_size=16, metric_hidden=(32, 32, 32),
+    pretrain_steps=150, finetune_steps=150, metric_pairs=128 * 100, metric_batch_size=128,
+    batch_size=64, eval_every=50, patience=0)
+
+
+def test_contrastive_loss_matches_equation_1():
+  fi = jnp.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+  ft = jnp.array([[3.0, 4.0], [0.3, 0.4], [3.0, 4.0]])
+  relevant = jnp.array([1.0, 0.0, 0.0])
+  # Same label: squared distance 25. Different: (1 - 0.5)^2 and max(0, 1 - 5)^2 = 0.
+  expected = (25.0 + 0.25 + 0.0) / 3
+  assert float(uncsm.contrastive_loss(fi, ft, relevant, 1.0)) == pytest.approx(expected, rel=1e-5)
+  grads = jax.grad(lambda f: uncsm.contrastive_loss(f, f, jnp.zeros(3), 1.0))(fi)
+  assert np.all(np.isfinite(grads))  # Finite at zero distance.
+
+
+def test_triplet_loss_random_and_hardest():
+  anchor = jnp.zeros((1, 2))
+  positive = jnp.array([[1.0, 0.0]])  # d+ = 1.
+  negatives = jnp.array([[[3.0, 0.0], [0.5, 0.0], [0.1, 0.0]]])  # d- = 9, 0.25, 0.01.
+  irrelevant = jnp.array([[True, True, False]])  # The closest one is relevant: ignored.
+  assert float(uncsm.triplet_loss(anchor, positive, negatives, irrelevant, 1.0, "random")) == 0.0
+  assert float(uncsm.triplet_loss(anchor, positive, negatives, irrelevant, 1.0, "hardest")) == (
+      pytest.approx(1.0 - 0.25 + 1.0))
+  none = jnp.zeros((1, 3), bool)
+  assert float(uncsm.triplet_loss(anchor, positive, negatives, none, 1.0)) == 0.0
+
+
+def test_metric_net_first_layer_is_a_dense_on_the_concatenation():
+  net = uncsm.MetricNet((8, 8, 8))
+  fi, ft = jax.random.normal(jax.random.key(0), (5, 4)), jax.random.normal(jax.random.key(1), (7, 4))
+  params = net.init(jax.random.key(2), fi[:1], ft[:1])
+  p = params["params"]
+  kernel = jnp.concatenate([p["image_in"]["kernel"], p["text_in"]["kernel"]])
+  pairs = jnp.concatenate([jnp.repeat(fi, 7, 0), jnp.tile(ft, (5, 1))], 1)
+  h = nn.relu(pairs @ kernel + p["image_in"]["bias"])
+  for name in ("Dense_0", "Dense_1"):
+    h = nn.relu(h @ p[name]["kernel"] + p[name]["bias"])
+  logits = h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"]
+  expected = jax.nn.softmax(logits)[:, 1].reshape(5, 7)
+  np.testing.assert_allclose(uncsm.metric_scores(net, params, fi, ft, block=2), expected,
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("similarity", ["metric", "cosine"])
+def test_uncsm_learns_on_synthetic(tmp_path, similarity):
+  dataset = data.make_synthetic(num_train=600, num_test=200)
+  config = dataclasses.replace(SMALL, similarity=similarity)
+  out = uncsm.run(config, dataset, str(tmp_path), seed=0)
+  assert out["map"]["avg"] > 0.4, out["map"]  # Chance is about 0.1.
+  assert set(out["stages"]) == ({"pretrain", "finetune", "metric"} if similarity == "metric"
+                                else {"pretrain", "finetune"})
+  for stage in out["stages"].values():
+    assert stage["best_val_avg_map"] is not None  # Selected on validation, not test.
+
+
+def test_uncsm_with_dbn_and_without_pretraining(tmp_path):
+  dataset = data.make_synthetic(num_train=400, num_test=100)
+  dataset = dataclasses.replace(dataset, train=dataclasses.replace(
+      dataset.train, text=np.abs(dataset.train.text)), test=dataclasses.replace(
+      dataset.test, text=np.abs(dataset.test.text)))
+  config = dataclasses.replace(
+      SMALL, dbn=True, pretrain=False, input_transform="none", dbn_image_hidden=(32, 16),
+      dbn_text_hidden=(16, 16), dbn_steps=50, softmax_steps=50, similarity="cosine")
+  out = uncsm.run(config, dataset, str(tmp_path), seed=0)
+  assert "pretrain" not in out["stages"]
+  assert os.path.isdir(tmp_path / "checkpoints" / "dbn_image_2")
+  assert os.path.isdir(tmp_path / "checkpoints" / "softmax_text")
+  assert out["map"]["avg"] > 0.2
+
+
+def _cli(workdir, *extra):
+  return [sys.executable, "-m", "experiments.uncsm", f"--workdir={workdir}",
+          "--hidden=64,32,16", "--branch_size=16", "--metric_hidden=32,32,32",
+          "--pretrain_steps=400", "--finetune_steps=400", "--metric_pairs=25600",
+          "--batch_size=64", "--eval_every=100", "--checkpoint_every=100",
+          "--steps_per_call=50", *extra]
+
+
+def test_cli_writes_the_workdir_and_resumes_after_a_kill(tmp_path):
+  straight = tmp_path / "straight"
+  subprocess.run(_cli(straight), cwd=REPO, check=True, timeout=600, capture_output=True)
+  results = json.loads((straight / "results.json").read_text())
+  assert {"method", "dataset", "seed", "map", "wall_s"} <= set(results)
+  assert results["method"] == "uncsm" and results["dataset"] == "synthetic"
+  assert set(results["map"]) == {"i2t", "t2i", "avg"}
+  assert (straight / "pr_curves.png").stat().st_size > 10_000
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(straight / "logs" / "finetune"))
+
+  # Kill -9 in the middle of the fine-tuning stage, then run again in the same workdir.
+  killed = tmp_path / "killed"
+  process = subprocess.Popen(_cli(killed), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline and not os.path.isdir(killed / "checkpoints" / "finetune" / "200"):
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (killed / "results.json").exists()
+  subprocess.run(_cli(killed), cwd=REPO, check=True, timeout=600, capture_output=True)
+  resumed = json.loads((killed / "results.json").read_text())
+  assert resumed["stages"]["finetune"]["resumed_from"] >= 200
+  assert resumed["map"] == results["map"]
+  np.testing.assert_array_equal(np.load(killed / "test_scores.npy"),
+                                np.load(straight / "test_scores.npy"))
