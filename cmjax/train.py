@@ -75,7 +75,8 @@ class Stage:
       steps (validation metrics, logged under `val/`).
     eval_every: steps between evaluations (0: never).
     select_metric: if set, the parameters with the highest value of this
-      `eval_fn` metric are the stage's result (model selection on validation).
+      `eval_fn` metric, among the initial ones and those of every evaluation, are
+      the stage's result (model selection on validation).
     patience: stop after this many evaluations without improvement (0: never).
   """
 
@@ -241,6 +242,11 @@ def train_stage(
   stopped = bool(state["stopped"])
   last_log, last_log_step = time.time(), step
   try:
+    if step == 0 and stage.eval_fn and stage.select_metric:
+      # The starting point is a candidate too: a stage never selects parameters
+      # that are worse on validation than the ones it was given.
+      state, _ = _evaluate(stage, state, writer, step)
+      state = replicate(state, mesh)
     while step < stage.num_steps and not stopped:
       n = _next_boundary(step, stage, loop) - step
       state, metrics = run(state, context, data, key, n)

@@ -31,6 +31,7 @@ import numpy as np
 from cmjax import data as data_lib
 from cmjax import sampling, train
 from cmjax.methods import uncsm
+from experiments import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("batch_sizes", ["128", "1024"], "Batch sizes to time.")
@@ -216,11 +217,7 @@ def main(argv):
     lines.append(f"| {stage} | {batch} | {jr:.1f} | {tr:.1f} | {jr / tr:.2f}x | "
                  f"{flops / 1e9:.3f} | {jr * flops / 1e9:.1f} | {jr * flops / peak['jax']:.0%} | "
                  f"{tr * flops / 1e9:.1f} |")
-  report = "\n".join(lines) + "\n"
-  print(report)
-  if FLAGS.output:
-    with open(FLAGS.output, "w") as f:
-      f.write(report)
+  common.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,13 @@ from absl import logging
 
 from cmjax import data, train
 
-__all__ = ["define_common_flags", "load_dataset_or_exit", "loop_config", "setup_logging"]
+__all__ = [
+    "define_common_flags",
+    "load_dataset_or_exit",
+    "loop_config",
+    "setup_logging",
+    "write_report",
+]
 
 FLAGS = flags.FLAGS
 
@@ -65,3 +71,14 @@ def load_dataset_or_exit() -> data.Dataset:
 def exit_with_error(error: Exception) -> None:
   print(f"error: {error}", file=sys.stderr)
   sys.exit(1)
+
+
+def write_report(lines: list[str], output: str | None) -> None:
+  """Prints a markdown report and writes it to `output` (atomically) if given."""
+  report = "\n".join(lines) + "\n"
+  print(report)
+  if output:
+    tmp = output + ".tmp"
+    with open(tmp, "w") as f:
+      f.write(report)
+    os.replace(tmp, output)

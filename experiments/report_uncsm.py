@@ -46,6 +46,8 @@ VARIANTS: dict[str, tuple[str, uncsm.UNCSMConfig]] = {
                          dataclasses.replace(uncsm.RECIPES["paper"], pretrain=False)),
     "tuned_dbn": ("tuned + DBN preprocessing (paper sec. 4.4)",
                   dataclasses.replace(_TUNED, dbn=True)),
+    "paper_dbn": ("paper recipe + DBN preprocessing (paper sec. 4.4)",
+                  dataclasses.replace(uncsm.RECIPES["paper"], dbn=True)),
     **{f"tuned_margin{m}": (f"tuned, all margins {m} (Fig. 5)",
                             dataclasses.replace(_TUNED, contrastive_margin=m,
                                                 image_triplet_margin=m, text_triplet_margin=m))
@@ -105,11 +107,7 @@ def main(argv):
   lines += ["", f"Total wall time of this command's runs: "
                 f"{sum(r['wall_s'] for runs in table.values() for r in runs):.0f} s "
                 f"(this invocation: {time.time() - start:.0f} s)."]
-  report = "\n".join(lines) + "\n"
-  print(report)
-  if FLAGS.output:
-    with open(FLAGS.output, "w") as f:
-      f.write(report)
+  common.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

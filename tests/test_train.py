@@ -111,16 +111,23 @@ def test_model_selection_and_early_stopping(tmp_path):
 
   def eval_fn(p):
     calls.append(float(jnp.sum(p["w2"] ** 2)))
-    return {"score": [3.0, 5.0, 4.0, 2.0, 1.0, 0.0, 9.0][len(calls) - 1]}
+    return {"score": [0.0, 3.0, 5.0, 4.0, 2.0, 1.0, 0.0, 9.0][len(calls) - 1]}
 
   stage = _regression_stage(200, eval_fn=eval_fn, eval_every=10, select_metric="score",
                             patience=3)
   result = train.train_stage(stage, params, data, workdir=str(tmp_path), seed=0,
                              loop=train.LoopConfig(steps_per_call=100))
   assert result.steps == 50 and result.best_score == 5.0  # Stopped 3 evals after the best.
-  assert float(jnp.sum(result.params["w2"] ** 2)) == pytest.approx(calls[1], rel=1e-6)
+  assert float(jnp.sum(result.params["w2"] ** 2)) == pytest.approx(calls[2], rel=1e-6)
   logged = [json.loads(l) for l in open(tmp_path / "logs" / "regression" / "metrics.jsonl")]
-  assert [l["val/score"] for l in logged if "val/score" in l] == [3, 5, 4, 2, 1]
+  assert [l["val/score"] for l in logged if "val/score" in l] == [0, 3, 5, 4, 2, 1]
+
+  # The starting point wins when training only makes validation worse.
+  scores = iter([7.0, 1.0, 0.5])
+  stage = _regression_stage(20, eval_fn=lambda p: {"score": next(scores)}, eval_every=10,
+                            select_metric="score")
+  kept = train.train_stage(stage, params, data, workdir=str(tmp_path / "keep"), seed=0)
+  np.testing.assert_array_equal(np.asarray(kept.params["w2"]), np.asarray(params["w2"]))
 
 
 def test_metrics_are_tensorboard_readable(tmp_path):

@@ -21,8 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL = dataclasses.replace(
     uncsm.RECIPES["tuned"], hidden=(64, 32, 16), branch_size=16, metric_hidden=(32, 32, 32),
-    pretrain_steps=150, finetune_steps=150, metric_pairs=128 * 100, metric_batch_size=128,
-    batch_size=64, eval_every=50, patience=0)
+    pretrain_steps=300, finetune_steps=300, metric_pairs=128 * 100, metric_batch_size=128,
+    batch_size=64, eval_every=50, patience=0, dropout=0.0)
 
 
 def test_contrastive_loss_matches_equation_1():

@@ -323,6 +323,16 @@ def _pathway_eval_fn(model, val: dict | None):
   return eval_fn
 
 
+def _selected_stage(config: UNCSMConfig, name: str, loss_fn, sample_fn, num_steps: int,
+                    eval_fn) -> train.Stage:
+  """A stage that keeps the parameters with the best validation avg MAP, if any."""
+  return train.Stage(
+      name=name, loss_fn=loss_fn, sample_fn=sample_fn, optimizer=_optimizer(config),
+      num_steps=num_steps, eval_fn=eval_fn, eval_every=config.eval_every,
+      select_metric="avg" if eval_fn else None, patience=config.patience,
+  )
+
+
 def _pretrain_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
   def sample_fn(rng, data):
     anchor, partner, relevant = sampling.sample_pairs(rng, config.batch_size, data["index"])
@@ -335,12 +345,8 @@ def _pretrain_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
     loss = contrastive_loss(fi, ft, batch["relevant"], config.contrastive_margin)
     return loss, {"positive_fraction": jnp.mean(batch["relevant"])}
 
-  return train.Stage(
-      name="pretrain", loss_fn=loss_fn, sample_fn=sample_fn, optimizer=_optimizer(config),
-      num_steps=config.pretrain_steps, eval_fn=_pathway_eval_fn(model, val),
-      eval_every=config.eval_every, select_metric="avg" if val else None,
-      patience=config.patience,
-  )
+  return _selected_stage(config, "pretrain", loss_fn, sample_fn, config.pretrain_steps,
+                         _pathway_eval_fn(model, val))
 
 
 def _finetune_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
@@ -384,12 +390,8 @@ def _finetune_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
         config.negatives)
     return s_i + s_t, {"image_triplet": s_i, "text_triplet": s_t}
 
-  return train.Stage(
-      name="finetune", loss_fn=loss_fn, sample_fn=sample_fn, optimizer=_optimizer(config),
-      num_steps=config.finetune_steps, eval_fn=_pathway_eval_fn(model, val),
-      eval_every=config.eval_every, select_metric="avg" if val else None,
-      patience=config.patience,
-  )
+  return _selected_stage(config, "finetune", loss_fn, sample_fn, config.finetune_steps,
+                         _pathway_eval_fn(model, val))
 
 
 def _metric_stage(config: UNCSMConfig, net: MetricNet, val) -> train.Stage:
@@ -406,12 +408,7 @@ def _metric_stage(config: UNCSMConfig, net: MetricNet, val) -> train.Stage:
   if val is not None:
     eval_fn = lambda params: _avg_map(
         metric_scores(net, params, val["fi"], val["ft"]), val["labels"], val["labels"])
-  return train.Stage(
-      name="metric", loss_fn=loss_fn, sample_fn=sample_fn, optimizer=_optimizer(config),
-      num_steps=config.metric_steps, eval_fn=eval_fn,
-      eval_every=config.eval_every, select_metric="avg" if val else None,
-      patience=config.patience,
-  )
+  return _selected_stage(config, "metric", loss_fn, sample_fn, config.metric_steps, eval_fn)
 
 
 # ---------------------------------------------------------------------------
@@ -513,7 +510,6 @@ def run(
   train_split, val_split = data_lib.validation_split(
       dataset.train, config.validation_fraction, seed)
   use_val = len(val_split) > 0
-  splits = [train_split, val_split, dataset.test]
   image_tr, (image_val, image_te) = preprocess.fit_transform(
       train_split.image, [val_split.image, dataset.test.image], config.input_transform)
   text_tr, (text_val, text_te) = preprocess.fit_transform(
