@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import numpy as np
 
-__all__ = ["INPUT_TRANSFORMS", "fit_transform"]
+from cmjax.data import Dataset, Split, validation_split
+
+__all__ = ["INPUT_TRANSFORMS", "Prepared", "fit_transform", "prepare"]
 
 INPUT_TRANSFORMS = ("none", "standardize", "sqrt_standardize", "l2")
 InputTransform = Literal["none", "standardize", "sqrt_standardize", "l2"]
@@ -33,3 +36,32 @@ def fit_transform(train: np.ndarray, others: list[np.ndarray], kind: InputTransf
   mean, std = train.mean(0), train.std(0) + 1e-6
   scale = lambda x: ((x - mean) / std).astype(np.float32)
   return scale(train), [scale(x) for x in others]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """A dataset ready for training: train/validation/test with transformed inputs.
+
+  Attributes:
+    train, val, test: splits whose `image` and `text` are transformed (fitted
+      on `train`); `val` is carved from the training split (may be empty).
+    raw: the same three splits untransformed (e.g. counts for RBMs).
+  """
+
+  train: Split
+  val: Split
+  test: Split
+  raw: tuple[Split, Split, Split]
+
+
+def prepare(dataset: Dataset, transform: InputTransform, validation_fraction: float,
+            seed: int) -> Prepared:
+  """Carves a stratified validation split (by `seed`) and applies `transform`."""
+  train, val = validation_split(dataset.train, validation_fraction, seed)
+  raw = (train, val, dataset.test)
+  image, (image_val, image_te) = fit_transform(train.image, [val.image, dataset.test.image],
+                                               transform)
+  text, (text_val, text_te) = fit_transform(train.text, [val.text, dataset.test.text], transform)
+  with_inputs = lambda s, x, z: dataclasses.replace(s, image=x, text=z)
+  return Prepared(train=with_inputs(train, image, text), val=with_inputs(val, image_val, text_val),
+                  test=with_inputs(dataset.test, image_te, text_te), raw=raw)

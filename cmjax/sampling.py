@@ -21,6 +21,7 @@ __all__ = [
     "sample_negatives",
     "sample_pairs",
     "sample_positives",
+    "sample_rows",
 ]
 
 
@@ -97,6 +98,13 @@ def sample_negatives(
   items = jax.random.randint(rng, (anchor_labels.shape[0], num_candidates), 0, n)
   shared = jnp.einsum("bc,bkc->bk", anchor_labels, index.labels[items])
   return items, shared == 0
+
+
+def sample_rows(rng: jax.Array, data: dict, batch_size: int) -> dict:
+  """The same `batch_size` random rows (with replacement) of every array in `data`."""
+  n = next(iter(data.values())).shape[0]
+  rows = jax.random.randint(rng, (batch_size,), 0, n)
+  return {key: value[rows] for key, value in data.items()}
 
 
 def sample_pairs(

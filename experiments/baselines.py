@@ -1,66 +1,93 @@
 r"""Runs one baseline of the UNCSM paper's comparison on the shared data and protocol.
 
   python -m experiments.baselines --method=cca --dataset=wikipedia
+  python -m experiments.baselines --method=corr_full_ae --dataset=web_news --seed=1
 
-Implemented so far: the closed-form baselines (cca, cfa, kcca_poly, kcca_rbf,
-sm, scm). Each writes the same workdir files as experiments.uncsm
-(results.json, pr_curves.png).
+Each run writes the same workdir files as experiments.uncsm (results.json,
+pr_curves.png; checkpoints/ and logs/ for the trained methods) and resumes
+from its workdir.
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
 
 from absl import app, flags
-import numpy as np
 
-from cmjax import evaluation, results
-from cmjax.methods import linear
+from cmjax import preprocess, train
+from cmjax.methods import baselines, deep
 from experiments import common
 
 FLAGS = flags.FLAGS
 common.define_common_flags("baselines")
-flags.DEFINE_enum("method", "cca", ["cca", "cfa", "kcca_poly", "kcca_rbf", "sm", "scm"],
-                  "Baseline to run.")
-flags.DEFINE_integer("dims", 10, "Common-space dimension of cca, cfa, kcca, scm.")
-flags.DEFINE_float("reg", 1e-3, "Covariance ridge of cca/scm (relative to the mean "
-                   "eigenvalue); kcca uses 10x this.")
-flags.DEFINE_integer("landmarks", 512, "Nystroem landmarks of kcca (low-rank solution).")
-flags.DEFINE_integer("degree", 2, "Degree of kcca_poly's kernel (gamma x.y + 1)^degree.")
-flags.DEFINE_float("l2", 1e-3, "L2 penalty of the logistic regressions of sm and scm.")
+flags.DEFINE_enum("method", "cca", list(baselines.BASELINES), "Baseline to run.")
+
+_LIN, _DEEP = baselines.LinearConfig(), deep.DeepConfig()
+# Closed-form methods.
+flags.DEFINE_integer("dims", _LIN.dims, "Common-space dimension of cca, cfa, kcca, scm.")
+flags.DEFINE_float("reg", _LIN.reg, "Covariance ridge of cca/scm, relative to the mean eigenvalue.")
+flags.DEFINE_float("kcca_reg", _LIN.kcca_reg, "Covariance ridge of kcca.")
+flags.DEFINE_integer("landmarks", _LIN.landmarks, "Nystroem landmarks of kcca (low-rank solution).")
+flags.DEFINE_integer("degree", _LIN.degree, "Degree of kcca_poly's kernel (gamma x.y + 1)^degree.")
+flags.DEFINE_float("l2", _LIN.l2, "L2 penalty of the logistic regressions of sm and scm.")
+flags.DEFINE_enum("linear_input_transform", _LIN.input_transform, list(preprocess.INPUT_TRANSFORMS),
+                  "Feature transform of the closed-form methods (none: as published).")
+# Deep methods.
+flags.DEFINE_list("hidden", [str(h) for h in _DEEP.hidden], "Hidden layer widths of the "
+                  "encoders (bimodal_ae: its modality layer width is the first).")
+flags.DEFINE_integer("code_dim", _DEEP.code_dim, "Code width of the autoencoders.")
+flags.DEFINE_integer("dcca_dim", _DEEP.dcca_dim, "Output and CCA dimension of dcca/dccae.")
+flags.DEFINE_enum("activation", _DEEP.activation, ["relu", "sigmoid", "tanh"], "Hidden activation.")
+flags.DEFINE_float("learning_rate", _DEEP.learning_rate, "AdamW learning rate.")
+flags.DEFINE_float("weight_decay", _DEEP.weight_decay, "AdamW weight decay.")
+flags.DEFINE_integer("batch_size", _DEEP.batch_size, "Batch of the autoencoders and the DBNs.")
+flags.DEFINE_integer("dcca_batch_size", _DEEP.dcca_batch_size,
+                     "Batch of dcca/dccae (the correlation needs large batches).")
+flags.DEFINE_float("dcca_reg", _DEEP.dcca_reg, "Covariance ridge inside the DCCA objective.")
+flags.DEFINE_float("dccae_reconstruction", _DEEP.dccae_reconstruction,
+                   "lambda: weight of DCCAE's reconstruction term.")
+flags.DEFINE_float("corr_alpha", _DEEP.corr_alpha,
+                   "alpha of Corr-AE: (1 - alpha) reconstruction + alpha code distance.")
+flags.DEFINE_integer("steps", _DEEP.steps, "Training steps of the deep methods.")
+flags.DEFINE_enum("input_transform", _DEEP.input_transform, list(preprocess.INPUT_TRANSFORMS),
+                  "Feature transform of the deep methods (closed-form ones use none).")
+flags.DEFINE_float("validation_fraction", _DEEP.validation_fraction,
+                   "Share of train carved out for model selection of the deep methods.")
+flags.DEFINE_integer("eval_every", _DEEP.eval_every, "Steps between validation evaluations.")
+flags.DEFINE_integer("patience", _DEEP.patience, "Evaluations without improvement before stopping.")
+flags.DEFINE_integer("mdbn_steps", _DEEP.mdbn_steps, "CD-1 steps per RBM of multimodal_dbn.")
+flags.DEFINE_float("mdbn_learning_rate", _DEEP.mdbn_learning_rate, "RBM learning rate.")
+flags.DEFINE_integer("mdbn_joint_hidden", _DEEP.mdbn_joint_hidden, "Joint RBM hidden units.")
+flags.DEFINE_integer("mdbn_mean_field_steps", _DEEP.mdbn_mean_field_steps,
+                     "Mean-field updates that infer the missing modality at query time.")
 
 
-def fit(method: str, x: np.ndarray, z: np.ndarray, labels: np.ndarray, num_classes: int,
-        seed: int) -> linear.Projection:
-  """Fits `method` on training pairs `x` `[n, d_x]`, `z` `[n, d_z]`."""
-  if method == "cca":
-    return linear.fit_cca(x, z, FLAGS.dims, FLAGS.reg)
-  if method == "cfa":
-    return linear.fit_cfa(x, z, FLAGS.dims)
-  if method.startswith("kcca_"):
-    return linear.fit_kcca(x, z, FLAGS.dims, method[len("kcca_"):], FLAGS.landmarks,
-                           10 * FLAGS.reg, FLAGS.degree, seed)
-  if method == "sm":
-    return linear.fit_sm(x, z, labels, num_classes, FLAGS.l2)
-  return linear.fit_scm(x, z, labels, num_classes, FLAGS.dims, FLAGS.reg, FLAGS.l2)
+def _config_from_flags(config, renamed: dict[str, str] | None = None):
+  """`config` with each field set from the flag of its name (or of `renamed[name]`)."""
+  values = {}
+  for field in dataclasses.fields(config):
+    name = (renamed or {}).get(field.name, field.name)
+    if name in FLAGS:
+      value = FLAGS[name].value
+      values[field.name] = tuple(int(v) for v in value) if field.name == "hidden" else value
+  return dataclasses.replace(config, **values)
 
 
 def main(argv):
   del argv
   common.setup_logging()
-  start = time.time()
   dataset = common.load_dataset_or_exit()
-  train, test = dataset.train, dataset.test
-  projection = fit(FLAGS.method, train.image, train.text, train.labels, dataset.num_classes,
-                   FLAGS.seed)
-  scores = linear.similarity(projection.image(test.image), projection.text(test.text),
-                             projection.similarity)
-  metrics = evaluation.cross_modal_metrics(scores, scores.T, test.labels, test.labels)
   workdir = common.workdir(FLAGS.method)
-  out = results.write_results(workdir, method=FLAGS.method, dataset=dataset.name,
-                              seed=FLAGS.seed, metrics=metrics, wall_s=time.time() - start)
-  print(f"{FLAGS.method} {dataset.name}: MAP i2t {out['map']['i2t']:.4f} "
-        f"t2i {out['map']['t2i']:.4f} avg {out['map']['avg']:.4f} -> {workdir}")
+  try:
+    out = baselines.run_baseline(
+        FLAGS.method, dataset, workdir, FLAGS.seed,
+        linear_config=_config_from_flags(_LIN, {"input_transform": "linear_input_transform"}), deep_config=_config_from_flags(_DEEP),
+        loop=common.loop_config())
+  except (train.NonFiniteError, ValueError) as e:
+    common.exit_with_error(e)
+  print(f"{FLAGS.method} {dataset.name} seed {FLAGS.seed}: MAP i2t {out['map']['i2t']:.4f} "
+        f"t2i {out['map']['t2i']:.4f} avg {out['map']['avg']:.4f} ({out['wall_s']:.0f}s) "
+        f"-> {workdir}")
 
 
 if __name__ == "__main__":

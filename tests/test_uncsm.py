@@ -83,7 +83,7 @@ def test_uncsm_with_dbn_and_without_pretraining(tmp_path):
       dataset.test, text=np.abs(dataset.test.text)))
   config = dataclasses.replace(
       SMALL, dbn=True, pretrain=False, input_transform="none", dbn_image_hidden=(32, 16),
-      dbn_text_hidden=(16, 16), dbn_steps=50, softmax_steps=50, similarity="cosine")
+      dbn_text_hidden=(16, 16), dbn_steps=100, softmax_steps=300, similarity="cosine")
   out = uncsm.run(config, dataset, str(tmp_path), seed=0)
   assert "pretrain" not in out["stages"]
   assert os.path.isdir(tmp_path / "checkpoints" / "dbn_image_2")

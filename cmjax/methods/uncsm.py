@@ -43,7 +43,7 @@ import numpy as np
 import optax
 
 from cmjax import data as data_lib
-from cmjax import evaluation, preprocess, rbm, results, sampling, train
+from cmjax import dbn, evaluation, preprocess, results, sampling, train
 from cmjax.models import MLP
 
 __all__ = [
@@ -93,7 +93,7 @@ class UNCSMConfig:
   dbn_image_hidden: tuple[int, int] = (2048, 1024)
   dbn_text_hidden: tuple[int, int] = (1024, 1024)
   dbn_steps: int = 2000
-  dbn_learning_rate: float = 0.001
+  dbn_learning_rate: float = 0.01
   dbn_doc_length: float = 100.0
   softmax_steps: int = 2000
   # Data handling and model selection.
@@ -416,15 +416,6 @@ def _metric_stage(config: UNCSMConfig, net: MetricNet, val) -> train.Stage:
 # ---------------------------------------------------------------------------
 
 
-def _rows_stage(name: str, loss_fn, optimizer, num_steps: int, batch_size: int) -> train.Stage:
-  def sample_fn(rng, data):
-    rows = jax.random.randint(rng, (batch_size,), 0, data["x"].shape[0])
-    return {key: value[rows] for key, value in data.items()}
-
-  return train.Stage(name=name, loss_fn=loss_fn, sample_fn=sample_fn,
-                     optimizer=optimizer, num_steps=num_steps)
-
-
 def _dbn_features(
     config: UNCSMConfig, modality: str, train_x: np.ndarray, labels: np.ndarray,
     num_classes: int, others: list[np.ndarray], workdir: str, seed: int, mesh, loop,
@@ -439,44 +430,16 @@ def _dbn_features(
       raise ValueError("the replicated softmax DBN layer needs non-negative text "
                        "features (counts, tf-idf or topic proportions)")
     visible = lambda x: config.dbn_doc_length * x / np.maximum(x.sum(1, keepdims=True), 1e-12)
-  optimizer = optax.sgd(config.dbn_learning_rate, momentum=0.9)
-  layer_input = visible(train_x)
-  rbms = []
-  for layer, (kind, width) in enumerate(zip(kinds, sizes)):
-    params = rbm.init_rbm(jax.random.key(seed + layer), layer_input.shape[1], width)
-    loss = lambda p, c, b, r, kind=kind: rbm.cd_loss(p, b["x"], r, kind)
-    stage = _rows_stage(f"dbn_{modality}_{layer + 1}", loss, optimizer, config.dbn_steps,
-                        config.batch_size)
-    params = train.train_stage(stage, params, {"x": jnp.asarray(layer_input)},
-                               workdir=workdir, seed=seed + 10 + layer, mesh=mesh, loop=loop).params
-    rbms.append((kind, params))
-    layer_input = np.asarray(rbm.hidden_probabilities(params, jnp.asarray(layer_input), kind))
-
-  # Unroll into a feed-forward net (sigmoid layers from the RBM weights) and
-  # fine-tune it as a softmax classifier.
-  def forward(p, x):
-    h = x
-    for kind, layer in zip(kinds, p["layers"]):
-      h = rbm.hidden_probabilities(layer, h, kind)
-    return h
-
-  head = {"w": jnp.zeros((sizes[-1], num_classes)), "b": jnp.zeros(num_classes)}
-  net = {"layers": [params for _, params in rbms], "head": head}
-
-  def softmax_loss(p, c, b, r):
-    logits = forward(p, b["x"]) @ p["head"]["w"] + p["head"]["b"]
-    target = b["y"] / jnp.sum(b["y"], -1, keepdims=True)
-    return jnp.mean(optax.softmax_cross_entropy(logits, target)), {}
-
-  stage = _rows_stage(f"softmax_{modality}", softmax_loss, optax.adam(1e-4),
-                      config.softmax_steps, config.batch_size)
-  net = train.train_stage(
-      stage, net, {"x": jnp.asarray(visible(train_x)),
-                   "y": jnp.asarray(sampling.multi_hot(labels, num_classes))},
-      workdir=workdir, seed=seed + 20, mesh=mesh, loop=loop).params
-  encode = jax.jit(forward)
-  return (np.asarray(encode(net, jnp.asarray(visible(train_x)))),
-          [np.asarray(encode(net, jnp.asarray(visible(x)))) for x in others])
+  common = dict(workdir=workdir, batch_size=config.batch_size, mesh=mesh, loop=loop)
+  layers = dbn.train_dbn(visible(train_x), kinds, sizes, name=f"dbn_{modality}", seed=seed,
+                         steps=config.dbn_steps, learning_rate=config.dbn_learning_rate,
+                         **common)
+  layers = dbn.train_softmax_head(layers, visible(train_x), labels, num_classes,
+                                  name=f"softmax_{modality}", seed=seed + 20,
+                                  steps=config.softmax_steps, **common)
+  encode = jax.jit(lambda v: dbn.dbn_forward(layers, v))
+  return (np.asarray(encode(jnp.asarray(visible(train_x)))),
+          [np.asarray(encode(jnp.asarray(visible(x)))) for x in others])
 
 
 # ---------------------------------------------------------------------------
@@ -507,21 +470,20 @@ def run(
   results.write_json(os.path.join(workdir, "config.json"),
                      {"method": "uncsm", "dataset": dataset.name, "seed": seed,
                       "config": dataclasses.asdict(config)})
-  train_split, val_split = data_lib.validation_split(
-      dataset.train, config.validation_fraction, seed)
+  prepared = preprocess.prepare(dataset, config.input_transform, config.validation_fraction, seed)
+  train_split, val_split = prepared.train, prepared.val
   use_val = len(val_split) > 0
-  image_tr, (image_val, image_te) = preprocess.fit_transform(
-      train_split.image, [val_split.image, dataset.test.image], config.input_transform)
-  text_tr, (text_val, text_te) = preprocess.fit_transform(
-      train_split.text, [val_split.text, dataset.test.text], config.input_transform)
+  image_tr, image_val, image_te = (s.image for s in (prepared.train, prepared.val, prepared.test))
+  text_tr, text_val, text_te = (s.text for s in (prepared.train, prepared.val, prepared.test))
   if config.dbn:
     image_tr, (image_val, image_te) = _dbn_features(
         config, "image", image_tr, train_split.labels, dataset.num_classes,
         [image_val, image_te], workdir, seed * 1000 + 100, mesh, loop)
     # Replicated softmax models counts: it reads the untransformed text features.
+    raw_train, raw_val, raw_test = prepared.raw
     text_tr, (text_val, text_te) = _dbn_features(
-        config, "text", train_split.text, train_split.labels, dataset.num_classes,
-        [val_split.text, dataset.test.text], workdir, seed * 1000 + 200, mesh, loop)
+        config, "text", raw_train.text, train_split.labels, dataset.num_classes,
+        [raw_val.text, raw_test.text], workdir, seed * 1000 + 200, mesh, loop)
 
   index = sampling.label_index(train_split.labels, dataset.num_classes)
   train_data = {"image": jnp.asarray(image_tr), "text": jnp.asarray(text_tr), "index": index}
