@@ -25,8 +25,9 @@ flags.DEFINE_enum("method", "cca", list(baselines.BASELINES), "Baseline to run."
 _LIN, _DEEP = baselines.LinearConfig(), deep.DeepConfig()
 # Closed-form methods.
 flags.DEFINE_integer("dims", _LIN.dims, "Common-space dimension of cca, cfa, kcca, scm.")
-flags.DEFINE_float("reg", _LIN.reg, "Covariance ridge of cca/scm, relative to the mean eigenvalue.")
-flags.DEFINE_float("kcca_reg", _LIN.kcca_reg, "Covariance ridge of kcca.")
+flags.DEFINE_list("reg_grid", [str(r) for r in _LIN.reg_grid],
+                  "Covariance ridges (relative to the mean eigenvalue) tried by cca, kcca and "
+                  "scm; the best on a validation split of train is refit on all of train.")
 flags.DEFINE_integer("landmarks", _LIN.landmarks, "Nystroem landmarks of kcca (low-rank solution).")
 flags.DEFINE_integer("degree", _LIN.degree, "Degree of kcca_poly's kernel (gamma x.y + 1)^degree.")
 flags.DEFINE_float("l2", _LIN.l2, "L2 penalty of the logistic regressions of sm and scm.")
@@ -52,7 +53,8 @@ flags.DEFINE_integer("steps", _DEEP.steps, "Training steps of the deep methods."
 flags.DEFINE_enum("input_transform", _DEEP.input_transform, list(preprocess.INPUT_TRANSFORMS),
                   "Feature transform of the deep methods (closed-form ones use none).")
 flags.DEFINE_float("validation_fraction", _DEEP.validation_fraction,
-                   "Share of train carved out for model selection of the deep methods.")
+                   "Share of train carved out for model selection (deep methods: early "
+                   "stopping; closed-form ones: the ridge from --reg_grid).")
 flags.DEFINE_integer("eval_every", _DEEP.eval_every, "Steps between validation evaluations.")
 flags.DEFINE_integer("patience", _DEEP.patience, "Evaluations without improvement before stopping.")
 flags.DEFINE_integer("mdbn_steps", _DEEP.mdbn_steps, "CD-1 steps per RBM of multimodal_dbn.")
@@ -69,7 +71,9 @@ def _config_from_flags(config, renamed: dict[str, str] | None = None):
     name = (renamed or {}).get(field.name, field.name)
     if name in FLAGS:
       value = FLAGS[name].value
-      values[field.name] = tuple(int(v) for v in value) if field.name == "hidden" else value
+      if field.name in ("hidden", "reg_grid"):
+        value = tuple((int if field.name == "hidden" else float)(v) for v in value)
+      values[field.name] = value
   return dataclasses.replace(config, **values)
 
 

@@ -43,7 +43,7 @@ def test_web_news_release_accounts_for_every_pair(web_news_dir):
 def test_web_news_features(web_news_dir):
   d = data.load_dataset("web_news", web_news_dir)
   assert len(d.train) + len(d.test) == 2190
-  assert d.train.image.shape[1] == 5 * 8**3
+  assert d.train.image.shape[1] == 5 * 4**3 and d.train.text.shape[1] == 1024
   np.testing.assert_allclose(np.linalg.norm(d.test.text, axis=1), 1.0, atol=1e-4)
   assert len(d.metadata["dropped"]) == 10
 

@@ -146,8 +146,8 @@ def load_web_news_raw(
 def load_web_news(
     data_dir: str,
     image_size: int = 64,
-    color_bins: int = 8,
-    ngram_vocab: int = 4096,
+    color_bins: int = 4,
+    ngram_vocab: int = 1024,
 ) -> Dataset:
   """Loads web_news as feature vectors computed from the raw data.
 
