@@ -10,11 +10,9 @@ from its workdir.
 
 from __future__ import annotations
 
-import dataclasses
-
 from absl import app, flags
 
-from cmjax import preprocess, train
+from cmjax import preprocess
 from cmjax.methods import baselines, deep
 from experiments import common
 
@@ -64,34 +62,14 @@ flags.DEFINE_integer("mdbn_mean_field_steps", _DEEP.mdbn_mean_field_steps,
                      "Mean-field updates that infer the missing modality at query time.")
 
 
-def _config_from_flags(config, renamed: dict[str, str] | None = None):
-  """`config` with each field set from the flag of its name (or of `renamed[name]`)."""
-  values = {}
-  for field in dataclasses.fields(config):
-    name = (renamed or {}).get(field.name, field.name)
-    if name in FLAGS:
-      value = FLAGS[name].value
-      if field.name in ("hidden", "reg_grid"):
-        value = tuple((int if field.name == "hidden" else float)(v) for v in value)
-      values[field.name] = value
-  return dataclasses.replace(config, **values)
-
-
 def main(argv):
   del argv
   common.setup_logging()
-  dataset = common.load_dataset_or_exit()
-  workdir = common.workdir(FLAGS.method)
-  try:
-    out = baselines.run_baseline(
-        FLAGS.method, dataset, workdir, FLAGS.seed,
-        linear_config=_config_from_flags(_LIN, {"input_transform": "linear_input_transform"}), deep_config=_config_from_flags(_DEEP),
-        loop=common.loop_config())
-  except (train.NonFiniteError, ValueError) as e:
-    common.exit_with_error(e)
-  print(f"{FLAGS.method} {dataset.name} seed {FLAGS.seed}: MAP i2t {out['map']['i2t']:.4f} "
-        f"t2i {out['map']['t2i']:.4f} avg {out['map']['avg']:.4f} ({out['wall_s']:.0f}s) "
-        f"-> {workdir}")
+  linear_config = common.config_from_flags(_LIN, {"input_transform": "linear_input_transform"})
+  deep_config = common.config_from_flags(_DEEP)
+  common.run_or_exit(FLAGS.method, lambda dataset, workdir: baselines.run_baseline(
+      FLAGS.method, dataset, workdir, FLAGS.seed, linear_config=linear_config,
+      deep_config=deep_config, loop=common.loop_config()))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging as std_logging
 import os
 import sys
+from typing import Any, Callable
 
 from absl import flags
 from absl import logging
@@ -16,7 +18,9 @@ from absl import logging
 from cmjax import data, train
 
 __all__ = [
+    "config_from_flags",
     "define_common_flags",
+    "run_or_exit",
     "load_dataset_or_exit",
     "loop_config",
     "setup_logging",
@@ -82,3 +86,39 @@ def write_report(lines: list[str], output: str | None) -> None:
     with open(tmp, "w") as f:
       f.write(report)
     os.replace(tmp, output)
+
+
+def config_from_flags(config: Any, renamed: dict[str, str] | None = None) -> Any:
+  """`config` (a frozen dataclass) with every field whose flag was given set from it.
+
+  A field reads the flag of its own name, or `renamed[field]`. List flags fill
+  tuple fields, converted to the type of the field's default elements.
+  """
+  overrides = {}
+  for field in dataclasses.fields(config):
+    name = (renamed or {}).get(field.name, field.name)
+    if name not in FLAGS or not FLAGS[name].present:
+      continue
+    value = FLAGS[name].value
+    default = getattr(config, field.name)
+    if isinstance(default, tuple):
+      value = tuple(type(default[0])(v) for v in value)
+    overrides[field.name] = value
+  return dataclasses.replace(config, **overrides)
+
+
+def run_or_exit(method: str, run: Callable[[data.Dataset, str], dict]) -> dict:
+  """Loads `--dataset`, calls `run(dataset, workdir)`, prints the MAP summary.
+
+  Bad input or a diverging run exits with status 1 and one line on stderr.
+  """
+  dataset = load_dataset_or_exit()
+  directory = workdir(method)
+  try:
+    out = run(dataset, directory)
+  except (train.NonFiniteError, ValueError) as e:
+    exit_with_error(e)
+  print(f"{method} {dataset.name} seed {FLAGS.seed}: MAP i2t {out['map']['i2t']:.4f} "
+        f"t2i {out['map']['t2i']:.4f} avg {out['map']['avg']:.4f} ({out['wall_s']:.0f}s) "
+        f"-> {directory}")
+  return out

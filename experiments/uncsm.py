@@ -17,11 +17,9 @@ pr_curves.png and test_scores.npy; running again in the same workdir resumes.
 
 from __future__ import annotations
 
-import dataclasses
-
 from absl import app, flags
 
-from cmjax import preprocess, train
+from cmjax import preprocess
 from cmjax.methods import uncsm
 from experiments import common
 
@@ -91,34 +89,14 @@ flags.DEFINE_integer("eval_every", _DEFAULT.eval_every, "Steps between validatio
 flags.DEFINE_integer("patience", _DEFAULT.patience,
                      "Stop a stage after this many evaluations without improvement (0: never).")
 
-_TUPLE_FIELDS = ("hidden", "metric_hidden")
-
-
-def config_from_flags() -> uncsm.UNCSMConfig:
-  """The `--recipe` preset with every explicitly given flag applied."""
-  config = uncsm.RECIPES[FLAGS.recipe]
-  overrides = {}
-  for field in dataclasses.fields(config):
-    if field.name in FLAGS and FLAGS[field.name].present:
-      value = FLAGS[field.name].value
-      overrides[field.name] = tuple(int(v) for v in value) if field.name in _TUPLE_FIELDS else value
-  return dataclasses.replace(config, **overrides)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.setup_logging()
-  config = config_from_flags()
-  dataset = common.load_dataset_or_exit()
-  try:
-    out = uncsm.run(config, dataset, common.workdir("uncsm"), FLAGS.seed,
-                    loop=common.loop_config())
-  except (train.NonFiniteError, ValueError) as e:
-    common.exit_with_error(e)
-  print(f"uncsm {dataset.name} seed {FLAGS.seed}: MAP i2t {out['map']['i2t']:.4f} "
-        f"t2i {out['map']['t2i']:.4f} avg {out['map']['avg']:.4f} ({out['wall_s']:.0f}s) "
-        f"-> {common.workdir('uncsm')}")
+  # The --recipe preset, with every explicitly given flag applied.
+  config = common.config_from_flags(uncsm.RECIPES[FLAGS.recipe])
+  common.run_or_exit("uncsm", lambda dataset, workdir: uncsm.run(
+      config, dataset, workdir, FLAGS.seed, loop=common.loop_config()))
 
 
 if __name__ == "__main__":
