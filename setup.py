@@ -30,6 +30,7 @@ setup(
             "pytest>=8,<10",
             "pytest-xdist>=3.5,<4",
             "tensorboard>=2.15,<3",  # Only to check that our event files read back.
+            "pot>=0.9.4,<0.10",  # Exact EMD (network simplex), the reference in tests.
             "nbformat>=5.9,<6",
             "nbclient>=0.10,<0.12",
             "ipykernel>=6.29,<8",

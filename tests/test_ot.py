@@ -1,0 +1,103 @@
+"""cmjax.ot against POT's exact network simplex, and gradients against finite differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot as pot
+import pytest
+
+from cmjax import ot
+
+jax.config.update("jax_enable_x64", False)
+
+def _histograms(rng, count, bins):
+  logits = rng.normal(size=(count, bins))
+  return (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+
+@pytest.mark.parametrize("m, n", [(7, 4), (12, 5), (20, 9)])
+def test_sinkhorn_emd_close_to_exact(m, n):
+  rng = np.random.default_rng(m)
+  p, q = _histograms(rng, 1, m)[0], _histograms(rng, 1, n)[0]
+  cost = rng.random((m, n)).astype(np.float32)
+  result = ot.sinkhorn_emd(jnp.asarray(p), jnp.asarray(q), jnp.asarray(cost))
+  exact = pot.emd2(p.astype(np.float64), q.astype(np.float64), cost.astype(np.float64))
+  assert bool(result.converged) and float(result.error) < 1e-3
+  assert float(result.cost) == pytest.approx(exact, rel=1e-2)
+
+@pytest.mark.parametrize("mode", ["implicit", "unrolled"])
+def test_gradients_match_finite_differences(mode):
+  rng = np.random.default_rng(0)
+  p, q = _histograms(rng, 1, 12)[0], _histograms(rng, 1, 5)[0]
+  cost = rng.random((12, 5)).astype(np.float32)
+  config = ot.SinkhornConfig(epsilon=0.05, differentiation=mode, threshold=1e-6)
+  f = lambda a, b, c: ot.sinkhorn_emd(a, b, c, config).cost
+  gp, gq, gc = jax.grad(f, argnums=(0, 1, 2))(p, q, cost)
+  dp = p * rng.normal(size=12).astype(np.float32) * 1e-2
+  dp -= p * dp.sum()  # Stay on the simplex (zero total change).
+  dq = q * rng.normal(size=5).astype(np.float32) * 1e-2
+  dq -= q * dq.sum()
+  dc = rng.normal(size=(12, 5)).astype(np.float32) * 1e-2
+  for grad, base, direction, argnum in ((gp, p, dp, 0), (gq, q, dq, 1), (gc, cost, dc, 2)):
+    args = [p, q, cost]
+    plus, minus = list(args), list(args)
+    plus[argnum], minus[argnum] = base + direction, base - direction
+    finite = (f(*plus) - f(*minus)) / 2
+    assert float(jnp.sum(grad * direction)) == pytest.approx(float(finite), rel=0.05, abs=2e-5)
+
+def test_implicit_and_unrolled_gradients_agree():
+  rng = np.random.default_rng(1)
+  p, q = _histograms(rng, 1, 10)[0], _histograms(rng, 1, 6)[0]
+  cost = rng.random((10, 6)).astype(np.float32)
+  grads = [jax.grad(lambda c, mode=mode: ot.sinkhorn_emd(
+      p, q, c, ot.SinkhornConfig(epsilon=0.05, differentiation=mode, threshold=1e-5)).cost)(cost)
+           for mode in ("implicit", "unrolled")]
+  np.testing.assert_allclose(grads[0], grads[1], atol=1e-3)
+
+def test_exact_emd_on_line_matches_pot():
+  rng = np.random.default_rng(2)
+  cost, x, y = ot.ground_cost_on_line(128, 10)
+  p, q = _histograms(rng, 9, 128), _histograms(rng, 7, 10)
+  exact = np.array([[pot.emd2(a.astype(np.float64), b.astype(np.float64),
+                              np.asarray(cost, np.float64)) for b in q] for a in p])
+  np.testing.assert_allclose(ot.pairwise_emd_on_line(p, q, x, y, chunk=4), exact, atol=1e-5)
+  np.testing.assert_allclose(ot.emd_on_line(p[0], q[3], x, y), exact[0, 3], atol=1e-5)
+
+def test_pairwise_sinkhorn_and_convergence_report():
+  rng = np.random.default_rng(3)
+  cost, x, y = ot.ground_cost_on_line(16, 6)
+  p, q = _histograms(rng, 5, 16), _histograms(rng, 4, 6)
+  approx = np.asarray(ot.pairwise_emd(jnp.asarray(p), jnp.asarray(q), cost, chunk=7))
+  exact = np.asarray(ot.pairwise_emd_on_line(p, q, x, y))
+  np.testing.assert_allclose(approx, exact, rtol=0.02, atol=2e-3)
+  with pytest.raises(FloatingPointError, match="did not converge"):
+    ot.pairwise_emd(jnp.asarray(p), jnp.asarray(q), cost,
+                    ot.SinkhornConfig(epsilon=1e-3, max_iterations=20))
+
+def test_lower_bounds_and_topk_pruning():
+  rng = np.random.default_rng(4)
+  image_points, text_points = rng.normal(size=(12, 2)), rng.normal(size=(5, 2))
+  cost = np.linalg.norm(image_points[:, None] - text_points[None], axis=-1)
+  p, q = _histograms(rng, 30, 12), _histograms(rng, 40, 5)
+  exact = np.array([[pot.emd2(a.astype(np.float64), b.astype(np.float64), cost) for b in q]
+                    for a in p])
+  centroid = np.asarray(ot.centroid_lower_bound(p, q, image_points, text_points))
+  independent = np.asarray(ot.independent_lower_bound(p, q, jnp.asarray(cost)))
+  assert np.all(centroid <= exact + 1e-5) and np.all(independent <= exact + 1e-5)
+  bound = np.maximum(centroid, independent)
+  top, distances, evaluations = ot.topk_emd(bound, lambda r, c: exact[r, c], k=3)
+  np.testing.assert_array_equal(top, np.argsort(exact, 1, kind="stable")[:, :3])
+  np.testing.assert_allclose(distances, np.sort(exact, 1)[:, :3])
+  assert evaluations < exact.size  # Some pairs were never computed.
+
+@pytest.mark.parametrize("kind", ["matrix", "embedding"])
+def test_learned_ground_cost_is_positive_and_normalised(kind):
+  rng = np.random.default_rng(5)
+  params = ({"logits": jnp.asarray(rng.normal(size=(6, 4)) - 5)} if kind == "matrix" else
+            {"image_points": jnp.asarray(rng.normal(size=(6, 3))),
+             "text_points": jnp.asarray(rng.normal(size=(4, 3)))})
+  cost = ot.learned_ground_cost(params, kind)
+  assert cost.shape == (6, 4) and bool(jnp.all(cost > 0))
+  assert float(jnp.mean(cost)) == pytest.approx(1.0, rel=1e-5)
+  grads = jax.grad(lambda prm: ot.sinkhorn_emd(
+      jnp.full(6, 1 / 6), jnp.full(4, 1 / 4), ot.learned_ground_cost(prm, kind)).cost)(params)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
