@@ -15,7 +15,7 @@ import numpy as np
 
 from cmjax import evaluation, plotting
 
-__all__ = ["read_results", "write_json", "write_results"]
+__all__ = ["claim_workdir", "read_results", "write_json", "write_results"]
 
 
 def write_json(path: str, payload: Mapping[str, Any]) -> None:
@@ -33,6 +33,31 @@ def _to_builtin(value):
   if isinstance(value, np.generic):
     return value.item()
   raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def claim_workdir(workdir: str, run_config: Mapping[str, Any]) -> None:
+  """Records `run_config` in `workdir/config.json`, or checks that it matches.
+
+  A workdir resumes only the run it was made for: a different config (other
+  method, dataset, seed or setting) raises instead of mixing two runs.
+
+  Raises:
+    ValueError: naming the settings that differ.
+  """
+  path = os.path.join(workdir, "config.json")
+  wanted = json.loads(json.dumps(run_config, default=_to_builtin))
+  if os.path.isfile(path):
+    with open(path) as f:
+      found = json.load(f)
+    if found != wanted:
+      flat = lambda d, prefix="": {k2: v2 for k, v in d.items() for k2, v2 in (
+          flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(prefix + k, v)])}
+      a, b = flat(found), flat(wanted)
+      diff = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+                       for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+      raise ValueError(f"{path}: the workdir holds another run ({diff}); use a new --workdir")
+    return
+  write_json(path, wanted)
 
 
 def write_results(

@@ -125,3 +125,14 @@ def test_cli_writes_the_workdir_and_resumes_after_a_kill(tmp_path):
   assert resumed["map"] == results["map"]
   np.testing.assert_array_equal(np.load(killed / "test_scores.npy"),
                                 np.load(straight / "test_scores.npy"))
+
+
+def test_workdir_of_another_run_is_refused(tmp_path):
+  dataset = data.make_synthetic(num_train=200, num_test=50)
+  tiny = dataclasses.replace(SMALL, pretrain_steps=10, finetune_steps=10, metric_pairs=1280,
+                             eval_every=10)
+  uncsm.run(tiny, dataset, str(tmp_path), seed=0)
+  with pytest.raises(ValueError, match=r"holds another run \(config.contrastive_margin: 1.0 -> 2.0\)"):
+    uncsm.run(dataclasses.replace(tiny, contrastive_margin=2.0), dataset, str(tmp_path), seed=0)
+  with pytest.raises(ValueError, match=r"seed: 0 -> 1"):
+    uncsm.run(tiny, dataset, str(tmp_path), seed=1)

@@ -89,28 +89,31 @@ def run_baseline(
   if method not in BASELINES:
     raise ValueError(f"unknown baseline {method!r}; choose from {', '.join(BASELINES)}")
   start = time.time()
+  config = linear_config if method in LINEAR_METHODS else deep_config
+  results.claim_workdir(workdir, {"method": method, "dataset": dataset.name, "seed": seed,
+                                  "config": dataclasses.asdict(config)})
   if method in LINEAR_METHODS:
-    selection = preprocess.prepare(dataset, linear_config.input_transform,
-                                   linear_config.validation_fraction, seed)
-    reg, val_scores = _select_reg(method, selection, dataset.num_classes, linear_config, seed)
+    carved = preprocess.prepare(dataset, linear_config.input_transform,
+                                linear_config.validation_fraction, seed)
+    reg, val_scores = _select_reg(method, carved, dataset.num_classes, linear_config, seed)
     prepared = preprocess.prepare(dataset, linear_config.input_transform, 0.0, seed)
     projection = _fit_linear(method, prepared.train, dataset.num_classes, linear_config, reg,
                              seed)
     test = prepared.test
-    config = {**dataclasses.asdict(linear_config), "selected_reg": reg,
-              "val_avg_map_by_reg": {str(k): v for k, v in val_scores.items()}}
+    selection = {"selected_reg": reg,
+                 "val_avg_map_by_reg": {str(k): v for k, v in val_scores.items()}}
   elif method == "multimodal_dbn":
     prepared = preprocess.prepare(dataset, "none", deep_config.validation_fraction, seed)
     projection = deep.fit_multimodal_dbn(prepared, deep_config, workdir=workdir, seed=seed,
                                          mesh=mesh, loop=loop)
-    test, config = prepared.raw[2], dataclasses.asdict(deep_config)
+    test, selection = prepared.raw[2], {}
   else:
     prepared = preprocess.prepare(dataset, deep_config.input_transform,
                                   deep_config.validation_fraction, seed)
     projection, _ = deep.fit_deep(method, prepared, deep_config, workdir=workdir, seed=seed,
                                   mesh=mesh, loop=loop)
-    test, config = prepared.test, dataclasses.asdict(deep_config)
+    test, selection = prepared.test, {}
   metrics = _projection_map(projection, test)
   return results.write_results(workdir, method=method, dataset=dataset.name, seed=seed,
                                metrics=metrics, wall_s=time.time() - start,
-                               extra={"config": config})
+                               extra={"config": {**dataclasses.asdict(config), **selection}})

@@ -467,9 +467,8 @@ def run(
   """
   start = time.time()
   os.makedirs(workdir, exist_ok=True)
-  results.write_json(os.path.join(workdir, "config.json"),
-                     {"method": "uncsm", "dataset": dataset.name, "seed": seed,
-                      "config": dataclasses.asdict(config)})
+  results.claim_workdir(workdir, {"method": "uncsm", "dataset": dataset.name, "seed": seed,
+                                  "config": dataclasses.asdict(config)})
   prepared = preprocess.prepare(dataset, config.input_transform, config.validation_fraction, seed)
   train_split, val_split = prepared.train, prepared.val
   use_val = len(val_split) > 0
