@@ -29,7 +29,7 @@ common.define_common_flags("uncsm")
 _DEFAULT = uncsm.RECIPES["tuned"]
 flags.DEFINE_enum("recipe", "tuned", list(uncsm.RECIPES),
                   "Base settings: 'paper' (SGD lr 0.001, weight decay 0.004, 10K steps a "
-                  "stage, no validation) or 'tuned' (the default: see "
+                  "stage, no validation, sigmoid units) or 'tuned' (the default: see "
                   "reports/uncsm_wikipedia.md). Flags given explicitly override it.")
 flags.DEFINE_enum("similarity", _DEFAULT.similarity, ["metric", "cosine"],
                   "Ranking similarity: the metric network's p_hat (paper) or the cosine of "
