@@ -91,6 +91,12 @@ def main(argv):
       f"mean ± std over seeds; wall time per run (all stages, evaluation included) on this "
       f"machine ({os.cpu_count()} CPU cores).",
       "",
+      f"Data: {len(dataset.train)} training pairs (a stratified share is carved out for "
+      f"validation where a recipe uses one), {len(dataset.test)} test pairs, image inputs "
+      f"{dataset.train.image.shape[1]}-d, text inputs {dataset.train.text.shape[1]}-d"
+      + (f"; {len(dataset.metadata['dropped'])} listed pairs dropped by the loader "
+         f"(missing image files)" if dataset.metadata.get("dropped") else "") + ".",
+      "",
       "| variant | I->T | T->I | Avg | seeds | wall s / run |",
       "|---|---|---|---|---|---|",
   ]
