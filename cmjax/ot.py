@@ -119,6 +119,10 @@ def batched_sinkhorn_emd(p: jax.Array, q: jax.Array, cost: jax.Array,
                   in_axes=(0, 0, cost_axis))(p, q, cost)
 
 
+# One compilation per (chunk shape, config), shared by every `pairwise_emd` call.
+_solve_chunk = jax.jit(batched_sinkhorn_emd, static_argnames=("config",))
+
+
 def ground_cost_on_line(m: int, n: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The fixed cost |i/(m-1) - j/(n-1)| and its bin positions.
 
@@ -199,7 +203,8 @@ def pairwise_emd(p: jax.Array, q: jax.Array, cost: jax.Array,
       not converge; the message gives how many and the worst error.
   """
   num_q, num_n = p.shape[0], q.shape[0]
-  solve = jax.jit(lambda a, b: batched_sinkhorn_emd(a, b, cost, config))
+  solve = lambda a, b: _solve_chunk(a, b, cost, config)
+  chunk = min(chunk, num_q * num_n)  # No padding work beyond the problems there are.
   rows, cols = np.divmod(np.arange(num_q * num_n), num_n)
   costs, converged, errors = [], [], []
   for start in range(0, len(rows), chunk):
