@@ -13,7 +13,8 @@ from cmjax.methods import baselines, deep
 SMALL = dataclasses.replace(
     deep.DeepConfig(), hidden=(64,), code_dim=16, dcca_dim=8, batch_size=64,
     dcca_batch_size=256, steps=300, eval_every=100, mdbn_image_hidden=(64, 32),
-    mdbn_text_hidden=(32, 32), mdbn_joint_hidden=64, mdbn_steps=600)
+    mdbn_text_hidden=(32, 32), mdbn_joint_hidden=64, mdbn_steps=600,
+    mdbn_learning_rate=1e-2)
 
 
 def numpy_total_correlation(h1, h2, reg):

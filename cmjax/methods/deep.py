@@ -78,7 +78,7 @@ class DeepConfig:
   mdbn_text_hidden: tuple[int, int] = (256, 256)
   mdbn_joint_hidden: int = 512
   mdbn_steps: int = 2000
-  mdbn_learning_rate: float = 1e-2
+  mdbn_learning_rate: float = 1e-3
   mdbn_doc_length: float = 100.0
   mdbn_mean_field_steps: int = 5
 

@@ -93,7 +93,7 @@ class UNCSMConfig:
   dbn_image_hidden: tuple[int, int] = (2048, 1024)
   dbn_text_hidden: tuple[int, int] = (1024, 1024)
   dbn_steps: int = 2000
-  dbn_learning_rate: float = 0.01
+  dbn_learning_rate: float = 0.001
   dbn_doc_length: float = 100.0
   softmax_steps: int = 2000
   # Data handling and model selection.
