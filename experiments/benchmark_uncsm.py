@@ -205,7 +205,7 @@ def main(argv):
       f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
       f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}; "
       f"torch {torch.__version__} with {torch.get_num_threads()} threads.",
-      f"Model: paper pathways {'-'.join(map(str, config.hidden))} (ReLU), 128-d image and "
+      f"Model: paper pathways {'-'.join(map(str, config.hidden))} ({config.activation}), 128-d image and "
       f"10-d text inputs, SGD + momentum + weight decay; batches sampled on the fly by label "
       f"in both. cmjax fuses {FLAGS.steps_per_call} steps per jitted call.",
       f"Peak: float32 {FLAGS.matmul_size}x{FLAGS.matmul_size} matmul, jax "
