@@ -29,7 +29,6 @@ for UNCSM.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, Literal, Sequence
 
 import flax.linen as nn
@@ -227,7 +226,7 @@ def fit_deep(method: str, prepared: preprocess.Prepared, config: DeepConfig, *, 
   params = model.init(jax.random.key(seed), tr.image[:1], tr.text[:1])
   batch = config.dcca_batch_size if method in ("dcca", "dccae") else config.batch_size
 
-  @functools.partial(jax.jit)
+  @jax.jit
   def encode(params, x, z):
     return (model.apply(params, x, method=model.encode_image),
             model.apply(params, z, method=model.encode_text))
