@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
 __all__ = [
     "RetrievalMetrics",
@@ -38,6 +39,7 @@ __all__ = [
     "mean_average_precision",
     "relevance",
     "retrieval_metrics",
+    "roc_auc",
     "top_k",
 ]
 
@@ -213,3 +215,18 @@ def top_k(scores, k: int) -> np.ndarray:
   """`[Q, N]` scores -> `[Q, k]` indices of the best items, ties by lower index."""
   order = jnp.argsort(-jnp.asarray(scores), axis=1, stable=True)
   return np.asarray(order[:, :k])
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+  """Area under the ROC curve of `scores` (higher = positive) for boolean labels.
+
+  The Mann-Whitney statistic with average ranks for tied scores: the
+  probability that a random positive outscores a random negative (ties count
+  one half). Any shapes; `scores` and `positive` are flattened together.
+  """
+  scores, positive = np.asarray(scores, np.float64).ravel(), np.asarray(positive, bool).ravel()
+  num_pos, num_neg = int(positive.sum()), int((~positive).sum())
+  if num_pos == 0 or num_neg == 0:
+    raise ValueError("ROC AUC needs both positive and negative examples")
+  ranks = scipy.stats.rankdata(scores)  # Average ranks, 1-based.
+  return float((ranks[positive].sum() - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg))

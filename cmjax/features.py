@@ -15,6 +15,7 @@ __all__ = [
     "char_ngram_tfidf",
     "char_ngram_vocabulary",
     "char_ngrams",
+    "char_ids",
     "color_histogram",
     "inverse_document_frequency",
 ]
@@ -52,11 +53,12 @@ def char_ngrams(text: str, orders: Sequence[int] = (1, 2)) -> list[str]:
   return [chars[i : i + k] for k in orders for i in range(len(chars) - k + 1)]
 
 
-def char_ngram_vocabulary(texts: Sequence[str], size: int) -> dict[str, int]:
+def char_ngram_vocabulary(texts: Sequence[str], size: int,
+                          orders: Sequence[int] = (1, 2)) -> dict[str, int]:
   """The `size` n-grams found in the most documents (ties by n-gram order)."""
   df = collections.Counter()
   for text in texts:
-    df.update(set(char_ngrams(text)))
+    df.update(set(char_ngrams(text, orders)))
   ranked = sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))[:size]
   return {gram: i for i, (gram, _) in enumerate(ranked)}
 
@@ -85,3 +87,19 @@ def char_ngram_tfidf(
   tfidf = np.where(counts > 0, 1 + np.log(np.maximum(counts, 1)), 0) * idf
   norm = np.linalg.norm(tfidf, axis=1, keepdims=True)
   return (tfidf / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+PAD_ID, UNKNOWN_ID = 0, 1
+
+
+def char_ids(texts: Sequence[str], vocab: dict[str, int], max_chars: int) -> np.ndarray:
+  """`[n, max_chars]` int32 character ids (whitespace removed), for a character CNN.
+
+  Id 0 pads, 1 is a character outside `vocab`, `vocab[c] + 2` otherwise;
+  texts longer than `max_chars` keep their first `max_chars` characters.
+  """
+  ids = np.full((len(texts), max_chars), PAD_ID, np.int32)
+  for row, text in enumerate(texts):
+    chars = "".join(text.split())[:max_chars]
+    ids[row, :len(chars)] = [vocab[c] + 2 if c in vocab else UNKNOWN_ID for c in chars]
+  return ids

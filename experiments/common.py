@@ -64,10 +64,11 @@ def loop_config() -> train.LoopConfig:
                           checkpoint_every=FLAGS.checkpoint_every)
 
 
-def load_dataset_or_exit() -> data.Dataset:
-  """Loads `--dataset`; bad input exits non-zero with one clear line."""
+def load_dataset_or_exit(
+    load: Callable[[str, str | None], data.Dataset] = data.load_dataset) -> data.Dataset:
+  """`load(--dataset, --data_dir)`; bad input exits non-zero with one clear line."""
   try:
-    return data.load_dataset(FLAGS.dataset, FLAGS.data_dir)
+    return load(FLAGS.dataset, FLAGS.data_dir)
   except data.DataError as e:
     exit_with_error(e)
 
@@ -107,12 +108,13 @@ def config_from_flags(config: Any, renamed: dict[str, str] | None = None) -> Any
   return dataclasses.replace(config, **overrides)
 
 
-def run_or_exit(method: str, run: Callable[[data.Dataset, str], dict]) -> dict:
-  """Loads `--dataset`, calls `run(dataset, workdir)`, prints the MAP summary.
+def run_or_exit(method: str, run: Callable[[data.Dataset, str], dict],
+                load: Callable[[str, str | None], data.Dataset] = data.load_dataset) -> dict:
+  """Loads `--dataset` with `load`, calls `run(dataset, workdir)`, prints the MAP summary.
 
   Bad input or a diverging run exits with status 1 and one line on stderr.
   """
-  dataset = load_dataset_or_exit()
+  dataset = load_dataset_or_exit(load)
   directory = workdir(method)
   try:
     out = run(dataset, directory)

@@ -9,11 +9,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_leaderboard_quick_and_resume(tmp_path):
   command = [sys.executable, "-m", "experiments.leaderboard", "--datasets=synthetic",
-             "--seeds=2", "--methods=uncsm,cca,sm,corr_ae", "--quick",
+             "--seeds=2", "--methods=uncsm,emd_cnn,cca,sm,corr_ae", "--quick",
              f"--root={tmp_path / 'runs'}", f"--output={tmp_path / 'board.md'}"]
   subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
   table = (tmp_path / "board.md").read_text()
-  for method in ("uncsm", "cca", "sm", "corr_ae"):
+  for method in ("uncsm", "emd_cnn", "cca", "sm", "corr_ae"):
     assert f"| {method} |" in table
   assert "Best of the Corr-AE family" in table
   assert (tmp_path / "board_synthetic.png").stat().st_size > 10_000

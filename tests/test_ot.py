@@ -73,6 +73,65 @@ def test_pairwise_sinkhorn_and_convergence_report():
     ot.pairwise_emd(jnp.asarray(p), jnp.asarray(q), cost,
                     ot.SinkhornConfig(epsilon=1e-3, max_iterations=20))
 
+@pytest.mark.parametrize("domain", ["log", "scaling"])
+@pytest.mark.parametrize("m, n", [(16, 8), (9, 13)])
+def test_shared_cost_sinkhorn_matches_exact_and_ott(domain, m, n):
+  rng = np.random.default_rng(m + n)
+  p, q = _histograms(rng, 6, m), _histograms(rng, 6, n)
+  p[0, :m // 2] = 0.0  # Empty bins.
+  p[0] /= p[0].sum()
+  cost = rng.random((m, n)).astype(np.float32) + 0.5  # No zero in any row: exercises the reduction.
+  config = ot.SinkhornConfig(epsilon=0.02, max_iterations=1000, threshold=1e-4)
+  shared = ot.shared_cost_sinkhorn(p, q, cost, config, domain=domain, early_stop=True)
+  exact = [pot.emd2(a.astype(np.float64), b.astype(np.float64), cost.astype(np.float64))
+           for a, b in zip(p, q)]
+  assert bool(jnp.all(shared.converged))
+  np.testing.assert_allclose(shared.cost, exact, rtol=0.02)
+  by_ott = ot.batched_sinkhorn_emd(p, q, cost, ot.SinkhornConfig(epsilon=0.02, threshold=1e-4))
+  np.testing.assert_allclose(shared.cost, by_ott.cost, rtol=2e-3)
+
+
+def test_shared_cost_sinkhorn_gradients_match_finite_differences():
+  rng = np.random.default_rng(7)
+  p, q = _histograms(rng, 3, 10), _histograms(rng, 3, 6)
+  cost = rng.random((10, 6)).astype(np.float32)
+  config = ot.SinkhornConfig(epsilon=0.05, max_iterations=300)
+  for domain in ("log", "scaling"):
+    f = lambda a, b, c: jnp.sum(ot.shared_cost_sinkhorn(a, b, c, config, domain=domain).cost)
+    grads = jax.grad(f, argnums=(0, 1, 2))(p, q, cost)
+    directions = (p * rng.normal(size=p.shape).astype(np.float32) * 1e-3,
+                  q * rng.normal(size=q.shape).astype(np.float32) * 1e-3,
+                  rng.normal(size=cost.shape).astype(np.float32) * 1e-3)
+    for argnum, (grad, direction) in enumerate(zip(grads, directions)):
+      if argnum < 2:  # Stay on the simplex.
+        direction = direction - (p, q)[argnum] * direction.sum(-1, keepdims=True)
+      plus, minus = [p, q, cost], [p, q, cost]
+      plus[argnum] = plus[argnum] + direction
+      minus[argnum] = minus[argnum] - direction
+      finite = (f(*plus) - f(*minus)) / 2
+      assert float(jnp.sum(grad * direction)) == pytest.approx(float(finite), rel=0.02, abs=2e-6)
+
+
+def test_scaling_domain_reports_underflow_as_not_converged():
+  rng = np.random.default_rng(8)
+  p, q = _histograms(rng, 4, 12), _histograms(rng, 4, 5)
+  cost = rng.random((12, 5)).astype(np.float32) * 50
+  out = ot.shared_cost_sinkhorn(p, q, cost, ot.SinkhornConfig(epsilon=1e-2, max_iterations=50),
+                                domain="scaling")
+  assert not bool(jnp.any(out.converged))
+
+
+@pytest.mark.parametrize("solver", ["shared_cost", "ott"])
+def test_pairwise_emd_solvers_agree_with_exact(solver):
+  rng = np.random.default_rng(9)
+  cost, x, y = ot.ground_cost_on_line(20, 7)
+  p, q = _histograms(rng, 6, 20), _histograms(rng, 5, 7)
+  for epsilon in (0.01, 0.025):  # Log domain (cost / eps = 100), then scaling (40).
+    approx = ot.pairwise_emd(jnp.asarray(p), jnp.asarray(q), cost,
+                             ot.SinkhornConfig(epsilon=epsilon), chunk=8, solver=solver)
+    np.testing.assert_allclose(approx, ot.pairwise_emd_on_line(p, q, x, y), rtol=0.03, atol=3e-3)
+
+
 def test_lower_bounds_and_topk_pruning():
   rng = np.random.default_rng(4)
   image_points, text_points = rng.normal(size=(12, 2)), rng.normal(size=(5, 2))
@@ -101,3 +160,21 @@ def test_learned_ground_cost_is_positive_and_normalised(kind):
   grads = jax.grad(lambda prm: ot.sinkhorn_emd(
       jnp.full(6, 1 / 6), jnp.full(4, 1 / 4), ot.learned_ground_cost(prm, kind)).cost)(params)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_auto_domain_keeps_values_and_gradients_finite():
+  # Peaked softmax histograms and a cost whose range / epsilon breaks the scaling domain.
+  rng = np.random.default_rng(10)
+  logits_p = jnp.asarray(rng.normal(size=(64, 16)) * 10, jnp.float32)
+  logits_q = jnp.asarray(rng.normal(size=(64, 8)) * 10, jnp.float32)
+  config = ot.SinkhornConfig(epsilon=0.05, max_iterations=100)
+  for scale in (2.0, 8.0):  # Scaling domain, then log domain.
+    cost = jnp.asarray(rng.random((16, 8)) ** 3 * scale, jnp.float32)
+    f = lambda a, b, c: jnp.sum(ot.shared_cost_sinkhorn(
+        jax.nn.softmax(a), jax.nn.softmax(b), c, config).cost)
+    value, grads = jax.value_and_grad(f, argnums=(0, 1, 2))(logits_p, logits_q, cost)
+    assert bool(jnp.isfinite(value))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
+    log = ot.shared_cost_sinkhorn(jax.nn.softmax(logits_p), jax.nn.softmax(logits_q), cost,
+                                  config, domain="log")
+    np.testing.assert_allclose(f(logits_p, logits_q, cost), jnp.sum(log.cost), rtol=1e-4)

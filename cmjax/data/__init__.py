@@ -8,7 +8,7 @@ from typing import Callable
 from cmjax.data.arrays import load_arrays
 from cmjax.data.core import DataError, Dataset, Split, validate_split, validation_split
 from cmjax.data.synthetic import make_synthetic
-from cmjax.data.web_news import load_web_news, load_web_news_raw
+from cmjax.data.web_news import load_web_news, load_web_news_pixels, load_web_news_raw
 from cmjax.data.wikipedia import load_wikipedia
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "load_arrays",
     "load_dataset",
     "load_web_news",
+    "load_web_news_pixels",
     "load_web_news_raw",
     "load_wikipedia",
     "make_synthetic",

@@ -20,7 +20,8 @@ from cmjax import features
 from cmjax.data import listfiles
 from cmjax.data.core import DataError, Dataset, Split, validate_split
 
-__all__ = ["DroppedPair", "RawSplit", "load_web_news", "load_web_news_raw"]
+__all__ = ["DroppedPair", "RawSplit", "load_web_news", "load_web_news_pixels",
+           "load_web_news_raw"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +144,51 @@ def load_web_news_raw(
   return splits, class_names, dropped, stats
 
 
+def _dataset(name_to_split: dict[str, Split], class_names, data_dir, dropped, stats,
+             **metadata) -> Dataset:
+  splits = {name: validate_split(s, len(class_names), data_dir, name)
+            for name, s in name_to_split.items()}
+  return Dataset(
+      name="web_news",
+      train=splits["train"],
+      test=splits["test"],
+      class_names=class_names,
+      metadata={
+          "source": os.path.abspath(data_dir),
+          "dropped": [dataclasses.asdict(d) for d in dropped],
+          **stats,
+          **metadata,
+      },
+  )
+
+
+def load_web_news_pixels(
+    data_dir: str,
+    image_size: int = 64,
+    max_chars: int = 256,
+    char_vocab: int = 4000,
+) -> Dataset:
+  """Loads web_news as decoded pixels and character ids, for networks trained from scratch.
+
+  Images are `[n, image_size, image_size, 3]` uint8; captions `[n, max_chars]`
+  int32 character ids (`cmjax.features.char_ids`) over the `char_vocab`
+  characters found in the most training captions. Captions longer than
+  `max_chars` are truncated; how many is logged and kept in the metadata.
+  """
+  raw, class_names, dropped, stats = load_web_news_raw(data_dir, image_size)
+  vocab = features.char_ngram_vocabulary(raw["train"].texts, char_vocab, orders=(1,))
+  splits, truncated = {}, {}
+  for name, r in raw.items():
+    lengths = np.array([len("".join(t.split())) for t in r.texts])
+    truncated[name] = int((lengths > max_chars).sum())
+    splits[name] = Split(image=r.images, text=features.char_ids(r.texts, vocab, max_chars),
+                         labels=r.labels, ids=r.ids)
+  logging.info("web_news pixels: %d characters in the vocabulary; captions longer than %d "
+               "characters truncated: %s", len(vocab), max_chars, truncated)
+  return _dataset(splits, class_names, data_dir, dropped, stats,
+                  vocabulary_size=len(vocab) + 2, truncated_captions=truncated)
+
+
 def load_web_news(
     data_dir: str,
     image_size: int = 64,
@@ -158,23 +204,9 @@ def load_web_news(
   raw, class_names, dropped, stats = load_web_news_raw(data_dir, image_size)
   vocab = features.char_ngram_vocabulary(raw["train"].texts, ngram_vocab)
   idf = features.inverse_document_frequency(raw["train"].texts, vocab)
-  splits = {}
-  for name, r in raw.items():
-    split = Split(
-        image=features.color_histogram(r.images, color_bins),
-        text=features.char_ngram_tfidf(r.texts, vocab, idf),
-        labels=r.labels,
-        ids=r.ids,
-    )
-    splits[name] = validate_split(split, len(class_names), data_dir, name)
-  return Dataset(
-      name="web_news",
-      train=splits["train"],
-      test=splits["test"],
-      class_names=class_names,
-      metadata={
-          "source": os.path.abspath(data_dir),
-          "dropped": [dataclasses.asdict(d) for d in dropped],
-          **stats,
-      },
-  )
+  splits = {
+      name: Split(image=features.color_histogram(r.images, color_bins),
+                  text=features.char_ngram_tfidf(r.texts, vocab, idf), labels=r.labels, ids=r.ids)
+      for name, r in raw.items()
+  }
+  return _dataset(splits, class_names, data_dir, dropped, stats)
