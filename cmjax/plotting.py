@@ -29,19 +29,28 @@ def plot_pr_curves(
   """
   names = {"i2t": "Image -> Text", "t2i": "Text -> Image"}
   fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
+  labels = list(dict.fromkeys(label for lines in curves.values() for label in lines))
+  # Up to 20 distinct colours; beyond 10 lines, dashes tell neighbours apart.
+  colours = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
+  style = {label: dict(color=colours(i % colours.N), linestyle="--" if i % 2 else "-")
+           if len(labels) > 10 else dict(color=colours(i)) for i, label in enumerate(labels)}
   for ax, (direction, lines) in zip(axes[0], curves.items()):
     for label, (recall, precision) in lines.items():
-      ax.plot(recall, precision, marker=".", label=label)
+      ax.plot(recall, precision, marker=".", label=label, **style[label])
     ax.set(xlabel="recall", ylabel="precision", title=names.get(direction, direction),
            xlim=(0, 1), ylim=(0, 1))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+  if len(labels) > 4:  # One shared legend beside the panels, off the curves.
+    handles, names_ = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, names_, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+  else:
+    axes[0][-1].legend(fontsize=8)
   if title:
     fig.suptitle(title)
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=100)
+  fig.savefig(tmp, dpi=100, bbox_inches="tight")
   plt.close(fig)
   os.replace(tmp, path)
   return path

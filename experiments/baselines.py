@@ -50,11 +50,9 @@ flags.DEFINE_float("corr_alpha", _DEEP.corr_alpha,
 flags.DEFINE_integer("steps", _DEEP.steps, "Training steps of the deep methods.")
 flags.DEFINE_enum("input_transform", _DEEP.input_transform, list(preprocess.INPUT_TRANSFORMS),
                   "Feature transform of the deep methods (closed-form ones use none).")
-flags.DEFINE_float("validation_fraction", _DEEP.validation_fraction,
-                   "Share of train carved out for model selection (deep methods: early "
-                   "stopping; closed-form ones: the ridge from --reg_grid).")
-flags.DEFINE_integer("eval_every", _DEEP.eval_every, "Steps between validation evaluations.")
-flags.DEFINE_integer("patience", _DEEP.patience, "Evaluations without improvement before stopping.")
+common.define_selection_flags(
+    _DEEP, "model selection (early stopping of the deep methods; the ridge of the "
+    "closed-form ones, from --reg_grid)")
 flags.DEFINE_integer("mdbn_steps", _DEEP.mdbn_steps, "CD-1 steps per RBM of multimodal_dbn.")
 flags.DEFINE_float("mdbn_learning_rate", _DEEP.mdbn_learning_rate, "RBM learning rate.")
 flags.DEFINE_integer("mdbn_joint_hidden", _DEEP.mdbn_joint_hidden, "Joint RBM hidden units.")

@@ -20,6 +20,7 @@ from cmjax import data, train
 __all__ = [
     "config_from_flags",
     "define_common_flags",
+    "define_selection_flags",
     "run_or_exit",
     "load_dataset_or_exit",
     "loop_config",
@@ -47,6 +48,17 @@ def define_common_flags(method: str) -> None:
   flags.DEFINE_integer("steps_per_call", 100,
                        "Training steps fused into one jitted device-side loop.")
   flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints.")
+
+
+def define_selection_flags(defaults: Any, validation_use: str = "model selection and early "
+                           "stopping") -> None:
+  """`--validation_fraction`, `--eval_every`, `--patience`, defaulting to `defaults`' fields."""
+  flags.DEFINE_float("validation_fraction", defaults.validation_fraction,
+                     f"Share of train carved out (stratified) for {validation_use}; 0 disables. "
+                     "The test split is never used for selection.")
+  flags.DEFINE_integer("eval_every", defaults.eval_every, "Steps between validation evaluations.")
+  flags.DEFINE_integer("patience", defaults.patience,
+                       "Stop after this many evaluations without improvement (0: never).")
 
 
 def setup_logging() -> None:

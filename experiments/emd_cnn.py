@@ -76,11 +76,7 @@ flags.DEFINE_integer("batch_size", _D.batch_size,
 flags.DEFINE_integer("steps", _D.steps, "Training steps.")
 flags.DEFINE_enum("input_transform", _D.input_transform, list(preprocess.INPUT_TRANSFORMS),
                   "Feature transform fitted on train (feature datasets, network encoder).")
-flags.DEFINE_float("validation_fraction", _D.validation_fraction,
-                   "Share of train carved out for model selection and early stopping.")
-flags.DEFINE_integer("eval_every", _D.eval_every, "Steps between validation evaluations.")
-flags.DEFINE_integer("patience", _D.patience,
-                     "Stop after this many evaluations without improvement (0: never).")
+common.define_selection_flags(_D)
 
 
 def main(argv):

@@ -109,7 +109,9 @@ def main(argv):
   start = time.time()
   lines = ["# Leaderboard", "",
            f"Regenerate: `python -m experiments.leaderboard --datasets={','.join(FLAGS.datasets)} "
-           f"--seeds={FLAGS.seeds} --output=<this file>`" + (" (QUICK smoke run)" if FLAGS.quick else ""),
+           f"--seeds={FLAGS.seeds}"
+           + (f" --methods={','.join(FLAGS.methods)}" if FLAGS["methods"].present else "")
+           + " --output=<this file>`" + (" (QUICK smoke run)" if FLAGS.quick else ""),
            "", f"Test MAP over all returned results, mean ± std over {FLAGS.seeds} seeds; "
            f"{os.cpu_count()} CPU cores.", ""]
   stem = os.path.splitext(FLAGS.output)[0] if FLAGS.output else None

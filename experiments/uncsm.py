@@ -82,12 +82,7 @@ flags.DEFINE_integer("softmax_steps", _DEFAULT.softmax_steps,
 flags.DEFINE_enum("input_transform", _DEFAULT.input_transform, list(preprocess.INPUT_TRANSFORMS),
                   "Feature transform fitted on train: none, standardize, sqrt_standardize "
                   "(Hellinger map then standardise, for histograms), l2.")
-flags.DEFINE_float("validation_fraction", _DEFAULT.validation_fraction,
-                   "Share of train carved out (stratified) for model selection and early "
-                   "stopping; 0 disables. The test split is never used for selection.")
-flags.DEFINE_integer("eval_every", _DEFAULT.eval_every, "Steps between validation evaluations.")
-flags.DEFINE_integer("patience", _DEFAULT.patience,
-                     "Stop a stage after this many evaluations without improvement (0: never).")
+common.define_selection_flags(_DEFAULT)
 
 def main(argv):
   if len(argv) > 1:

@@ -1,5 +1,6 @@
 """EMD-CNN: losses against loop references, ROC AUC, learning on synthetic and real data."""
 
+import dataclasses
 import json
 import os
 
@@ -106,3 +107,17 @@ def test_identity_encoder_needs_histograms(tmp_path):
   config = emd_cnn.EMDCNNConfig(encoder="identity", **SMALL)
   with pytest.raises(ValueError, match="non-negative"):
     emd_cnn.run(config, dataset, str(tmp_path), seed=0)
+
+
+@pytest.mark.parametrize("ground_cost", ["fixed", "matrix"])
+def test_identity_encoder_learns_only_the_ground_cost(tmp_path, ground_cost):
+  synthetic = data.make_synthetic()
+  histograms = lambda s: dataclasses.replace(s, image=np.abs(s.image), text=np.abs(s.text))
+  dataset = dataclasses.replace(synthetic, train=histograms(synthetic.train),
+                                test=histograms(synthetic.test))
+  m, n = dataset.train.image.shape[1], dataset.train.text.shape[1]
+  config = emd_cnn.EMDCNNConfig(encoder="identity", ground_cost=ground_cost, image_bins=m,
+                                text_bins=n, steps=30, eval_every=10)
+  out = emd_cnn.run(config, dataset, str(tmp_path), seed=0)
+  assert out["stages"]["emd_cnn"]["steps"] == (0 if ground_cost == "fixed" else 30)
+  assert 0.0 < out["map"]["avg"] < 1.0

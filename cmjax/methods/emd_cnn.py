@@ -37,6 +37,7 @@ image/text pairs in the batch (one shared-cost Sinkhorn call).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Literal, Sequence
@@ -314,13 +315,18 @@ def distance_matrix(config: EMDCNNConfig, p: jax.Array, q: jax.Array, cost: jax.
 # ---------------------------------------------------------------------------
 
 
+@functools.partial(jax.jit, static_argnames=("model", "modality"))
+def _histogram_block(model: EMDCNN, params, inputs: jax.Array, modality: str) -> jax.Array:
+  method = EMDCNN.image_histogram if modality == "image" else EMDCNN.text_histogram
+  return model.apply(params, inputs, method=method)
+
+
 def _histograms(model: EMDCNN, params, image: np.ndarray, text: np.ndarray, block: int = 256):
   """All `[N, m]` image and `[N, n]` text histograms and the `[m, n]` cost, in blocks."""
-  image_fn = jax.jit(lambda x: model.apply(params, x, method=EMDCNN.image_histogram))
-  text_fn = jax.jit(lambda z: model.apply(params, z, method=EMDCNN.text_histogram))
-  in_blocks = lambda fn, a: jnp.concatenate(
-      [fn(jnp.asarray(a[s:s + block])) for s in range(0, len(a), block)])
-  return (in_blocks(image_fn, image), in_blocks(text_fn, text),
+  in_blocks = lambda a, modality: jnp.concatenate(
+      [_histogram_block(model, params, jnp.asarray(a[s:s + block]), modality)
+       for s in range(0, len(a), block)])
+  return (in_blocks(image, "image"), in_blocks(text, "text"),
           model.apply(params, method=EMDCNN.cost))
 
 
@@ -407,8 +413,13 @@ def run(
                                   "config": dataclasses.asdict(config)})
   prepared = _prepare(config, dataset, seed)
   pixels = prepared.train.image.ndim == 4
-  if config.encoder == "identity" and pixels:
-    raise ValueError("encoder='identity' needs histogram features, not pixels")
+  if config.encoder == "identity":
+    if pixels:
+      raise ValueError("encoder='identity' needs histogram features, not pixels")
+    sizes = (prepared.train.image.shape[1], prepared.train.text.shape[1])
+    if config.bins != sizes:
+      raise ValueError(f"encoder='identity' compares the input histograms themselves: set "
+                       f"--image_bins={sizes[0]} --text_bins={sizes[1]}")
   vocabulary_size = dataset.metadata.get("vocabulary_size") if pixels else None
   model = build_model(config, pixels, vocabulary_size)
   params = model.init(jax.random.key(seed), jnp.asarray(prepared.train.image[:1]),
