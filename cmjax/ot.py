@@ -153,7 +153,8 @@ def shared_cost_sinkhorn(p: jax.Array, q: jax.Array, cost: jax.Array,
   - `domain="log"`: log-sum-exp updates of the dual potentials; stable for any
     epsilon.
   - `domain="scaling"`: the classic u, v scalings, two `[B, n] @ [n, m]`
-    matrix products an iteration (4-7x faster). It needs
+    matrix products an iteration (several times faster:
+    reports/benchmark_emd_cnn_step.md). It needs
     `max(reduced cost) / epsilon` below about 40 in float32: beyond that the
     kernel underflows, the gradients first, and non-finite results are
     reported as not converged.

@@ -162,7 +162,7 @@ def _make_run_fn(stage: Stage, mesh: jax.sharding.Mesh):
 
   @functools.partial(jax.jit, static_argnames=("num_steps",), donate_argnums=(0,))
   def run(state, context, data, key, num_steps):
-    if num_steps == 1:  # No loop: XLA:CPU runs convolutions inside loops ~10x slower.
+    if num_steps == 1:  # No loop: XLA:CPU runs convolutions inside loops far slower.
       (state, *_), metrics = one_step((state, context, data, key), None)
       return state, jax.tree.map(lambda m: m[None], metrics)
     (state, *_), metrics = jax.lax.scan(

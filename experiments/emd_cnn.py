@@ -85,7 +85,7 @@ def main(argv):
   common.setup_logging()
   config = common.config_from_flags(_D)
   out = common.run_or_exit(
-      "emd_cnn" if config.distance == "emd" else f"emd_cnn_{config.distance}",
+      config.method_name,
       lambda dataset, workdir: emd_cnn.run(config, dataset, workdir, FLAGS.seed,
                                            loop=common.loop_config()),
       lambda name, data_dir: emd_cnn.load_dataset(name, data_dir, config))

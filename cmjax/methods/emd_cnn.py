@@ -105,6 +105,11 @@ class EMDCNNConfig:
   patience: int = 4
 
   @property
+  def method_name(self) -> str:
+    """`emd_cnn`, or `emd_cnn_cosine` / `emd_cnn_euclidean` for the control rows."""
+    return "emd_cnn" if self.distance == "emd" else f"emd_cnn_{self.distance}"
+
+  @property
   def bins(self) -> tuple[int, int]:
     """(image, text) output sizes: different for EMD, equal for the controls."""
     if self.distance == "emd":
@@ -407,7 +412,7 @@ def run(
   (`results.json` with `roc_auc`, `pr_curves.png`, `test_distances.npy`).
   """
   start = time.time()
-  method = "emd_cnn" if config.distance == "emd" else f"emd_cnn_{config.distance}"
+  method = config.method_name
   os.makedirs(workdir, exist_ok=True)
   results.claim_workdir(workdir, {"method": method, "dataset": dataset.name, "seed": seed,
                                   "config": dataclasses.asdict(config)})
@@ -429,8 +434,8 @@ def run(
                 "labels": jnp.asarray(prepared.train.labels)}
   val = prepared.val if len(prepared.val) else None
   if pixels and jax.default_backend() == "cpu" and loop.steps_per_call > 1:
-    # XLA:CPU runs convolutions inside a device-side loop about 10x slower
-    # than in a plain jitted step (measured: 485 vs 47 ms a step).
+    # XLA:CPU runs convolutions inside a device-side loop many times slower
+    # than in a plain jitted step (reports/benchmark_emd_cnn_step.md).
     logging.info("emd_cnn: CNNs on CPU train one step per call (steps_per_call=1)")
     loop = dataclasses.replace(loop, steps_per_call=1)
   result = train.train_stage(_stage(config, model, val), params, train_data, workdir=workdir,
