@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cmjax import rbm, sampling, train
+from cmjax import optim, rbm, sampling, train
 
 __all__ = ["DBN", "dbn_forward", "rows_stage", "train_dbn", "train_softmax_head"]
 
@@ -58,7 +58,7 @@ def train_dbn(
     kinds: RBM kind of each layer, bottom first.
     sizes: hidden units of each layer.
   """
-  optimizer = optax.sgd(learning_rate, momentum=0.9)
+  optimizer = optim.make_optimizer("sgd", learning_rate, momentum=0.9)
   layer_input = np.asarray(x, np.float32)
   layers: DBN = []
   for layer, (kind, width) in enumerate(zip(kinds, sizes)):
@@ -99,6 +99,6 @@ def train_softmax_head(
     return jnp.mean(optax.softmax_cross_entropy(logits + p["head"]["b"], target)), {}
 
   data = {"x": jnp.asarray(x), "y": jnp.asarray(sampling.multi_hot(labels, num_classes))}
-  net = train.train_stage(rows_stage(name, loss_fn, optax.adam(1e-4), steps, batch_size), net,
+  net = train.train_stage(rows_stage(name, loss_fn, optim.make_optimizer("adam", 1e-4), steps, batch_size), net,
                           data, workdir=workdir, seed=seed, mesh=mesh, loop=loop).params
   return list(zip(kinds, net["layers"]))

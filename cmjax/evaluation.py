@@ -35,7 +35,9 @@ import scipy.stats
 __all__ = [
     "RetrievalMetrics",
     "average_precision",
+    "cross_modal_map",
     "cross_modal_metrics",
+    "map_summary",
     "mean_average_precision",
     "relevance",
     "retrieval_metrics",
@@ -117,6 +119,26 @@ def _chunk_metrics(scores, query_labels, item_labels, ks, recall_levels):
   return ap, jnp.stack(ap_at, 1), jnp.stack(p_at, 1), curve
 
 
+def _float32_order(scores: np.ndarray) -> np.ndarray:
+  """`[B, N]` float32 scores ranking exactly as `scores` do, ties included.
+
+  Scores that float32 holds exactly (float32 or narrower, integers of up to 16
+  bits) are only cast. Wider ones (float64, int32, int64) would merge
+  near-ties when cast, so they become their dense ranks
+  per row (0 for the lowest score, equal scores equal ranks), exact in
+  float32 up to 2^24 distinct values per row.
+  """
+  kind, size = scores.dtype.kind, scores.dtype.itemsize
+  if (kind == "f" and size <= 4) or (kind in "iub" and size <= 2):
+    return scores.astype(np.float32)
+  order = np.argsort(scores, axis=1, kind="stable")
+  ordered = np.take_along_axis(scores, order, axis=1)
+  dense = np.concatenate([np.zeros((scores.shape[0], 1)), np.diff(ordered, axis=1) > 0], 1)
+  ranks = np.empty(scores.shape, np.float32)
+  np.put_along_axis(ranks, order, np.cumsum(dense, axis=1).astype(np.float32), axis=1)
+  return ranks
+
+
 def retrieval_metrics(
     score_fn: Callable[[np.ndarray], jax.Array] | jax.Array | np.ndarray,
     query_labels: np.ndarray,
@@ -157,9 +179,10 @@ def retrieval_metrics(
   for start in range(0, num_queries, chunk_size):
     rows = np.arange(start, min(start + chunk_size, num_queries))
     padded = np.concatenate([rows, np.full(chunk_size - len(rows), rows[-1])])
-    scores = jnp.asarray(get_scores(padded), jnp.float32)
-    if not bool(jnp.all(jnp.isfinite(scores))):
+    scores = np.asarray(get_scores(padded))
+    if not np.all(np.isfinite(scores)):
       raise FloatingPointError(f"non-finite scores for queries {rows[0]}..{rows[-1]}")
+    scores = jnp.asarray(_float32_order(scores))
     block = _chunk_metrics(scores, jnp.asarray(query_labels[padded]), item_labels, ks, levels)
     results.append([np.asarray(x)[: len(rows)] for x in block])
   ap, ap_at, p_at, curve = (np.concatenate(parts) for parts in zip(*results))
@@ -209,6 +232,20 @@ def cross_modal_metrics(
       "i2t": retrieval_metrics(i2t_scores, image_labels, text_labels, **kwargs),
       "t2i": retrieval_metrics(t2i_scores, text_labels, image_labels, **kwargs),
   }
+
+
+def map_summary(metrics: dict[str, RetrievalMetrics], k: int | None = None) -> dict[str, float]:
+  """`{"i2t", "t2i", "avg"}` MAP (or MAP@k) of `cross_modal_metrics`' output; avg is
+  the mean of the two directions."""
+  get = (lambda m: m.map) if k is None else (lambda m: m.map_at[k])
+  i2t, t2i = get(metrics["i2t"]), get(metrics["t2i"])
+  return {"i2t": i2t, "t2i": t2i, "avg": (i2t + t2i) / 2}
+
+
+def cross_modal_map(scores, image_labels, text_labels) -> dict[str, float]:
+  """`map_summary` of one `[num_images, num_texts]` score matrix, both directions."""
+  scores = np.asarray(scores)
+  return map_summary(cross_modal_metrics(scores, scores.T, image_labels, text_labels))
 
 
 def top_k(scores, k: int) -> np.ndarray:

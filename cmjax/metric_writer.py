@@ -76,9 +76,16 @@ def _event(wall_time: float, step: int, *, file_version: str | None = None,
 
 
 class MetricWriter:
-  """Appends scalars to a TensorBoard event file and `metrics.jsonl` in `logdir`."""
+  """Appends scalars to a TensorBoard event file and `metrics.jsonl` in `logdir`.
 
-  def __init__(self, logdir: str):
+  With `enabled=False` (every process but the first of a multi-process run)
+  it writes nothing.
+  """
+
+  def __init__(self, logdir: str, enabled: bool = True):
+    self.enabled = enabled
+    if not enabled:
+      return
     os.makedirs(logdir, exist_ok=True)
     self.logdir = logdir
     name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
@@ -92,15 +99,21 @@ class MetricWriter:
     self._events.write(data + struct.pack("<I", masked_crc32c(data)))
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
     scalars = {k: float(v) for k, v in scalars.items()}
     self._write_record(_event(time.time(), step, scalars=scalars))
     self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
     self.flush()
 
   def flush(self) -> None:
+    if not self.enabled:
+      return
     self._events.flush()
     self._jsonl.flush()
 
   def close(self) -> None:
+    if not self.enabled:
+      return
     self._events.close()
     self._jsonl.close()

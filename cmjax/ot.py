@@ -46,6 +46,7 @@ __all__ = [
     "learned_ground_cost",
     "pairwise_emd",
     "pairwise_emd_on_line",
+    "reduce_cost",
     "shared_cost_sinkhorn",
     "sinkhorn_emd",
     "topk_emd",
@@ -128,7 +129,7 @@ def batched_sinkhorn_emd(p: jax.Array, q: jax.Array, cost: jax.Array,
 _SCALING_LIMIT = 40.0
 
 
-def _reduce_cost(cost: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def reduce_cost(cost: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`cost - a[:, None] - b[None, :]` with a zero in every row and column, and `(a, b)`.
 
   Shifting rows and columns by constants changes no transport plan (the
@@ -175,7 +176,7 @@ def shared_cost_sinkhorn(p: jax.Array, q: jax.Array, cost: jax.Array,
   """
   if config.differentiation != "unrolled":
     raise ValueError("shared_cost_sinkhorn differentiates by unrolling only")
-  reduced, shift_a, shift_b = _reduce_cost(cost)
+  reduced, shift_a, shift_b = reduce_cost(cost)
   eps = config.epsilon
   if domain == "auto":
     solve = lambda d: lambda: shared_cost_sinkhorn(p, q, cost, config, domain=d,

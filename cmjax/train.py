@@ -4,7 +4,7 @@ A method describes a stage as a `Stage`: a loss, a device-side batch sampler,
 an optimizer, a step budget and optionally a validation metric for model
 selection. `train_stage` then runs it:
 
-- mesh: every local device on one `'data'` axis; parameters, optimizer state and
+- mesh: every device (of every process) on one `'data'` axis; parameters, optimizer state and
   the (small) training arrays are replicated, each sampled batch is sharded over
   `'data'`, and XLA's partitioner inserts the gradient all-reduce (sharded `jit`).
 - update: one pure, jitted function runs `steps_per_call` steps in a
@@ -45,7 +45,11 @@ __all__ = [
     "Stage",
     "StageResult",
     "data_mesh",
+    "init_state",
+    "initialize_distributed",
+    "make_update_fn",
     "replicate",
+    "to_host",
     "train_stage",
 ]
 
@@ -108,6 +112,8 @@ class LoopConfig:
 
 @dataclasses.dataclass(frozen=True)
 class StageResult:
+  """What `train_stage` returns; `params` are host (NumPy) arrays."""
+
   params: Params
   steps: int
   best_score: float | None
@@ -116,8 +122,9 @@ class StageResult:
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-  """A 1-D mesh with axis `'data'` over the given (default: all local) devices."""
-  devices = jax.local_devices() if devices is None else devices
+  """A 1-D mesh with axis `'data'` over the given devices (default: every device of
+  every process, `jax.devices()`)."""
+  devices = jax.devices() if devices is None else devices
   return jax.sharding.Mesh(np.asarray(devices), ("data",))
 
 
@@ -126,7 +133,29 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def _init_state(params: Params, optimizer: optax.GradientTransformation) -> dict:
+def to_host(tree: Any) -> Any:
+  """Replicated (possibly multi-process) arrays as host NumPy arrays."""
+  return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array)
+                      else np.asarray(a), tree)
+
+
+def initialize_distributed(coordinator_address: str, num_processes: int,
+                           process_id: int) -> None:
+  """Joins a multi-process run (`jax.distributed.initialize`) before any computation.
+
+  Every process runs the same command; the mesh then spans `jax.devices()` of
+  all of them. On CPU the cross-process collectives use gloo.
+  """
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU backend only.
+  jax.distributed.initialize(coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+
+
+def init_state(params: Params, optimizer: optax.GradientTransformation) -> dict:
+  """The loop's state of a new stage: step, params, optimizer state, selection."""
+  # Own copies: the state is donated to the update, and placing it on a mesh
+  # may alias the caller's buffers (one device's shard is the caller's array).
+  params = jax.tree.map(jnp.copy, params)
   return {
       "step": jnp.zeros((), jnp.int32),
       "params": params,
@@ -138,8 +167,13 @@ def _init_state(params: Params, optimizer: optax.GradientTransformation) -> dict
   }
 
 
-def _make_run_fn(stage: Stage, mesh: jax.sharding.Mesh):
-  """Jitted `(state, context, data, key, num_steps) -> (state, metrics)`."""
+def make_update_fn(stage: Stage, mesh: jax.sharding.Mesh):
+  """The jitted update `(state, context, data, key, num_steps) -> (state, metrics)`.
+
+  It runs `num_steps` steps (static) in a `lax.scan` (or one plain step), with
+  `state` donated; `metrics` leaves are `[num_steps]`. `train_stage` drives it;
+  benchmarks time it.
+  """
   batch_sharding = NamedSharding(mesh, P("data"))
   grad_fn = jax.value_and_grad(stage.loss_fn, has_aux=True)
 
@@ -182,6 +216,17 @@ def _check_finite(stage: str, first_step: int, metrics: Mapping[str, np.ndarray]
           f"{first_step + int(bad[0]) + 1}; stopping. Lower the learning rate or "
           "check the input data."
       )
+
+
+def _check_batch_splits(stage: Stage, key: jax.Array, data: Any,
+                        mesh: jax.sharding.Mesh) -> None:
+  """Raises ValueError unless every batch leaf's rows split evenly over the mesh."""
+  batch = jax.eval_shape(stage.sample_fn, key, data)
+  for leaf in jax.tree.leaves(batch):
+    if not leaf.shape or leaf.shape[0] % mesh.size:
+      raise ValueError(
+          f"stage '{stage.name}': a batch of {leaf.shape[0] if leaf.shape else 0} rows does "
+          f"not split over {mesh.size} devices; use a batch size divisible by {mesh.size}")
 
 
 def _next_boundary(step: int, stage: Stage, loop: LoopConfig) -> int:
@@ -227,9 +272,7 @@ def train_stage(
   manager = ocp.CheckpointManager(
       ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
   )
-  # A copy: the state is donated to the update, the caller keeps its `params`.
-  state = jax.device_put(_init_state(params, stage.optimizer), NamedSharding(mesh, P()),
-                         may_alias=False)
+  state = replicate(init_state(params, stage.optimizer), mesh)
   resumed_from = 0
   if manager.latest_step() is not None:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
@@ -239,8 +282,10 @@ def train_stage(
 
   data, context = replicate((data, context), mesh)
   key = jax.random.key(seed)
-  run = _make_run_fn(stage, mesh)
-  writer = MetricWriter(os.path.join(workdir, "logs", stage.name))
+  _check_batch_splits(stage, key, data, mesh)
+  run = make_update_fn(stage, mesh)
+  writer = MetricWriter(os.path.join(workdir, "logs", stage.name),
+                        enabled=jax.process_index() == 0)
   step = int(state["step"])
   stopped = bool(state["stopped"])
   last_log, last_log_step = time.time(), step
@@ -277,7 +322,7 @@ def train_stage(
     manager.close()
   selected = stage.select_metric and np.isfinite(float(state["best_score"]))
   return StageResult(
-      params=state["best_params"] if selected else state["params"],
+      params=to_host(state["best_params"] if selected else state["params"]),
       steps=step,
       best_score=float(state["best_score"]) if selected else None,
       wall_s=time.time() - start_time,
@@ -287,7 +332,7 @@ def train_stage(
 
 def _evaluate(stage: Stage, state: dict, writer: MetricWriter, step: int) -> tuple[dict, bool]:
   """Runs the stage's eval, keeps the best parameters, decides early stopping."""
-  scores = {k: float(v) for k, v in stage.eval_fn(state["params"]).items()}
+  scores = {k: float(v) for k, v in stage.eval_fn(to_host(state["params"])).items()}
   writer.write_scalars(step, {f"val/{k}": v for k, v in scores.items()})
   if not stage.select_metric:
     return state, False

@@ -1,141 +1,174 @@
-r"""Runs every method on every dataset and writes the comparison table and figures.
+r"""Runs every registered method on every dataset and writes the comparison table.
 
   python -m experiments.leaderboard --datasets=wikipedia,web_news --seeds=3 \
       --root=/tmp/cmjax_leaderboard --output=reports/leaderboard.md
 
-Every (dataset, method, seed) runs in its own workdir under `--root`; finished
-runs (a `results.json`) are reused and interrupted ones resume, so an
-interrupted leaderboard continues where it stopped. The table gives I->T, T->I
-and Avg test MAP as mean ± std over seeds and the mean wall time of a run; one
+Every (dataset, method, preset, seed) runs through `cmjax.runner` in its own
+workdir `<root>/<dataset>/<method>/<preset>/seed<seed>`; a finished run is
+reused only when its config and data match (the runner refuses a workdir of
+another identity), interrupted ones resume, so an interrupted leaderboard
+continues where it stopped. The table gives I->T, T->I and Avg test MAP as
+mean ± std over seeds, the pair ROC AUC and the mean wall time of a run; one
 figure per dataset (`<output stem>_<dataset>.png`) holds the PR curves of all
-methods (averaged over seeds). `--quick` shrinks every training budget for a
-smoke run.
+methods (averaged over seeds). `--preset=quick` shrinks every training budget
+(smoke runs; the table says so). `--reference=<older table>` adds the
+difference of each Avg MAP to that table's (reproduction checks).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import re
 import time
 
 from absl import app, flags, logging
 import numpy as np
 
-from cmjax import data, plotting, results
-from cmjax.methods import baselines, deep, emd_cnn, uncsm
-from experiments import common
+from cmjax import configs, data, plotting, runner
+from cmjax.methods import registry
+from experiments import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("datasets", ["wikipedia"], "Datasets, from " + ", ".join(data.DATASETS) + ".")
-flags.DEFINE_string("data_root", None,
-                    "Folder holding one release folder per dataset (default: as experiments.uncsm).")
-flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 per method.")
-EMD_METHODS = {"emd_cnn": "emd", "emd_cnn_cosine": "cosine", "emd_cnn_euclidean": "euclidean"}
-flags.DEFINE_list("methods", ["uncsm", *EMD_METHODS, *baselines.BASELINES],
-                  "Methods to run: uncsm, emd_cnn (and its control rows emd_cnn_cosine, "
-                  "emd_cnn_euclidean), " + ", ".join(baselines.BASELINES) + ".")
-flags.DEFINE_string("root", "/tmp/cmjax_leaderboard", "Folder of the runs' workdirs.")
-flags.DEFINE_string("output", None, "Markdown table to write; figures go beside it.")
-flags.DEFINE_bool("quick", False, "Tiny training budgets (smoke test), not for reporting.")
-
-# Published MAP (I->T, T->I) on the Wikipedia release features; see ANCHORS.md.
-PUBLISHED = {
-    "wikipedia": {"cca": (0.2549, 0.1846), "sm": (0.225, 0.223), "scm": (0.277, 0.226)},
-}
-CORR_AE_FAMILY = ("corr_ae", "corr_cross_ae", "corr_full_ae")
 
 
-def _configs(quick: bool):
-  uncsm_config, deep_config = uncsm.RECIPES["tuned"], deep.DeepConfig()
-  emd_config = emd_cnn.EMDCNNConfig()
-  if quick:
-    uncsm_config = dataclasses.replace(
-        uncsm_config, hidden=(64, 32, 16), branch_size=16, metric_hidden=(32, 32, 32),
-        pretrain_steps=100, finetune_steps=100, metric_pairs=12800, eval_every=50)
-    deep_config = dataclasses.replace(
-        deep_config, hidden=(32,), code_dim=8, dcca_dim=8, steps=100, eval_every=50,
-        dcca_batch_size=256, mdbn_steps=100, mdbn_image_hidden=(32, 16),
-        mdbn_text_hidden=(16, 16), mdbn_joint_hidden=32)
-    emd_config = dataclasses.replace(emd_config, hidden=(32,), image_channels=(8, 16),
-                                     text_filters=16, steps=100, eval_every=50)
-  return uncsm_config, deep_config, emd_config
+def _define_flags() -> None:
+  flags.DEFINE_list("datasets", ["wikipedia"], "Datasets, from " + ", ".join(data.DATASETS) + ".")
+  flags.DEFINE_string("data_root", None, "Folder holding one release folder per dataset "
+                      "(default: $CMJAX_DATA_DIR, else ../shared/data).")
+  flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 per method.")
+  flags.DEFINE_list("methods", None, "Methods to run (default: every registered method: "
+                    + ", ".join(registry.names()) + ").")
+  flags.DEFINE_string("preset", "default", "Preset of every method's config file (quick: "
+                      "tiny budgets, for smoke runs only).")
+  flags.DEFINE_string("root", "/tmp/cmjax_leaderboard", "Folder of the runs' workdirs.")
+  flags.DEFINE_string("output", None, "Markdown table to write; figures go beside it.")
+  flags.DEFINE_string("reference", None, "An earlier leaderboard markdown file: each row "
+                      "gets the difference of its Avg MAP to that file's row.")
+  cli.define_loop_flags()
+  cli.show_in_help(cli.LOOP_FLAGS)
 
 
-def run_method(method: str, dataset: data.Dataset, workdir: str, seed: int, quick: bool) -> dict:
-  """The results of one run, reused from `workdir` if it finished."""
-  done = results.read_results(workdir)
-  if done is not None:
-    return done
-  logging.info("leaderboard: %s on %s, seed %d -> %s", method, dataset.name, seed, workdir)
-  uncsm_config, deep_config, emd_config = _configs(quick)
-  if method == "uncsm":
-    return uncsm.run(uncsm_config, dataset, workdir, seed)
-  if method in EMD_METHODS:
-    config = dataclasses.replace(emd_config, distance=EMD_METHODS[method])
-    return emd_cnn.run(config, dataset, workdir, seed)
-  return baselines.run_baseline(method, dataset, workdir, seed, deep_config=deep_config)
-
-
-def _cell(runs: list[dict], direction: str) -> str:
-  values = [r["map"][direction] for r in runs]
+def _cell(runs: list[dict], direction: str, key: str = "map") -> str:
+  values = [r[key][direction] if direction else r[key] for r in runs]
   return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
-def _table(name: str, table: dict[str, list[dict]]) -> list[str]:
-  published = PUBLISHED.get(name, {})
-  lines = [f"## {name}", "",
-           "| method | I->T | T->I | Avg | published I->T / T->I | pair ROC AUC | wall s / run |",
-           "|---|---|---|---|---|---|---|"]
-  order = sorted(table, key=lambda m: -np.mean([r["map"]["avg"] for r in table[m]]))
-  for method in order:
+def read_reference(path: str) -> dict[tuple[str, str], float]:
+  """`{(dataset, method): avg MAP}` of an earlier leaderboard markdown file."""
+  table, dataset = {}, None
+  with open(path) as f:
+    for line in f:
+      heading = re.match(r"^## (\S+)", line)
+      if heading:
+        dataset = heading.group(1)
+      row = re.match(r"^\| (\w+) \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| ([\d.]+) ±", line)
+      if row and dataset:
+        table[(dataset, row.group(1))] = float(row.group(2))
+  return table
+
+
+def _table(dataset: str, table: dict[str, list[dict]], reference: dict) -> list[str]:
+  columns = ["method", "I->T", "T->I", "Avg", "published I->T / T->I", "pair ROC AUC",
+             "wall s / run"] + (["Avg - reference"] if reference else [])
+  lines = [f"## {dataset}", "", "| " + " | ".join(columns) + " |",
+           "|" + "---|" * len(columns)]
+  mean_avg = lambda m: np.mean([r["map"]["avg"] for r in table[m]])
+  for method in sorted(table, key=lambda m: -mean_avg(m)):
     runs = table[method]
-    ref = published.get(method)
-    ref = f"{ref[0]:.4f} / {ref[1]:.4f}" if ref else ""
-    auc = [r["roc_auc"] for r in runs if "roc_auc" in r]
-    auc = f"{np.mean(auc):.4f} ± {np.std(auc):.4f}" if auc else ""
-    lines.append(f"| {method} | {_cell(runs, 'i2t')} | {_cell(runs, 't2i')} | "
-                 f"{_cell(runs, 'avg')} | {ref} | {auc} | "
-                 f"{np.mean([r['wall_s'] for r in runs]):.0f} |")
-  family = [m for m in CORR_AE_FAMILY if m in table]
-  if family:
-    best = max(family, key=lambda m: np.mean([r["map"]["avg"] for r in table[m]]))
-    lines += ["", f"Best of the Corr-AE family (as the UNCSM paper reports it): {best}."]
+    published = registry.get(method).published.get(dataset)
+    cells = [method, _cell(runs, "i2t"), _cell(runs, "t2i"), _cell(runs, "avg"),
+             f"{published[0]:.4f} / {published[1]:.4f}" if published else "",
+             _cell(runs, None, "roc_auc"), f"{np.mean([r['wall_s'] for r in runs]):.0f}"]
+    if reference:
+      old = reference.get((dataset, method))
+      cells.append("" if old is None else f"{mean_avg(method) - old:+.4f}")
+    lines.append("| " + " | ".join(cells) + " |")
+  families = {}
+  for method in table:
+    family = registry.get(method).family
+    if family:
+      families.setdefault(family, []).append(method)
+  for family, members in families.items():
+    lines += ["", f"Best of the {family} family (as the UNCSM paper reports it): "
+                  f"{max(members, key=mean_avg)}."]
   return lines
 
 
+def _run_all(dataset: str, methods: list[str]) -> dict[str, list[dict]]:
+  data_dir = os.path.join(FLAGS.data_root, dataset) if FLAGS.data_root else None
+  views, table = {}, {}
+  for method in methods:
+    spec = registry.get(method)
+    config = registry.make_config(spec, FLAGS.preset)
+    view = spec.view(config, dataset)
+    key = (view[0], tuple(sorted(view[1].items())))
+    if key not in views:  # Each data view is loaded once.
+      views[key] = registry.load_data(spec, config, dataset, data_dir)
+    table[method] = []
+    for seed in range(FLAGS.seeds):
+      workdir = os.path.join(FLAGS.root, dataset, method, FLAGS.preset, f"seed{seed}")
+      if runner.read_results(workdir) is None:
+        logging.info("leaderboard: %s on %s, seed %d -> %s", method, dataset, seed, workdir)
+      table[method].append(runner.run(spec, config, views[key], workdir, seed,
+                                      preset=FLAGS.preset, loop=cli.loop_config()))
+  return table
+
+
+def _check_flags(methods: list[str]) -> None:
+  for dataset in FLAGS.datasets:
+    if dataset not in data.DATASETS:
+      raise data.DataError(f"unknown dataset {dataset!r}; choose from "
+                           f"{', '.join(data.DATASETS)}")
+  for method in methods:
+    spec = registry.get(method)
+    if FLAGS.preset not in spec.presets:
+      raise configs.ConfigError(f"method {method} has no preset {FLAGS.preset!r} (it has "
+                                f"{', '.join(spec.presets)})")
+  if FLAGS.seeds <= 0:
+    raise configs.ConfigError("--seeds must be > 0")
+
+
 def main(argv):
-  del argv
-  common.setup_logging()
+  cli.start(argv)
   start = time.time()
-  lines = ["# Leaderboard", "",
-           f"Regenerate: `python -m experiments.leaderboard --datasets={','.join(FLAGS.datasets)} "
-           f"--seeds={FLAGS.seeds}"
-           + (f" --methods={','.join(FLAGS.methods)}" if FLAGS["methods"].present else "")
-           + " --output=<this file>`" + (" (QUICK smoke run)" if FLAGS.quick else ""),
-           "", f"Test MAP over all returned results, mean ± std over {FLAGS.seeds} seeds; "
-           f"{os.cpu_count()} CPU cores.", ""]
+  try:
+    methods = FLAGS.methods or list(registry.names())
+    _check_flags(methods)
+    reference = read_reference(FLAGS.reference) if FLAGS.reference else {}
+    tables = {dataset: _run_all(dataset, methods) for dataset in FLAGS.datasets}
+  except cli.USER_ERRORS as e:
+    cli.exit_with_error(e)
+  command = (f"python -m experiments.leaderboard --datasets={','.join(FLAGS.datasets)} "
+             f"--seeds={FLAGS.seeds}"
+             + (f" --methods={','.join(methods)}" if FLAGS.methods else "")
+             + (f" --preset={FLAGS.preset}" if FLAGS.preset != "default" else "")
+             + (f" --reference={FLAGS.reference}" if FLAGS.reference else "")
+             + " --output=<this file>")
+  devices = next(iter(next(iter(tables.values())).values()))[0]["environment"]
+  lines = ["# Leaderboard" + ("" if FLAGS.preset == "default"
+                              else f" (preset '{FLAGS.preset}': smoke run, not for reporting)"),
+           "", f"Regenerate: `{command}`", "",
+           f"Test MAP over all returned results, mean ± std over {FLAGS.seeds} seeds; preset "
+           f"'{FLAGS.preset}' of every method; {os.cpu_count()} CPU cores, backend "
+           f"{devices['backend']}, {devices['num_devices']} device(s).", ""]
   stem = os.path.splitext(FLAGS.output)[0] if FLAGS.output else None
-  for name in FLAGS.datasets:
-    data_dir = os.path.join(FLAGS.data_root, name) if FLAGS.data_root else None
-    features = data.load_dataset(name, data_dir)
-    # EMD-CNN reads web_news as pixels and characters (its own loader).
-    emd_data = emd_cnn.load_dataset(name, data_dir, _configs(FLAGS.quick)[2])
-    table = {m: [run_method(m, emd_data if m in EMD_METHODS else features,
-                            os.path.join(FLAGS.root, name, m, f"seed{s}"), s, FLAGS.quick)
-                 for s in range(FLAGS.seeds)]
-             for m in FLAGS.methods}
-    lines += _table(name, table) + [""]
+  for dataset, table in tables.items():
+    lines += _table(dataset, table, reference) + [""]
     total = sum(r["wall_s"] for runs in table.values() for r in runs)
-    lines += [f"Sum of the run wall times on {name}: {total:.0f} s ({total / 60:.1f} min).", ""]
+    lines += [f"Sum of the run wall times on {dataset}: {total:.0f} s ({total / 60:.1f} min).",
+              ""]
     if stem:
       curves = {d: {m: (np.asarray(runs[0]["pr_curve"]["recall"]),
                         np.mean([r["pr_curve"][d] for r in runs], 0))
                     for m, runs in table.items()} for d in ("i2t", "t2i")}
-      figure = plotting.plot_pr_curves(curves, f"{stem}_{name}.png", title=f"PR curves on {name}")
-      lines += [f"![PR curves on {name}]({os.path.basename(figure)})", ""]
+      figure = plotting.plot_pr_curves(curves, f"{stem}_{dataset}.png",
+                                       title=f"PR curves on {dataset}")
+      lines += [f"![PR curves on {dataset}]({os.path.basename(figure)})", ""]
   lines.append(f"This invocation: {time.time() - start:.0f} s (finished runs are reused).")
-  common.write_report(lines, FLAGS.output)
+  cli.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":
+  registry.import_modules([m for m in (cli.argv_value("import_modules") or "").split(",") if m])
+  _define_flags()
   app.run(main)

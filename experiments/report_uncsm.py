@@ -22,9 +22,9 @@ import time
 from absl import app, flags, logging
 import numpy as np
 
-from cmjax import data, results
-from cmjax.methods import uncsm
-from experiments import common
+from cmjax import data, runner
+from cmjax.methods import registry
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "wikipedia", list(data.DATASETS), "Dataset.")
@@ -35,21 +35,23 @@ flags.DEFINE_list("variants", ["tuned", "tuned_nopretrain", "paper", "tuned_dbn"
 flags.DEFINE_string("root", "/tmp/cmjax_report", "Folder of the runs' workdirs.")
 flags.DEFINE_string("output", None, "Markdown report to write.")
 
-_TUNED = uncsm.RECIPES["tuned"]
-VARIANTS: dict[str, tuple[str, uncsm.UNCSMConfig]] = {
+SPEC = registry.get("uncsm")
+_TUNED = registry.make_config(SPEC, "default")
+_PAPER = registry.make_config(SPEC, "paper")
+VARIANTS: dict[str, tuple[str, object]] = {
     "tuned": ("default (tuned) recipe", _TUNED),
     "tuned_nopretrain": ("tuned, without pretraining (Table 6)",
                          dataclasses.replace(_TUNED, pretrain=False)),
     "paper": ("paper recipe (SGD 0.001, wd 0.004, 10K steps/stage, sigmoid, no validation)",
-              uncsm.RECIPES["paper"]),
+              _PAPER),
     "paper_relu": ("paper recipe with ReLU pathways",
-                   dataclasses.replace(uncsm.RECIPES["paper"], activation="relu")),
+                   dataclasses.replace(_PAPER, activation="relu")),
     "paper_nopretrain": ("paper recipe, without pretraining",
-                         dataclasses.replace(uncsm.RECIPES["paper"], pretrain=False)),
+                         dataclasses.replace(_PAPER, pretrain=False)),
     "tuned_dbn": ("tuned + DBN preprocessing (paper sec. 4.4)",
                   dataclasses.replace(_TUNED, dbn=True)),
     "paper_dbn": ("paper recipe + DBN preprocessing (paper sec. 4.4)",
-                  dataclasses.replace(uncsm.RECIPES["paper"], dbn=True)),
+                  dataclasses.replace(_PAPER, dbn=True)),
     **{f"tuned_margin{m}": (f"tuned, all margins {m} (Fig. 5)",
                             dataclasses.replace(_TUNED, contrastive_margin=m,
                                                 image_triplet_margin=m, text_triplet_margin=m))
@@ -57,15 +59,16 @@ VARIANTS: dict[str, tuple[str, uncsm.UNCSMConfig]] = {
 }
 
 
-def _row(label: str, runs: list[dict], key: str = "map") -> str:
-  cell = lambda d: f"{np.mean([r[key][d] for r in runs]):.4f} ± {np.std([r[key][d] for r in runs]):.4f}"
+def _row(label: str, runs: list[dict], get=lambda r: r["map"]) -> str:
+  cell = lambda d: (f"{np.mean([get(r)[d] for r in runs]):.4f} ± "
+                    f"{np.std([get(r)[d] for r in runs]):.4f}")
   wall = np.mean([r["wall_s"] for r in runs])
   return f"| {label} | {cell('i2t')} | {cell('t2i')} | {cell('avg')} | {len(runs)} | {wall:.0f} |"
 
 
 def main(argv):
   del argv
-  common.setup_logging()
+  cli.setup_logging()
   dataset = data.load_dataset(FLAGS.dataset, FLAGS.data_dir)
   start = time.time()
   table = {}
@@ -74,11 +77,9 @@ def main(argv):
     runs = []
     for seed in (int(s) for s in FLAGS.seeds):
       workdir = os.path.join(FLAGS.root, FLAGS.dataset, name, f"seed{seed}")
-      out = results.read_results(workdir)
-      if out is None:
+      if runner.read_results(workdir) is None:
         logging.info("running %s seed %d in %s", name, seed, workdir)
-        out = uncsm.run(config, dataset, workdir, seed)
-      runs.append(out)
+      runs.append(runner.run(SPEC, config, dataset, workdir, seed))
     table[name] = runs
   lines = [
       f"# UNCSM on {FLAGS.dataset}",
@@ -102,9 +103,9 @@ def main(argv):
   ]
   for name, runs in table.items():
     lines.append(_row(VARIANTS[name][0], runs))
-    if runs[0].get("cosine_map"):
+    if runs[0]["config"]["similarity"] == "metric":
       lines.append(_row(VARIANTS[name][0] + " — cosine instead of metric net (Table 5)", runs,
-                        "cosine_map"))
+                        lambda r: r["alternatives"]["cosine"]))
   lines += ["", "Per run (seed: avg MAP; stage steps and best validation avg MAP):", ""]
   for name, runs in table.items():
     for r in runs:
@@ -115,7 +116,7 @@ def main(argv):
   lines += ["", f"Total wall time of this command's runs: "
                 f"{sum(r['wall_s'] for runs in table.values() for r in runs):.0f} s "
                 f"(this invocation: {time.time() - start:.0f} s)."]
-  common.write_report(lines, FLAGS.output)
+  cli.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmjax import data
-from cmjax.methods import baselines, deep
+from cmjax import data, runner
+from cmjax.methods import deep, registry
 
 SMALL = dataclasses.replace(
     deep.DeepConfig(), hidden=(64,), code_dim=16, dcca_dim=8, batch_size=64,
@@ -45,5 +45,5 @@ def test_cca_objective_matches_numpy_and_has_finite_gradients():
                                     "corr_full_ae", "bimodal_ae", "multimodal_dbn"])
 def test_deep_baselines_beat_chance(method, tmp_path):
   dataset = data.make_synthetic(num_train=600, num_test=200, difficulty=0.7)
-  out = baselines.run_baseline(method, dataset, str(tmp_path), seed=0, deep_config=SMALL)
+  out = runner.run(registry.get(method), SMALL, dataset, str(tmp_path), seed=0)
   assert min(out["map"]["i2t"], out["map"]["t2i"]) > 0.2, out["map"]  # Chance: about 0.1.

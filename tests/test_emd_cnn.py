@@ -2,15 +2,20 @@
 
 import dataclasses
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmjax import data, evaluation
-from cmjax.methods import emd_cnn
+from cmjax import data, evaluation, models, runner
+from cmjax.methods import emd_cnn, registry
+
+
+def _run(config, dataset, workdir, seed=0):
+  """Runs `config` as the registered method its distance names."""
+  name = "emd_cnn" if config.distance == "emd" else f"emd_cnn_{config.distance}"
+  return runner.run(registry.get(name), config, dataset, str(workdir), seed)
 
 
 def test_triplet_and_contrastive_losses_match_loops():
@@ -47,7 +52,7 @@ def test_text_cnn_ignores_padding():
   ids = np.zeros((2, 40), np.int32)
   ids[0, :10] = np.arange(2, 12)
   ids[1, :25] = np.arange(2, 27)
-  net = emd_cnn.TextCNN(outputs=5, vocabulary_size=30, embedding=8, widths=(2, 3), filters=4)
+  net = models.TextCNN(outputs=5, vocabulary_size=30, embedding=8, widths=(2, 3), filters=4)
   params = net.init(jax.random.key(0), ids)
   longer = np.concatenate([ids, np.zeros((2, 24), np.int32)], axis=1)
   np.testing.assert_allclose(net.apply(params, ids), net.apply(params, longer), atol=1e-6)
@@ -72,32 +77,33 @@ SMALL = dict(hidden=(64,), steps=300, eval_every=100, batch_size=32)
 def test_emd_cnn_learns_on_synthetic(tmp_path, distance):
   dataset = data.make_synthetic()
   config = emd_cnn.EMDCNNConfig(distance=distance, **SMALL)
-  out = emd_cnn.run(config, dataset, str(tmp_path), seed=0)
+  out = _run(config, dataset, tmp_path)
   chance = np.mean(dataset.test.labels[:, None] == dataset.test.labels[None, :])
   assert out["map"]["avg"] > chance + 0.3, out["map"]
   assert out["roc_auc"] > 0.8
   saved = json.loads((tmp_path / "results.json").read_text())
   assert saved["method"] == ("emd_cnn" if distance == "emd" else "emd_cnn_euclidean")
-  distances = np.load(tmp_path / "test_distances.npy")
-  assert distances.shape == (len(dataset.test), len(dataset.test))
+  scores = np.load(tmp_path / "test_scores.npy")  # -distance.
+  assert scores.shape == (len(dataset.test), len(dataset.test)) and np.all(scores <= 1e-6)
 
 
 def test_emd_cnn_same_seed_same_numbers(tmp_path):
   dataset = data.make_synthetic()
   config = emd_cnn.EMDCNNConfig(**{**SMALL, "steps": 60, "eval_every": 30})
-  runs = [emd_cnn.run(config, dataset, str(tmp_path / name), seed=3) for name in "ab"]
+  runs = [_run(config, dataset, tmp_path / name, seed=3) for name in "ab"]
   assert runs[0]["map"] == runs[1]["map"] and runs[0]["roc_auc"] == runs[1]["roc_auc"]
 
 
 def test_emd_cnn_on_web_news_pixels_and_characters(web_news_dir, tmp_path):
   config = emd_cnn.EMDCNNConfig(image_channels=(4, 8), char_embedding=8, text_filters=8,
                                 max_chars=64, steps=20, eval_every=10, batch_size=16)
-  dataset = emd_cnn.load_dataset("web_news", web_news_dir, config)
+  dataset = registry.load_data(registry.get("emd_cnn"), config, "web_news", web_news_dir)
   assert dataset.train.image.shape[1:] == (64, 64, 3) and dataset.train.image.dtype == np.uint8
   assert dataset.train.text.shape[1] == 64
   assert dataset.train.text.max() < dataset.metadata["vocabulary_size"]
   assert dataset.metadata["truncated_captions"]["train"] > 0
-  out = emd_cnn.run(config, dataset, str(tmp_path), seed=0)
+  out = _run(config, dataset, tmp_path)
+  assert out["view"] == "pixels_chars"
   assert 0.0 < out["map"]["avg"] < 1.0 and 0.0 < out["roc_auc"] < 1.0
   assert out["num_test"] == 497
 
@@ -106,7 +112,7 @@ def test_identity_encoder_needs_histograms(tmp_path):
   dataset = data.make_synthetic()  # Features with negative values.
   config = emd_cnn.EMDCNNConfig(encoder="identity", **SMALL)
   with pytest.raises(ValueError, match="non-negative"):
-    emd_cnn.run(config, dataset, str(tmp_path), seed=0)
+    _run(config, dataset, tmp_path)
 
 
 @pytest.mark.parametrize("ground_cost", ["fixed", "matrix"])
@@ -118,6 +124,6 @@ def test_identity_encoder_learns_only_the_ground_cost(tmp_path, ground_cost):
   m, n = dataset.train.image.shape[1], dataset.train.text.shape[1]
   config = emd_cnn.EMDCNNConfig(encoder="identity", ground_cost=ground_cost, image_bins=m,
                                 text_bins=n, steps=30, eval_every=10)
-  out = emd_cnn.run(config, dataset, str(tmp_path), seed=0)
+  out = _run(config, dataset, tmp_path)
   assert out["stages"]["emd_cnn"]["steps"] == (0 if ground_cost == "fixed" else 30)
   assert 0.0 < out["map"]["avg"] < 1.0

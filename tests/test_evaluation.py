@@ -106,3 +106,17 @@ def test_errors():
     evaluation.retrieval_metrics(np.zeros((2, 4)), np.zeros(2), np.zeros(3))
   with pytest.raises(FloatingPointError, match="non-finite scores"):
     evaluation.retrieval_metrics(np.full((2, 3), np.nan), np.zeros(2), np.zeros(3))
+
+
+def test_ranking_keeps_the_precision_of_the_scores():
+  # float64 scores 1e-12 apart: a float32 cast would tie them and the tie would
+  # go to the lower index (the irrelevant item).
+  scores = np.array([[1.0, 1.0 + 1e-12, 0.5]])
+  labels_q, labels_db = np.array([1]), np.array([0, 1, 0])
+  assert evaluation.mean_average_precision(scores, labels_q, labels_db) == 1.0
+  assert evaluation.mean_average_precision(scores.astype(np.float32), labels_q, labels_db) == 0.5
+  # Real ties stay ties (broken by index) in any precision.
+  tied = np.array([[2.0, 2.0, 1.0]])
+  assert evaluation.mean_average_precision(tied, labels_q, labels_db) == 0.5
+  big = np.array([[2**30, 2**30 + 1, 0]], np.int64)  # Equal in float32.
+  assert evaluation.mean_average_precision(big, labels_q, labels_db) == 1.0

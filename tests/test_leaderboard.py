@@ -9,7 +9,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_leaderboard_quick_and_resume(tmp_path):
   command = [sys.executable, "-m", "experiments.leaderboard", "--datasets=synthetic",
-             "--seeds=2", "--methods=uncsm,emd_cnn,cca,sm,corr_ae", "--quick",
+             "--seeds=2", "--methods=uncsm,emd_cnn,cca,sm,corr_ae", "--preset=quick",
              f"--root={tmp_path / 'runs'}", f"--output={tmp_path / 'board.md'}"]
   subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
   table = (tmp_path / "board.md").read_text()
@@ -18,7 +18,8 @@ def test_leaderboard_quick_and_resume(tmp_path):
   assert "Best of the Corr-AE family" in table
   assert (tmp_path / "board_synthetic.png").stat().st_size > 10_000
   # A second invocation reuses every finished run: it retrains nothing.
-  os.remove(tmp_path / "runs" / "synthetic" / "cca" / "seed1" / "results.json")
+  assert "preset 'quick': smoke run, not for reporting" in table
+  os.remove(tmp_path / "runs" / "synthetic" / "cca" / "quick" / "seed1" / "results.json")
   result = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True,
                           timeout=600)
   trained = [l for l in result.stderr.splitlines() if "leaderboard: " in l]

@@ -17,14 +17,20 @@ from cmjax import train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _regression_stage(num_steps=60, **kwargs):
-  """Linear regression on device-resident data; batches sampled on device."""
+def _regression_stage(num_steps=60, batch_size=32, record=None, **kwargs):
+  """Linear regression on device-resident data; batches sampled on device.
+
+  `record(sharding)` is called (at compile time) with the batch's sharding as
+  the loss sees it.
+  """
 
   def sample_fn(rng, data):
-    rows = jax.random.randint(rng, (32,), 0, data["x"].shape[0])
+    rows = jax.random.randint(rng, (batch_size,), 0, data["x"].shape[0])
     return {"x": data["x"][rows], "y": data["y"][rows]}
 
   def loss_fn(params, context, batch, rng):
+    if record:
+      jax.debug.inspect_array_sharding(batch["x"], callback=record)
     pred = jnp.tanh(batch["x"] @ params["w1"]) @ params["w2"]
     return jnp.mean((pred - batch["y"]) ** 2), {}
 
@@ -42,26 +48,53 @@ def _problem():
 
 _DEVICE_SCRIPT = textwrap.dedent("""
     import sys, numpy as np, jax
+    {distributed}
     sys.path.insert(0, {tests!r})
     from test_train import _problem, _regression_stage
     from cmjax import train
-    assert jax.device_count() == {n}, jax.devices()
+    assert jax.device_count() == 8 and jax.local_device_count() == {local}, jax.devices()
     params, data = _problem()
-    result = train.train_stage(_regression_stage(), params, data, workdir={workdir!r},
-                               seed=0, loop=train.LoopConfig(steps_per_call=7))
-    np.savez({out!r}, **jax.device_get(result.params))
+    shard_shapes = []
+    record = lambda sharding: shard_shapes.append(sharding.shard_shape((32, 6)))
+    result = train.train_stage(_regression_stage(record=record), params, data,
+                               workdir={workdir!r}, seed=0,
+                               loop=train.LoopConfig(steps_per_call=7))
+    # The caller's parameters survive (the state is donated, not the caller's arrays).
+    again = train.train_stage(_regression_stage(num_steps=3), params, data,
+                              workdir={workdir!r} + "_again", seed=0)
+    assert shard_shapes and set(shard_shapes) == {{(4, 6)}}, shard_shapes
+    if jax.process_index() == 0:
+      np.savez({out!r}, **result.params)
 """)
 
 
-def test_same_parameters_on_1_and_8_devices(tmp_path):
+def _launch(script_args: dict, processes: int, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // processes}")
+  running = []
+  for process in range(processes):
+    distributed = ""
+    if processes > 1:
+      distributed = (f"from cmjax import train; train.initialize_distributed("
+                     f"'127.0.0.1:{script_args['port']}', {processes}, {process})")
+    script = _DEVICE_SCRIPT.format(tests=os.path.join(REPO, "tests"), local=8 // processes,
+                                   distributed=distributed, workdir=script_args["workdir"],
+                                   out=script_args["out"])
+    running.append(subprocess.Popen([sys.executable, "-c", script], env=env, cwd=REPO,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  for process in running:
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+
+
+def test_same_parameters_on_1x8_and_2x4_devices(tmp_path):
+  """8 devices in one process, and 2 processes x 4 devices (jax.distributed):
+  the batch is sharded 4 rows per device and the parameters agree."""
   outputs = []
-  for n in (1, 8):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
-               JAX_PLATFORMS="cpu")
-    out = str(tmp_path / f"params{n}.npz")
-    script = _DEVICE_SCRIPT.format(tests=os.path.join(REPO, "tests"), n=n,
-                                   workdir=str(tmp_path / f"w{n}"), out=out)
-    subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, check=True, timeout=300)
+  for processes, port in ((1, None), (2, 12000 + os.getpid() % 5000)):
+    out = str(tmp_path / f"params{processes}.npz")
+    _launch({"workdir": str(tmp_path / f"w{processes}"), "out": out, "port": port}, processes,
+            tmp_path)
     outputs.append(np.load(out))
   for name in ("w1", "w2"):
     np.testing.assert_allclose(outputs[0][name], outputs[1][name], rtol=1e-4, atol=1e-5)
@@ -149,3 +182,7 @@ def test_batch_must_split_over_devices(tmp_path):
   result = train.train_stage(_regression_stage(5), params, data, workdir=str(tmp_path),
                              seed=0, mesh=mesh)
   assert result.steps == 5
+  # A batch of 30 rows cannot be split over 4 devices: an error, not a silent replication.
+  fake = type("Mesh", (), {"size": 4})()
+  with pytest.raises(ValueError, match="a batch of 30 rows does not split over 4 devices"):
+    train._check_batch_splits(_regression_stage(batch_size=30), jax.random.key(0), data, fake)

@@ -14,13 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmjax import data
-from cmjax.methods import uncsm
+from cmjax import data, runner
+from cmjax.methods import registry, uncsm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+SPEC = registry.get("uncsm")
 SMALL = dataclasses.replace(
-    uncsm.RECIPES["tuned"], hidden=(64, 32, 16), branch_size=16, metric_hidden=(32, 32, 32),
+    registry.make_config(SPEC, "default"), hidden=(64, 32, 16), branch_size=16, metric_hidden=(32, 32, 32),
     pretrain_steps=300, finetune_steps=300, metric_pairs=128 * 100, metric_batch_size=128,
     batch_size=64, eval_every=50, patience=0, dropout=0.0)
 
@@ -68,8 +69,9 @@ def test_metric_net_first_layer_is_a_dense_on_the_concatenation():
 def test_uncsm_learns_on_synthetic(tmp_path, similarity):
   dataset = data.make_synthetic(num_train=600, num_test=200)
   config = dataclasses.replace(SMALL, similarity=similarity)
-  out = uncsm.run(config, dataset, str(tmp_path), seed=0)
+  out = runner.run(SPEC, config, dataset, str(tmp_path), seed=0)
   assert out["map"]["avg"] > 0.4, out["map"]  # Chance is about 0.1.
+  assert out["alternatives"]["cosine"]["avg"] > 0.4
   assert set(out["stages"]) == ({"pretrain", "finetune", "metric"} if similarity == "metric"
                                 else {"pretrain", "finetune"})
   for stage in out["stages"].values():
@@ -84,7 +86,7 @@ def test_uncsm_with_dbn_and_without_pretraining(tmp_path):
   config = dataclasses.replace(
       SMALL, dbn=True, pretrain=False, input_transform="none", dbn_image_hidden=(32, 16),
       dbn_text_hidden=(16, 16), dbn_steps=100, softmax_steps=300, similarity="cosine")
-  out = uncsm.run(config, dataset, str(tmp_path), seed=0)
+  out = runner.run(SPEC, config, dataset, str(tmp_path), seed=0)
   assert "pretrain" not in out["stages"]
   assert os.path.isdir(tmp_path / "checkpoints" / "dbn_image_2")
   assert os.path.isdir(tmp_path / "checkpoints" / "softmax_text")
@@ -93,9 +95,10 @@ def test_uncsm_with_dbn_and_without_pretraining(tmp_path):
 
 def _cli(workdir, *extra):
   return [sys.executable, "-m", "experiments.uncsm", f"--workdir={workdir}",
-          "--hidden=64,32,16", "--branch_size=16", "--metric_hidden=32,32,32",
-          "--pretrain_steps=400", "--finetune_steps=400", "--metric_pairs=25600",
-          "--batch_size=64", "--eval_every=100", "--checkpoint_every=100",
+          "--config.hidden=(64,32,16)", "--config.branch_size=16",
+          "--config.metric_hidden=(32,32,32)", "--config.pretrain_steps=400",
+          "--config.finetune_steps=400", "--config.metric_pairs=25600",
+          "--config.batch_size=64", "--config.eval_every=100", "--checkpoint_every=100",
           "--steps_per_call=50", *extra]
 
 
@@ -131,8 +134,14 @@ def test_workdir_of_another_run_is_refused(tmp_path):
   dataset = data.make_synthetic(num_train=200, num_test=50)
   tiny = dataclasses.replace(SMALL, pretrain_steps=10, finetune_steps=10, metric_pairs=1280,
                              eval_every=10)
-  uncsm.run(tiny, dataset, str(tmp_path), seed=0)
-  with pytest.raises(ValueError, match=r"holds another run \(config.contrastive_margin: 1.0 -> 2.0\)"):
-    uncsm.run(dataclasses.replace(tiny, contrastive_margin=2.0), dataset, str(tmp_path), seed=0)
-  with pytest.raises(ValueError, match=r"seed: 0 -> 1"):
-    uncsm.run(tiny, dataset, str(tmp_path), seed=1)
+  runner.run(SPEC, tiny, dataset, str(tmp_path), seed=0)
+  with pytest.raises(runner.RunError,
+                     match=r"holds another run \(config.contrastive_margin: 1.0 -> 2.0\)"):
+    runner.run(SPEC, dataclasses.replace(tiny, contrastive_margin=2.0), dataset, str(tmp_path),
+               seed=0)
+  with pytest.raises(runner.RunError, match=r"seed: 0 -> 1"):
+    runner.run(SPEC, tiny, dataset, str(tmp_path), seed=1)
+  # The same config on other data is another run too.
+  other = data.make_synthetic(num_train=200, num_test=50, seed=1)
+  with pytest.raises(runner.RunError, match=r"data.fingerprint"):
+    runner.run(SPEC, tiny, other, str(tmp_path), seed=0)

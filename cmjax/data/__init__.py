@@ -1,9 +1,18 @@
-"""Datasets of cmjax, all behind one interface: `load_dataset(name, data_dir)`."""
+"""Datasets of cmjax, all behind one interface: `load_dataset(name, data_dir, view)`.
+
+A view is how a method reads a dataset:
+
+- `features`: feature vectors `[n, d]` for both modalities (every dataset;
+  web_news features are computed by cmjax from the raw release).
+- `pixels_chars`: decoded pixels `[n, H, W, 3]` and caption character ids
+  `[n, L]` (datasets with raw images and captions: web_news).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Callable
+from typing import Any, Callable
 
 from cmjax.data.arrays import load_arrays
 from cmjax.data.core import DataError, Dataset, Split, validate_split, validation_split
@@ -14,6 +23,7 @@ from cmjax.data.wikipedia import load_wikipedia
 __all__ = [
     "DATASETS",
     "DataError",
+    "VIEWS",
     "Dataset",
     "Split",
     "default_data_dir",
@@ -49,19 +59,42 @@ def default_data_dir(name: str) -> str | None:
   return os.path.join(root, name)
 
 
-def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-  """Loads a dataset by name.
+# view -> {dataset name -> loader(data_dir, **options)}.
+VIEWS: dict[str, dict[str, Callable[..., Dataset]]] = {
+    "features": DATASETS,
+    "pixels_chars": {"web_news": load_web_news_pixels},
+}
+
+
+def load_dataset(name: str, data_dir: str | None = None, view: str = "features",
+                 **options: Any) -> Dataset:
+  """Loads a dataset by name, as the view `view` (see the module docstring).
 
   Args:
     name: one of `DATASETS`.
     data_dir: the release directory (`wikipedia`, `web_news`) or the `.npz`
       file (`arrays`); ignored by `synthetic`.
+    view: one of `VIEWS` that the dataset has.
+    **options: options of the view's loader (e.g. `max_chars` of `pixels_chars`).
+
+  Returns:
+    the dataset, with `metadata["view"]` set.
 
   Raises:
-    DataError: unknown name, missing or bad files.
+    DataError: unknown name or view, missing or bad files, an empty split.
   """
   if name not in DATASETS:
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+  if view not in VIEWS:
+    raise DataError(f"unknown data view {view!r}; choose from {', '.join(VIEWS)}")
+  if name not in VIEWS[view]:
+    raise DataError(f"dataset {name!r} has no {view!r} view (it has: "
+                    f"{', '.join(v for v in VIEWS if name in VIEWS[v])})")
   if name == "arrays" and not data_dir:
     raise DataError("dataset 'arrays' needs --data_dir=PATH/TO/FILE.npz")
-  return DATASETS[name](data_dir or default_data_dir(name))
+  dataset = VIEWS[view][name](data_dir or default_data_dir(name), **options)
+  for split_name, split in (("train", dataset.train), ("test", dataset.test)):
+    if len(split) == 0:
+      raise DataError(f"{dataset.metadata.get('source', data_dir or name)}: the {split_name} "
+                      "split is empty")
+  return dataclasses.replace(dataset, metadata={**dataset.metadata, "view": view})

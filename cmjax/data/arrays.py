@@ -34,6 +34,19 @@ def load_arrays(path: str) -> Dataset:
   missing = [k for k in REQUIRED_FIELDS if k not in arrays]
   if missing:
     raise DataError(f"{path}: missing field(s) {', '.join(missing)}")
+  for field in REQUIRED_FIELDS:
+    array = arrays[field]
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+      raise DataError(f"{path}: field '{field}' is not numeric ({array.dtype})")
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+      bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+      raise DataError(f"{path}: field '{field}' has a non-finite value (NaN or Inf) at "
+                      f"index {bad}")
+    if field.startswith(("image_", "text_")) and array.ndim != 2:
+      raise DataError(f"{path}: field '{field}' must be 2-D [rows, dims] feature vectors, "
+                      f"got shape {array.shape}")
+    if array.shape[0:1] == (0,):
+      raise DataError(f"{path}: field '{field}' is empty (0 rows)")
   labels = [arrays["label_train"], arrays["label_test"]]
   if "class_names" in arrays:
     class_names = tuple(str(c) for c in arrays["class_names"])
@@ -45,9 +58,6 @@ def load_arrays(path: str) -> Dataset:
     class_names = tuple(f"class_{c}" for c in range(top + 1))
   splits = {}
   for name in ("train", "test"):
-    for field in (f"image_{name}", f"text_{name}"):
-      if not np.issubdtype(arrays[field].dtype, np.number):
-        raise DataError(f"{path}: field '{field}' is not numeric ({arrays[field].dtype})")
     split = Split(
         image=arrays[f"image_{name}"].astype(np.float32),
         text=arrays[f"text_{name}"].astype(np.float32),

@@ -1,22 +1,24 @@
-"""Every baseline of the UNCSM paper's comparison behind one call, `run_baseline`.
+"""The baselines of the UNCSM paper's comparison, registered as methods.
 
 Closed-form methods (`cmjax.methods.linear`): cca, cfa, kcca_poly, kcca_rbf,
 sm, scm. Deep methods (`cmjax.methods.deep`): dcca, dccae, bimodal_ae,
-multimodal_dbn, corr_ae, corr_cross_ae, corr_full_ae. All read the same data,
-are trained by the same loop where they train, and are evaluated by the same
-code, writing the same `results.json` as UNCSM.
+multimodal_dbn, corr_ae, corr_cross_ae, corr_full_ae. All read the same data
+through the same runner, train with the same loop where they train, and rank
+by the similarity of their common space.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
+import functools
 
+import numpy as np
+
+from cmjax import configs, evaluation, preprocess, runner
 from cmjax import data as data_lib
-from cmjax import evaluation, preprocess, results, train
-from cmjax.methods import deep, linear
+from cmjax.methods import deep, linear, registry
 
-__all__ = ["BASELINES", "LinearConfig", "run_baseline"]
+__all__ = ["BASELINES", "LinearConfig"]
 
 LINEAR_METHODS = ("cca", "cfa", "kcca_poly", "kcca_rbf", "sm", "scm")
 BASELINES = LINEAR_METHODS + deep.AUTOENCODER_METHODS + ("multimodal_dbn",)
@@ -24,11 +26,22 @@ BASELINES = LINEAR_METHODS + deep.AUTOENCODER_METHODS + ("multimodal_dbn",)
 
 @dataclasses.dataclass(frozen=True)
 class LinearConfig:
-  """Settings of the closed-form baselines.
+  """Settings of the closed-form baselines; presets in `cmjax/configs/linear.py`.
 
   The covariance ridge of cca, kcca and scm is chosen from `reg_grid` by the
-  validation avg MAP (cosine or normalised correlation) on a stratified
-  `validation_fraction` of train, then the method is refit on all of train.
+  validation avg MAP on a stratified `validation_fraction` of train, then the
+  method is refit on all of train.
+
+  Attributes:
+    dims: common-space dimension of cca, cfa, kcca, scm.
+    reg_grid: covariance ridges (relative to the mean eigenvalue) tried by
+      cca, kcca and scm; the best on validation is refit on all of train.
+    landmarks: Nystroem landmarks of kcca (low-rank solution).
+    degree: degree of kcca_poly's kernel (gamma x.y + 1)^degree.
+    l2: L2 penalty of the logistic regressions of sm and scm.
+    input_transform: feature transform (none: as published).
+    validation_fraction: share of train carved out (stratified) to choose the
+      ridge; 0 takes the first of reg_grid.
   """
 
   dims: int = 10
@@ -36,8 +49,16 @@ class LinearConfig:
   landmarks: int = 512
   degree: int = 2
   l2: float = 1e-3
-  input_transform: str = "none"
+  input_transform: preprocess.InputTransform = "none"
   validation_fraction: float = 0.15
+
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(self, "dims", "reg_grid", "landmarks", "degree")
+    configs.check_non_negative(self, "l2")
+    configs.check_fraction(self, "validation_fraction")
+    if not self.reg_grid:
+      raise configs.ConfigError("config field 'reg_grid' needs at least one value")
 
 
 def _fit_linear(method: str, split: data_lib.Split, num_classes: int, config: LinearConfig,
@@ -55,10 +76,10 @@ def _fit_linear(method: str, split: data_lib.Split, num_classes: int, config: Li
   return linear.fit_scm(x, z, y, num_classes, config.dims, reg, config.l2)
 
 
-def _projection_map(projection: linear.Projection, split: data_lib.Split) -> dict:
-  scores = linear.similarity(projection.image(split.image), projection.text(split.text),
-                             projection.similarity)
-  return evaluation.cross_modal_metrics(scores, scores.T, split.labels, split.labels)
+def _projected_similarity(projection: linear.Projection, split: data_lib.Split) -> np.ndarray:
+  """`[n, n]` similarity of a (prepared) split's items in the common space."""
+  return linear.similarity(projection.image(split.image), projection.text(split.text),
+                           projection.similarity)
 
 
 def _select_reg(method: str, prepared: preprocess.Prepared, num_classes: int,
@@ -68,52 +89,84 @@ def _select_reg(method: str, prepared: preprocess.Prepared, num_classes: int,
     return config.reg_grid[0], {}
   scores = {}
   for reg in config.reg_grid:
-    m = _projection_map(_fit_linear(method, prepared.train, num_classes, config, reg, seed),
-                        prepared.val)
-    scores[reg] = (m["i2t"].map + m["t2i"].map) / 2
+    projection = _fit_linear(method, prepared.train, num_classes, config, reg, seed)
+    scores[reg] = evaluation.cross_modal_map(_projected_similarity(projection, prepared.val),
+                                             prepared.val.labels, prepared.val.labels)["avg"]
   return max(scores, key=scores.get), scores
 
 
-def run_baseline(
-    method: str,
-    dataset: data_lib.Dataset,
-    workdir: str,
-    seed: int = 0,
-    *,
-    linear_config: LinearConfig = LinearConfig(),
-    deep_config: deep.DeepConfig = deep.DeepConfig(),
-    mesh=None,
-    loop: train.LoopConfig = train.LoopConfig(),
-) -> dict:
-  """Fits `method` on `dataset.train`, evaluates on `dataset.test`, writes the workdir."""
-  if method not in BASELINES:
-    raise ValueError(f"unknown baseline {method!r}; choose from {', '.join(BASELINES)}")
-  start = time.time()
-  config = linear_config if method in LINEAR_METHODS else deep_config
-  results.claim_workdir(workdir, {"method": method, "dataset": dataset.name, "seed": seed,
-                                  "config": dataclasses.asdict(config)})
-  if method in LINEAR_METHODS:
-    carved = preprocess.prepare(dataset, linear_config.input_transform,
-                                linear_config.validation_fraction, seed)
-    reg, val_scores = _select_reg(method, carved, dataset.num_classes, linear_config, seed)
-    prepared = preprocess.prepare(dataset, linear_config.input_transform, 0.0, seed)
-    projection = _fit_linear(method, prepared.train, dataset.num_classes, linear_config, reg,
-                             seed)
-    test = prepared.test
-    selection = {"selected_reg": reg,
-                 "val_avg_map_by_reg": {str(k): v for k, v in val_scores.items()}}
-  elif method == "multimodal_dbn":
-    prepared = preprocess.prepare(dataset, "none", deep_config.validation_fraction, seed)
-    projection = deep.fit_multimodal_dbn(prepared, deep_config, workdir=workdir, seed=seed,
-                                         mesh=mesh, loop=loop)
-    test, selection = prepared.raw[2], {}
-  else:
-    prepared = preprocess.prepare(dataset, deep_config.input_transform,
-                                  deep_config.validation_fraction, seed)
-    projection, _ = deep.fit_deep(method, prepared, deep_config, workdir=workdir, seed=seed,
-                                  mesh=mesh, loop=loop)
-    test, selection = prepared.test, {}
-  metrics = _projection_map(projection, test)
-  return results.write_results(workdir, method=method, dataset=dataset.name, seed=seed,
-                               metrics=metrics, wall_s=time.time() - start,
-                               extra={"config": {**dataclasses.asdict(config), **selection}})
+def _fitted(projection: linear.Projection, prepared: preprocess.Prepared,
+            **kwargs) -> runner.Fitted:
+  return runner.Fitted(
+      similarity=lambda raw: _projected_similarity(projection, prepared.transform(raw)),
+      **kwargs)
+
+
+def fit_linear(method: str, config: LinearConfig, prepared: preprocess.Prepared,
+               context: runner.FitContext) -> runner.Fitted:
+  """Chooses the ridge on a validation split of train, then refits on all of train."""
+  carved = preprocess.prepare(context.dataset, config.input_transform,
+                              config.validation_fraction, context.seed)
+  num_classes = context.dataset.num_classes
+  reg, val_scores = _select_reg(method, carved, num_classes, config, context.seed)
+  projection = _fit_linear(method, prepared.train, num_classes, config, reg, context.seed)
+  return _fitted(projection, prepared, extras={
+      "selected_reg": reg, "val_avg_map_by_reg": {str(k): v for k, v in val_scores.items()}})
+
+
+def prepare_linear(config: LinearConfig, dataset: data_lib.Dataset,
+                   seed: int) -> preprocess.Prepared:
+  """All of train (the ridge's validation split is carved inside `fit_linear`)."""
+  return preprocess.prepare(dataset, config.input_transform, 0.0, seed)
+
+
+def fit_autoencoder(method: str, config: deep.DeepConfig, prepared: preprocess.Prepared,
+                    context: runner.FitContext) -> runner.Fitted:
+  projection, result = deep.fit_deep(method, prepared, config, context)
+  return _fitted(projection, prepared, stages={method: runner.stage_facts(result)})
+
+
+def fit_multimodal_dbn(config: deep.DeepConfig, prepared: preprocess.Prepared,
+                       context: runner.FitContext) -> runner.Fitted:
+  return _fitted(deep.fit_multimodal_dbn(prepared, config, context), prepared)
+
+
+def prepare_untransformed(config: deep.DeepConfig, dataset: data_lib.Dataset,
+                          seed: int) -> preprocess.Prepared:
+  """The Multimodal DBN models raw features (it standardises or scales them itself)."""
+  return preprocess.prepare(dataset, "none", config.validation_fraction, seed)
+
+
+_DESCRIPTIONS = {
+    "cca": "CCA (Hotelling 1936), ridge chosen on validation.",
+    "cfa": "Cross-modal factor analysis (Li et al. 2003).",
+    "kcca_poly": "Kernel CCA, polynomial kernel, Nystroem low-rank.",
+    "kcca_rbf": "Kernel CCA, RBF kernel, Nystroem low-rank.",
+    "sm": "Semantic matching (Rasiwasia et al. 2010).",
+    "scm": "Semantic correlation matching (Rasiwasia et al. 2010).",
+    "dcca": "Deep CCA (Andrew et al. 2013).",
+    "dccae": "Deep canonically correlated autoencoders (Wang et al. 2015).",
+    "corr_ae": "Correspondence autoencoder (Feng et al. 2014).",
+    "corr_cross_ae": "Correspondence cross-modal autoencoder (Feng et al. 2014).",
+    "corr_full_ae": "Correspondence full-modal autoencoder (Feng et al. 2014).",
+    "bimodal_ae": "Bimodal autoencoder (Ngiam et al. 2011).",
+    "multimodal_dbn": "Multimodal DBN (Srivastava & Salakhutdinov 2012).",
+}
+# Published MAP (I->T, T->I) on the Wikipedia release features; see ANCHORS.md.
+_PUBLISHED = {"cca": (0.2549, 0.1846), "sm": (0.225, 0.223), "scm": (0.277, 0.226)}
+
+for _method in LINEAR_METHODS:
+  registry.register(registry.MethodSpec(
+      name=_method, description=_DESCRIPTIONS[_method], config_class=LinearConfig,
+      config_module="cmjax.configs.linear", fit=functools.partial(fit_linear, _method),
+      prepare=prepare_linear,
+      published={"wikipedia": _PUBLISHED[_method]} if _method in _PUBLISHED else {}))
+for _method in deep.AUTOENCODER_METHODS:
+  registry.register(registry.MethodSpec(
+      name=_method, description=_DESCRIPTIONS[_method], config_class=deep.DeepConfig,
+      config_module="cmjax.configs.deep", fit=functools.partial(fit_autoencoder, _method),
+      family="Corr-AE" if _method.startswith("corr_") else None))
+registry.register(registry.MethodSpec(
+    name="multimodal_dbn", description=_DESCRIPTIONS["multimodal_dbn"],
+    config_class=deep.DeepConfig, config_module="cmjax.configs.deep", fit=fit_multimodal_dbn,
+    prepare=prepare_untransformed))

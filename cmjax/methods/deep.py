@@ -35,9 +35,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from cmjax import dbn, evaluation, preprocess, rbm, sampling, train
+from cmjax import configs, dbn, evaluation, optim, preprocess, rbm, runner, sampling, train
 from cmjax.methods import linear
 from cmjax.models import ACTIVATIONS, MLP
 
@@ -54,25 +53,55 @@ AUTOENCODER_METHODS = ("dcca", "dccae", "corr_ae", "corr_cross_ae", "corr_full_a
 
 @dataclasses.dataclass(frozen=True)
 class DeepConfig:
-  """Settings of the deep baselines (shared where they mean the same thing)."""
+  """Settings of the deep baselines; presets in `cmjax/configs/deep.py`.
+
+  Attributes:
+    hidden: hidden layer widths of the encoders (bimodal_ae: its modality layer
+      width is the first).
+    code_dim: code width of the autoencoders.
+    dcca_dim: output and CCA dimension of dcca/dccae.
+    activation: hidden activation.
+    learning_rate: AdamW learning rate.
+    weight_decay: AdamW weight decay.
+    batch_size: batch of the autoencoders and the DBNs.
+    dcca_batch_size: batch of dcca/dccae (the correlation needs large batches).
+    dcca_reg: covariance ridge inside the DCCA objective.
+    dccae_reconstruction: lambda: weight of DCCAE's reconstruction term.
+    corr_alpha: alpha of Corr-AE: (1 - alpha) reconstruction + alpha code distance.
+    steps: training steps of the deep methods.
+    input_transform: feature transform fitted on train (multimodal_dbn reads
+      untransformed features).
+    validation_fraction: share of train carved out (stratified) for model
+      selection and early stopping; 0 disables.
+    eval_every: steps between validation evaluations.
+    patience: stop after this many evaluations without improvement (0: never).
+    mdbn_image_hidden: multimodal_dbn: image DBN layer widths.
+    mdbn_text_hidden: multimodal_dbn: text DBN layer widths.
+    mdbn_joint_hidden: multimodal_dbn: joint RBM hidden units.
+    mdbn_steps: multimodal_dbn: CD-1 steps per RBM.
+    mdbn_learning_rate: multimodal_dbn: RBM learning rate.
+    mdbn_doc_length: multimodal_dbn: non-negative text features are scaled to
+      this many 'words' for the replicated softmax.
+    mdbn_mean_field_steps: multimodal_dbn: mean-field updates that infer the
+      missing modality at query time.
+  """
 
   hidden: tuple[int, ...] = (512,)
   code_dim: int = 32
-  dcca_dim: int = 10  # DCCA/DCCAE output and CCA dimension.
-  activation: str = "sigmoid"
+  dcca_dim: int = 10
+  activation: Literal["relu", "sigmoid", "tanh"] = "sigmoid"
   learning_rate: float = 1e-3
   weight_decay: float = 1e-4
   batch_size: int = 256
-  dcca_batch_size: int = 1024  # Correlation needs large batches.
+  dcca_batch_size: int = 1024
   dcca_reg: float = 1e-3
-  dccae_reconstruction: float = 0.1  # lambda of DCCAE.
-  corr_alpha: float = 0.2  # alpha of Corr-AE.
+  dccae_reconstruction: float = 0.1
+  corr_alpha: float = 0.2
   steps: int = 3000
-  input_transform: str = "sqrt_standardize"
+  input_transform: preprocess.InputTransform = "sqrt_standardize"
   validation_fraction: float = 0.15
   eval_every: int = 250
   patience: int = 4
-  # Multimodal DBN.
   mdbn_image_hidden: tuple[int, int] = (512, 256)
   mdbn_text_hidden: tuple[int, int] = (256, 256)
   mdbn_joint_hidden: int = 512
@@ -80,6 +109,19 @@ class DeepConfig:
   mdbn_learning_rate: float = 1e-3
   mdbn_doc_length: float = 100.0
   mdbn_mean_field_steps: int = 5
+
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(
+        self, "hidden", "code_dim", "dcca_dim", "learning_rate", "batch_size",
+        "dcca_batch_size", "dcca_reg", "steps", "eval_every", "mdbn_image_hidden",
+        "mdbn_text_hidden", "mdbn_joint_hidden", "mdbn_steps", "mdbn_learning_rate",
+        "mdbn_doc_length", "mdbn_mean_field_steps")
+    configs.check_non_negative(self, "weight_decay", "dccae_reconstruction", "patience")
+    configs.check_fraction(self, "validation_fraction")
+    if not 0.0 <= self.corr_alpha <= 1.0:
+      raise configs.ConfigError(f"config field 'corr_alpha' must be in [0, 1], "
+                                f"got {self.corr_alpha}")
 
 
 def cca_objective(h1: jax.Array, h2: jax.Array, reg: float = 1e-3) -> jax.Array:
@@ -208,22 +250,20 @@ def _cosine_val_eval(encode: Callable, val: Any):
 
   def eval_fn(params):
     fi, ft = encode(params, jnp.asarray(val.image), jnp.asarray(val.text))
-    s = linear.similarity(fi, ft, "cosine")
-    m = evaluation.cross_modal_metrics(s, s.T, val.labels, val.labels)
-    return {"avg": (m["i2t"].map + m["t2i"].map) / 2}
+    return evaluation.cross_modal_map(linear.similarity(fi, ft, "cosine"), val.labels,
+                                      val.labels)
 
   return eval_fn
 
 
-def fit_deep(method: str, prepared: preprocess.Prepared, config: DeepConfig, *, workdir: str,
-             seed: int, mesh=None, loop: train.LoopConfig = train.LoopConfig()
-             ) -> tuple[linear.Projection, train.StageResult]:
-  """Trains one of `AUTOENCODER_METHODS`; returns its projection of new items."""
+def fit_deep(method: str, prepared: preprocess.Prepared, config: DeepConfig,
+             context: runner.FitContext) -> tuple[linear.Projection, train.StageResult]:
+  """Trains one of `AUTOENCODER_METHODS`; returns its projection of (prepared) items."""
   if method not in AUTOENCODER_METHODS:
     raise ValueError(f"unknown method {method!r}; choose from {AUTOENCODER_METHODS}")
   tr = prepared.train
   model = _model(method, config, tr.image.shape[1], tr.text.shape[1])
-  params = model.init(jax.random.key(seed), tr.image[:1], tr.text[:1])
+  params = model.init(jax.random.key(context.seed), tr.image[:1], tr.text[:1])
   batch = config.dcca_batch_size if method in ("dcca", "dccae") else config.batch_size
 
   @jax.jit
@@ -235,12 +275,11 @@ def fit_deep(method: str, prepared: preprocess.Prepared, config: DeepConfig, *, 
   stage = train.Stage(
       name=method, loss_fn=_loss_fn(method, model, config),
       sample_fn=lambda rng, data: sampling.sample_rows(rng, data, batch),
-      optimizer=optax.adamw(config.learning_rate, weight_decay=config.weight_decay),
+      optimizer=optim.make_optimizer("adam", config.learning_rate, config.weight_decay),
       num_steps=config.steps, eval_fn=eval_fn, eval_every=config.eval_every,
       select_metric="avg" if eval_fn else None, patience=config.patience)
-  result = train.train_stage(stage, params, {"image": jnp.asarray(tr.image),
-                                             "text": jnp.asarray(tr.text)},
-                             workdir=workdir, seed=seed + 1, mesh=mesh, loop=loop)
+  result = context.train(stage, params, {"image": jnp.asarray(tr.image),
+                                         "text": jnp.asarray(tr.text)}, seed=context.seed + 1)
   params = result.params
   to_image = lambda v: np.asarray(encode(params, jnp.asarray(v, jnp.float32),
                                          jnp.asarray(tr.text[:1]))[0])
@@ -269,9 +308,8 @@ def _mean_field_joint(joint: dict, top: jax.Array, side: Literal["image", "text"
   return rbm.hidden_probabilities(joint, visible(other), "binary")
 
 
-def fit_multimodal_dbn(prepared: preprocess.Prepared, config: DeepConfig, *, workdir: str,
-                       seed: int, mesh=None, loop: train.LoopConfig = train.LoopConfig()
-                       ) -> linear.Projection:
+def fit_multimodal_dbn(prepared: preprocess.Prepared, config: DeepConfig,
+                       context: runner.FitContext) -> linear.Projection:
   """Multimodal DBN (greedy CD-1 training of the three parts); see module docstring.
 
   Reads the untransformed features (`prepared.raw`): images are standardised
@@ -289,8 +327,10 @@ def fit_multimodal_dbn(prepared: preprocess.Prepared, config: DeepConfig, *, wor
         np.asarray(z).sum(1, keepdims=True), 1e-12)).astype(np.float32)
   else:  # Real-valued text features: a Gaussian RBM, as for images.
     text_kind, text_in = "gaussian", fit_standardize(raw_train.text)
-  common = dict(workdir=workdir, steps=config.mdbn_steps, learning_rate=config.mdbn_learning_rate,
-                batch_size=config.batch_size, mesh=mesh, loop=loop)
+  seed = context.seed
+  common = dict(workdir=context.workdir, steps=config.mdbn_steps,
+                learning_rate=config.mdbn_learning_rate, batch_size=config.batch_size,
+                mesh=context.mesh, loop=context.loop)
   image_dbn = dbn.train_dbn(image_in(raw_train.image), ("gaussian", "binary"),
                             config.mdbn_image_hidden, name="mdbn_image", seed=seed, **common)
   text_dbn = dbn.train_dbn(text_in(raw_train.text), (text_kind, "binary"),

@@ -16,8 +16,9 @@ from scratch. `encoder="identity"` skips the networks: the (non-negative)
 input features themselves, L1-normalised, are the histograms and only the
 ground cost is learned.
 
-Choices the paper's abstract leaves open are `EMDCNNConfig` fields (and flags
-of `experiments/emd_cnn.py`):
+Choices the paper's abstract leaves open are `EMDCNNConfig` fields
+(`--config.<field>` of `experiments/emd_cnn.py`; presets in
+`cmjax/configs/emd_cnn.py`):
 
 - `ground_cost`: `fixed` (|i/(m-1) - j/(n-1)|, scaled to mean 1), `matrix`
   (a learned positive matrix, scaled to mean 1) or `embedding` (distances
@@ -38,76 +39,123 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import time
-from typing import Literal, Sequence
+from typing import Literal
 
 from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from cmjax import data as data_lib
-from cmjax import evaluation, ot, preprocess, results, sampling, train
-from cmjax.models import MLP
+from cmjax import configs, evaluation, optim, ot, preprocess, runner, sampling, similarity, train
+from cmjax.methods import registry
+from cmjax.models import MLP, ImageCNN, TextCNN
 
 __all__ = [
     "EMDCNN",
     "EMDCNNConfig",
-    "ImageCNN",
-    "TextCNN",
+    "batch_distances",
+    "build_model",
     "distance_matrix",
-    "load_dataset",
+    "fit",
     "pair_losses",
-    "run",
+    "training_stage",
 ]
 
 
 @dataclasses.dataclass(frozen=True)
 class EMDCNNConfig:
-  """Every setting of an EMD-CNN run."""
+  """Every setting of an EMD-CNN run; presets in `cmjax/configs/emd_cnn.py`.
 
-  # Comparison.
+  Attributes:
+    distance: cross-modal dissimilarity: EMD between histograms of different
+      sizes (the method), or the cosine / Euclidean control rows (equal sizes);
+      fixed by the method name (emd_cnn, emd_cnn_cosine, emd_cnn_euclidean).
+    image_bins: histogram size of the image network (also both sizes of the controls).
+    text_bins: histogram size of the text network (EMD only).
+    ground_cost: EMD ground cost: fixed |i/(m-1) - j/(n-1)|, a learned positive
+      matrix, or distances of learned bin embeddings; all scaled to mean 1.
+    cost_embedding_dim: dimension of the bin embeddings of ground_cost=embedding.
+    epsilon: entropic regularisation of the Sinkhorn EMD, in units of the mean cost.
+    sinkhorn_iterations: Sinkhorn iterations unrolled in each training step.
+    sinkhorn_domain: training Sinkhorn updates: scaling (fast; needs max cost /
+      epsilon <= 40), log-sum-exp (stable for any epsilon), or auto (scaling
+      when safe, decided each step).
+    eval_max_iterations: Sinkhorn iteration budget when ranking a database.
+    eval_threshold: marginal error at which retrieval Sinkhorn stops;
+      non-converged problems are counted in a warning.
+    loss: margin loss over the batch's image/text pairs: hinge on every
+      relevant / irrelevant pair per anchor (triplet), or contrastive.
+    margin: margin of the loss (distances have mean cost 1).
+    encoder: network: learned encoders; identity: the (histogram) input
+      features are the histograms and only the ground cost is learned.
+    hidden: feature MLP hidden widths.
+    activation: feature MLP activation.
+    dropout: dropout before each network's output layer(s).
+    image_channels: image CNN: channels of the stride-2 3x3 convolutions.
+    char_embedding: text CNN: character embedding size.
+    text_widths: text CNN: convolution widths (characters).
+    text_filters: text CNN: filters per width.
+    max_chars: web_news: captions are truncated to this many characters
+      (counted in the log).
+    char_vocab: web_news: characters in the vocabulary (most frequent in train).
+    learning_rate: AdamW learning rate.
+    weight_decay: AdamW weight decay.
+    batch_size: documents per step; all batch_size^2 image/text pairs are scored.
+    steps: training steps.
+    input_transform: feature transform fitted on train (feature datasets,
+      network encoder; pixels and characters are never transformed).
+    validation_fraction: share of train carved out (stratified) for model
+      selection and early stopping; 0 disables.
+    eval_every: steps between validation evaluations.
+    patience: stop after this many evaluations without improvement (0: never).
+  """
+
   distance: Literal["emd", "cosine", "euclidean"] = "emd"
   image_bins: int = 16
-  text_bins: int = 8  # Ignored by the cosine/euclidean controls (they use image_bins).
+  text_bins: int = 8
   ground_cost: Literal["fixed", "matrix", "embedding"] = "matrix"
   cost_embedding_dim: int = 4
-  epsilon: float = 0.1  # In units of the mean ground cost (1).
-  sinkhorn_iterations: int = 50  # Unrolled iterations in training.
+  epsilon: float = 0.1
+  sinkhorn_iterations: int = 50
   sinkhorn_domain: Literal["auto", "scaling", "log"] = "auto"
-  eval_max_iterations: int = 2000  # Retrieval: until the marginal error < eval_threshold.
+  eval_max_iterations: int = 2000
   eval_threshold: float = 1e-3
-  # Loss.
   loss: Literal["triplet", "contrastive"] = "triplet"
   margin: float = 0.1
-  # Encoders.
   encoder: Literal["network", "identity"] = "network"
-  hidden: tuple[int, ...] = (512,)  # Feature MLPs.
-  activation: str = "relu"
+  hidden: tuple[int, ...] = (512,)
+  activation: Literal["relu", "sigmoid", "tanh"] = "relu"
   dropout: float = 0.2
-  image_channels: tuple[int, ...] = (16, 32, 64)  # Image CNN (stride-2 3x3 convolutions).
+  image_channels: tuple[int, ...] = (16, 32, 64)
   char_embedding: int = 32
   text_widths: tuple[int, ...] = (2, 3, 4)
   text_filters: int = 64
   max_chars: int = 256
   char_vocab: int = 4000
-  # Optimisation and model selection.
   learning_rate: float = 1e-3
   weight_decay: float = 1e-4
   batch_size: int = 32
   steps: int = 2000
-  input_transform: str = "sqrt_standardize"  # Feature datasets only.
+  input_transform: preprocess.InputTransform = "sqrt_standardize"
   validation_fraction: float = 0.15
   eval_every: int = 250
   patience: int = 4
 
-  @property
-  def method_name(self) -> str:
-    """`emd_cnn`, or `emd_cnn_cosine` / `emd_cnn_euclidean` for the control rows."""
-    return "emd_cnn" if self.distance == "emd" else f"emd_cnn_{self.distance}"
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(
+        self, "cost_embedding_dim", "epsilon", "sinkhorn_iterations", "eval_max_iterations",
+        "eval_threshold", "hidden", "image_channels", "char_embedding", "text_widths",
+        "text_filters", "max_chars", "char_vocab", "learning_rate", "batch_size", "steps",
+        "eval_every")
+    configs.check_non_negative(self, "margin", "weight_decay", "patience")
+    configs.check_fraction(self, "dropout", "validation_fraction")
+    for name in ("image_bins", "text_bins"):
+      if getattr(self, name) < 2:
+        raise configs.ConfigError(f"config field '{name}' must be >= 2 (a histogram needs "
+                                  f"two bins), got {getattr(self, name)}")
 
   @property
   def bins(self) -> tuple[int, int]:
@@ -120,52 +168,6 @@ class EMDCNNConfig:
 # ---------------------------------------------------------------------------
 # Encoders.
 # ---------------------------------------------------------------------------
-
-
-class ImageCNN(nn.Module):
-  """`[B, H, W, 3]` uint8 pixels -> `[B, outputs]` logits.
-
-  Stride-2 3x3 convolutions with ReLU, global average pooling, dropout, dense.
-  """
-
-  outputs: int
-  channels: Sequence[int] = (32, 64, 128)
-  dropout: float = 0.0
-
-  @nn.compact
-  def __call__(self, pixels: jax.Array, train: bool = False) -> jax.Array:
-    x = pixels.astype(jnp.float32) / 127.5 - 1.0
-    for width in self.channels:
-      x = nn.relu(nn.Conv(width, (3, 3), strides=(2, 2))(x))
-    x = nn.Dropout(self.dropout, deterministic=not train)(jnp.mean(x, axis=(1, 2)))
-    return nn.Dense(self.outputs)(x)
-
-
-class TextCNN(nn.Module):
-  """`[B, L]` character ids (0 pads, at the end) -> `[B, outputs]` logits.
-
-  Kim (2014): embeddings, one convolution per width, ReLU, max over the
-  windows that start on a real character, dropout, dense.
-  """
-
-  outputs: int
-  vocabulary_size: int
-  embedding: int = 64
-  widths: Sequence[int] = (2, 3, 4)
-  filters: int = 128
-  dropout: float = 0.0
-
-  @nn.compact
-  def __call__(self, ids: jax.Array, train: bool = False) -> jax.Array:
-    ids = ids.astype(jnp.int32)
-    x = nn.Embed(self.vocabulary_size, self.embedding)(ids)
-    pooled = []
-    for width in self.widths:
-      h = nn.relu(nn.Conv(self.filters, (width,), padding="VALID")(x))  # [B, L - w + 1, f]
-      real = (ids[:, : h.shape[1]] > 0)[:, :, None]
-      pooled.append(jnp.max(jnp.where(real, h, 0.0), axis=1))
-    x = nn.Dropout(self.dropout, deterministic=not train)(jnp.concatenate(pooled, axis=-1))
-    return nn.Dense(self.outputs)(x)
 
 
 class EMDCNN(nn.Module):
@@ -272,11 +274,9 @@ def batch_distances(config: EMDCNNConfig, p: jax.Array, q: jax.Array,
 def _plain_distances(kind: str, p: jax.Array, q: jax.Array) -> jax.Array:
   """`[Q, d]` x `[N, d]` -> `[Q, N]` cosine distance (1 - cos) or Euclidean distance."""
   if kind == "cosine":
-    unit = lambda h: h / jnp.maximum(jnp.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
-    return 1.0 - unit(p) @ unit(q).T
+    return similarity.cosine_distance(p, q)
   if kind == "euclidean":
-    sq = jnp.sum(p**2, -1)[:, None] + jnp.sum(q**2, -1)[None, :] - 2 * p @ q.T
-    return jnp.sqrt(jnp.maximum(sq, 0.0) + 1e-12)
+    return similarity.euclidean_distance(p, q)
   raise ValueError(f"unknown distance {kind!r}")
 
 
@@ -335,19 +335,16 @@ def _histograms(model: EMDCNN, params, image: np.ndarray, text: np.ndarray, bloc
           model.apply(params, method=EMDCNN.cost))
 
 
-def evaluate(config: EMDCNNConfig, model: EMDCNN, params, split: data_lib.Split,
-             on_nonconvergence: Literal["raise", "warn"] = "warn") -> dict:
-  """Test-protocol metrics of one split: MAP both ways, PR curves, ROC AUC, distances."""
+def _distances(config: EMDCNNConfig, model: EMDCNN, params, split: data_lib.Split,
+               on_nonconvergence: Literal["raise", "warn"] = "warn") -> np.ndarray:
+  """`[n, n]` distances of every image/text pair of a (prepared) split."""
   p, q, cost = _histograms(model, params, split.image, split.text)
-  distances = distance_matrix(config, p, q, cost, on_nonconvergence)
-  metrics = evaluation.cross_modal_metrics(-distances, -distances.T, split.labels, split.labels)
-  relevant = np.asarray(evaluation.relevance(jnp.asarray(split.labels),
-                                             jnp.asarray(split.labels)))
-  return {"metrics": metrics, "roc_auc": evaluation.roc_auc(-distances, relevant),
-          "distances": distances}
+  return distance_matrix(config, p, q, cost, on_nonconvergence)
 
 
-def _stage(config: EMDCNNConfig, model: EMDCNN, val: data_lib.Split | None) -> train.Stage:
+def training_stage(config: EMDCNNConfig, model: EMDCNN,
+                   val: data_lib.Split | None) -> train.Stage:
+  """The joint training stage of both networks and the ground cost."""
   def sample_fn(rng, data):
     return sampling.sample_rows(rng, data, config.batch_size)
 
@@ -360,98 +357,79 @@ def _stage(config: EMDCNNConfig, model: EMDCNN, val: data_lib.Split | None) -> t
            - jnp.sum(distances * relevant) / jnp.maximum(jnp.sum(relevant), 1))
     return loss, {"sinkhorn_converged": converged, "distance_gap": gap}
 
-  eval_fn = None
-  if val is not None:
-    def eval_fn(params):
-      m = evaluate(config, model, params, val)["metrics"]
-      return {"i2t": m["i2t"].map, "t2i": m["t2i"].map,
-              "avg": (m["i2t"].map + m["t2i"].map) / 2}
+  eval_fn = None if val is None else (lambda params: evaluation.cross_modal_map(
+      -_distances(config, model, params, val), val.labels, val.labels))
 
   return train.Stage(
       name="emd_cnn", loss_fn=loss_fn, sample_fn=sample_fn,
-      optimizer=optax.adamw(config.learning_rate, weight_decay=config.weight_decay),
+      optimizer=optim.make_optimizer("adam", config.learning_rate, config.weight_decay),
       num_steps=config.steps if config.encoder == "network" or config.ground_cost != "fixed"
       else 0,
       eval_fn=eval_fn, eval_every=config.eval_every,
       select_metric="avg" if eval_fn else None, patience=config.patience)
 
 
-def load_dataset(name: str, data_dir: str | None, config: EMDCNNConfig) -> data_lib.Dataset:
-  """The dataset as EMD-CNN reads it: web_news as pixels and characters, others as features."""
-  if name == "web_news":
-    return data_lib.load_web_news_pixels(data_dir or data_lib.default_data_dir(name),
-                                         max_chars=config.max_chars, char_vocab=config.char_vocab)
-  return data_lib.load_dataset(name, data_dir)
+def view(config: EMDCNNConfig, dataset: str) -> tuple[str, dict]:
+  """Pixels and characters where the dataset has them (web_news), else features."""
+  if config.encoder == "network" and dataset in data_lib.VIEWS["pixels_chars"]:
+    return "pixels_chars", {"max_chars": config.max_chars, "char_vocab": config.char_vocab}
+  return "features", {}
 
 
-def _prepare(config: EMDCNNConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
+def prepare(config: EMDCNNConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
   """Train/validation/test; feature datasets get `input_transform` (not pixels or ids)."""
   pixels = dataset.train.image.ndim == 4
   transform = config.input_transform
   if pixels or config.encoder == "identity":
     transform = "none"
-  if config.encoder == "identity" and (np.any(dataset.train.image < 0)
-                                       or np.any(dataset.train.text < 0)):
-    raise ValueError("encoder='identity' needs non-negative (histogram) features")
-  return preprocess.prepare(dataset, transform, config.validation_fraction, seed)
-
-
-def run(
-    config: EMDCNNConfig,
-    dataset: data_lib.Dataset,
-    workdir: str,
-    seed: int = 0,
-    *,
-    mesh: jax.sharding.Mesh | None = None,
-    loop: train.LoopConfig = train.LoopConfig(),
-) -> dict:
-  """Trains EMD-CNN (or a control) on `dataset.train`, evaluates on `dataset.test`.
-
-  `dataset` holds feature vectors, or pixels `[n, H, W, 3]` and character ids
-  `[n, L]` (`cmjax.data.load_web_news_pixels`). Writes the workdir like UNCSM
-  (`results.json` with `roc_auc`, `pr_curves.png`, `test_distances.npy`).
-  """
-  start = time.time()
-  method = config.method_name
-  os.makedirs(workdir, exist_ok=True)
-  results.claim_workdir(workdir, {"method": method, "dataset": dataset.name, "seed": seed,
-                                  "config": dataclasses.asdict(config)})
-  prepared = _prepare(config, dataset, seed)
-  pixels = prepared.train.image.ndim == 4
   if config.encoder == "identity":
     if pixels:
       raise ValueError("encoder='identity' needs histogram features, not pixels")
-    sizes = (prepared.train.image.shape[1], prepared.train.text.shape[1])
+    if np.any(dataset.train.image < 0) or np.any(dataset.train.text < 0):
+      raise ValueError("encoder='identity' needs non-negative (histogram) features")
+    sizes = (dataset.train.image.shape[1], dataset.train.text.shape[1])
     if config.bins != sizes:
       raise ValueError(f"encoder='identity' compares the input histograms themselves: set "
-                       f"--image_bins={sizes[0]} --text_bins={sizes[1]}")
-  vocabulary_size = dataset.metadata.get("vocabulary_size") if pixels else None
+                       f"--config.image_bins={sizes[0]} --config.text_bins={sizes[1]}")
+  return preprocess.prepare(dataset, transform, config.validation_fraction, seed)
+
+
+def fit(config: EMDCNNConfig, prepared: preprocess.Prepared,
+        context: runner.FitContext) -> runner.Fitted:
+  """Trains EMD-CNN (or a control) on `prepared.train`; similarity = -distance.
+
+  The data holds feature vectors, or pixels `[n, H, W, 3]` and character ids
+  `[n, L]` (the `pixels_chars` view).
+  """
+  pixels = prepared.train.image.ndim == 4
+  vocabulary_size = context.dataset.metadata.get("vocabulary_size") if pixels else None
   model = build_model(config, pixels, vocabulary_size)
-  params = model.init(jax.random.key(seed), jnp.asarray(prepared.train.image[:1]),
+  params = model.init(jax.random.key(context.seed), jnp.asarray(prepared.train.image[:1]),
                       jnp.asarray(prepared.train.text[:1]))
   train_data = {"image": jnp.asarray(prepared.train.image),
                 "text": jnp.asarray(prepared.train.text),
                 "labels": jnp.asarray(prepared.train.labels)}
   val = prepared.val if len(prepared.val) else None
+  loop = context.loop
   if pixels and jax.default_backend() == "cpu" and loop.steps_per_call > 1:
     # XLA:CPU runs convolutions inside a device-side loop many times slower
     # than in a plain jitted step (reports/benchmark_emd_cnn_step.md).
     logging.info("emd_cnn: CNNs on CPU train one step per call (steps_per_call=1)")
-    loop = dataclasses.replace(loop, steps_per_call=1)
-  result = train.train_stage(_stage(config, model, val), params, train_data, workdir=workdir,
-                             seed=seed * 1000 + 1, mesh=mesh, loop=loop)
-  test = evaluate(config, model, result.params, prepared.test)
-  out = results.write_results(
-      workdir, method=method, dataset=dataset.name, seed=seed, metrics=test["metrics"],
-      wall_s=time.time() - start,
-      extra={"config": dataclasses.asdict(config), "roc_auc": test["roc_auc"],
-             "stages": {"emd_cnn": {"steps": result.steps, "best_val_avg_map": result.best_score,
-                                    "wall_s": result.wall_s,
-                                    "resumed_from": result.resumed_from}},
-             "num_train": len(prepared.train), "num_val": len(prepared.val),
-             "num_test": len(prepared.test)})
-  np.save(os.path.join(workdir, "test_distances.npy"), test["distances"])
-  logging.info("%s on %s (seed %d): MAP i2t %.4f t2i %.4f avg %.4f, ROC AUC %.4f in %.0fs",
-               method, dataset.name, seed, out["map"]["i2t"], out["map"]["t2i"],
-               out["map"]["avg"], test["roc_auc"], out["wall_s"])
-  return out
+    context = dataclasses.replace(context, loop=dataclasses.replace(loop, steps_per_call=1))
+  result = context.train(training_stage(config, model, val), params, train_data,
+                         seed=context.seed * 1000 + 1)
+  similarity = lambda raw: -_distances(config, model, result.params, prepared.transform(raw))
+  return runner.Fitted(similarity=similarity, stages={"emd_cnn": runner.stage_facts(result)})
+
+
+for _name, _distance, _description in (
+    ("emd_cnn", "emd", "EMD-CNN (Zuo et al. 2020): softmax histograms of different sizes "
+     "compared by a learned-cost differentiable EMD."),
+    ("emd_cnn_cosine", "cosine", "EMD-CNN control row: the same networks compared by cosine."),
+    ("emd_cnn_euclidean", "euclidean", "EMD-CNN control row: the same networks compared by "
+     "Euclidean distance."),
+):
+  registry.register(registry.MethodSpec(
+      name=_name, description=_description, config_class=EMDCNNConfig,
+      config_module="cmjax.configs.emd_cnn", fit=fit, prepare=prepare, view=view,
+      fixed={"distance": _distance}))

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cmjax import similarity as similarity_lib
+
 __all__ = [
     "Projection",
     "fit_cca",
@@ -38,7 +40,7 @@ __all__ = [
     "similarity",
 ]
 
-Similarity = Literal["cosine", "normalized_correlation"]
+Similarity = similarity_lib.Similarity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +61,8 @@ class Projection:
 
 
 def similarity(a: np.ndarray, b: np.ndarray, kind: Similarity) -> np.ndarray:
-  """`[Q, k] x [N, k] -> [Q, N]` cosine or normalised (centred) correlation."""
-  a, b = jnp.asarray(a), jnp.asarray(b)
-  if kind == "normalized_correlation":
-    a = a - a.mean(-1, keepdims=True)
-    b = b - b.mean(-1, keepdims=True)
-  unit = lambda x: x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-  return np.asarray(unit(a) @ unit(b).T)
+  """`[Q, k] x [N, k] -> [Q, N]` cosine or normalised (centred) correlation, as NumPy."""
+  return np.asarray(similarity_lib.pairwise(kind, a, b))
 
 
 def _inverse_sqrt(c: np.ndarray) -> np.ndarray:

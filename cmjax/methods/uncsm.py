@@ -22,64 +22,106 @@ Ablations (paper Tables 5, 6 and Fig. 5): `similarity="cosine"` ranks by the
 cosine of the shared representations instead of the metric network;
 `pretrain=False` skips stage 1; the three margins are config fields.
 
-Choices the paper leaves open are `UNCSMConfig` fields (and flags of
+Choices the paper leaves open are `UNCSMConfig` fields (`--config.<field>` of
 `experiments/uncsm.py`): batch size, activations, input transform, optimizer
-details, validation-based model selection.
+details, validation-based model selection. Presets: `cmjax/configs/uncsm.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import time
-from typing import Any, Literal, Sequence
+from typing import Callable, Literal, Sequence
 
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cmjax import data as data_lib
-from cmjax import dbn, evaluation, preprocess, results, sampling, train
+from cmjax import configs, dbn, evaluation, optim, preprocess, runner, sampling, similarity, train
+from cmjax.methods import registry
 from cmjax.models import MLP
 
 __all__ = [
     "MetricNet",
-    "RECIPES",
     "TwoPathway",
     "UNCSMConfig",
     "contrastive_loss",
+    "finetune_stage",
+    "fit",
     "metric_loss",
-    "run",
+    "pathway_model",
+    "pretrain_stage",
     "triplet_loss",
 ]
 
 
+Activation = Literal["relu", "sigmoid", "tanh"]
+
+
 @dataclasses.dataclass(frozen=True)
 class UNCSMConfig:
-  """Every setting of an UNCSM run. See `RECIPES` for the two named presets."""
+  """Every setting of an UNCSM run; presets in `cmjax/configs/uncsm.py`.
 
-  # Architecture (paper: 1024-512-256 pathways, 256 sigmoid branches, 3x512 metric net).
+  Attributes:
+    hidden: pathway layer widths (paper: 1024, 512, 256).
+    activation: pathway hidden activation (not stated in the paper).
+    output_activation: activation of the pathway output (the shared representation).
+    dropout: dropout on the pathway hidden layers.
+    branch_size: width of the sigmoid triplet branches (paper: 256).
+    metric_hidden: metric network layer widths (paper: 3 x 512).
+    similarity: ranking similarity: the metric network's p_hat (paper) or the
+      cosine of the shared representations (Table 5 ablation).
+    pretrain: run stage 1 (contrastive pretraining); False is the Table 6 ablation.
+    dbn: run the optional DBN preprocessing stage (paper sec. 4.4): Gaussian RBM
+      / replicated softmax + binary RBM per modality (CD-1), then a softmax
+      net; its top hidden layer feeds the pathways.
+    contrastive_margin: lambda of eq. 1.
+    image_triplet_margin: alpha of eq. 2.
+    text_triplet_margin: beta of eq. 3.
+    negatives: online triplet sampling: a random irrelevant item, or the closest
+      of `negative_candidates` random ones under the current network.
+    negative_candidates: candidates per anchor for negatives=hardest.
+    optimizer: sgd (momentum, weight decay as an L2 gradient term, as Caffe) or
+      adam (AdamW, decoupled weight decay).
+    learning_rate: learning rate of all stages.
+    momentum: SGD momentum (0: plain SGD).
+    weight_decay: weight decay.
+    batch_size: pairs (stage 1) or triplets per modality (stage 2) per step;
+      split over all devices, so it must be divisible by their number.
+    pretrain_steps: steps of stage 1.
+    finetune_steps: steps of stage 2.
+    metric_pairs: pairs sampled to train the metric network (paper: about 300K, 1:1).
+    metric_batch_size: metric network batch.
+    dbn_image_hidden: DBN layer widths of the image modality (paper: 2048, 1024).
+    dbn_text_hidden: DBN layer widths of the text modality (paper: 1024, 1024).
+    dbn_steps: CD-1 steps per RBM layer.
+    dbn_learning_rate: RBM learning rate.
+    dbn_doc_length: replicated softmax: text features are scaled to this many 'words'.
+    softmax_steps: steps of the softmax net fine-tuned on top of each DBN.
+    input_transform: feature transform fitted on train: none, standardize,
+      sqrt_standardize (Hellinger map then standardise, for histograms), l2.
+    validation_fraction: share of train carved out (stratified) for model
+      selection and early stopping; 0 disables. The test split is never used.
+    eval_every: steps between validation evaluations.
+    patience: stop after this many evaluations without improvement (0: never).
+  """
+
   hidden: tuple[int, ...] = (1024, 512, 256)
-  activation: str = "relu"
-  output_activation: str = "none"
+  activation: Activation = "relu"
+  output_activation: Literal["none", "relu", "sigmoid", "tanh"] = "none"
   dropout: float = 0.0
   branch_size: int = 256
   metric_hidden: tuple[int, ...] = (512, 512, 512)
-  # Method switches (paper ablations).
   similarity: Literal["metric", "cosine"] = "metric"
   pretrain: bool = True
   dbn: bool = False
-  # Margins (paper: all 1).
   contrastive_margin: float = 1.0
   image_triplet_margin: float = 1.0
   text_triplet_margin: float = 1.0
   negatives: Literal["random", "hardest"] = "random"
   negative_candidates: int = 8
-  # Optimisation (paper: SGD, lr 0.001, weight decay 0.004, < 10K iterations a stage).
   optimizer: Literal["sgd", "adam"] = "sgd"
   learning_rate: float = 0.001
   momentum: float = 0.9
@@ -89,47 +131,32 @@ class UNCSMConfig:
   finetune_steps: int = 10000
   metric_pairs: int = 300000
   metric_batch_size: int = 256
-  # DBN preprocessing (paper: image 2048 -> 1024, text 1024 -> 1024).
   dbn_image_hidden: tuple[int, int] = (2048, 1024)
   dbn_text_hidden: tuple[int, int] = (1024, 1024)
   dbn_steps: int = 2000
   dbn_learning_rate: float = 0.001
   dbn_doc_length: float = 100.0
   softmax_steps: int = 2000
-  # Data handling and model selection.
-  input_transform: str = "standardize"
+  input_transform: preprocess.InputTransform = "standardize"
   validation_fraction: float = 0.0
   eval_every: int = 500
   patience: int = 0
 
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(
+        self, "hidden", "branch_size", "metric_hidden", "contrastive_margin",
+        "negative_candidates", "learning_rate", "batch_size", "pretrain_steps",
+        "finetune_steps", "metric_pairs", "metric_batch_size", "dbn_image_hidden",
+        "dbn_text_hidden", "dbn_steps", "dbn_learning_rate", "dbn_doc_length", "softmax_steps",
+        "eval_every")
+    configs.check_non_negative(self, "image_triplet_margin", "text_triplet_margin", "momentum",
+                               "weight_decay", "patience")
+    configs.check_fraction(self, "dropout", "validation_fraction")
+
   @property
   def metric_steps(self) -> int:
     return max(1, self.metric_pairs // self.metric_batch_size)
-
-
-# "paper": the settings the paper states (SGD, lr 0.001, weight decay 0.004,
-# 10K iterations a stage, margins 1). It does not state the activation: with
-# ReLU pathways the contrastive stage collapses to a constant representation on
-# the Wikipedia features (reports/uncsm_wikipedia.md), so the recipe uses
-# sigmoid units. "tuned": the default, chosen on a validation split carved
-# from train (same report).
-RECIPES: dict[str, UNCSMConfig] = {
-    "paper": UNCSMConfig(activation="sigmoid"),
-    "tuned": UNCSMConfig(
-        input_transform="sqrt_standardize",
-        activation="sigmoid",
-        optimizer="adam",
-        learning_rate=1e-3,
-        weight_decay=1e-4,
-        dropout=0.2,
-        pretrain_steps=3000,
-        finetune_steps=3000,
-        metric_pairs=300000,
-        validation_fraction=0.15,
-        eval_every=250,
-        patience=4,
-    ),
-}
 
 
 # ---------------------------------------------------------------------------
@@ -258,12 +285,6 @@ def metric_loss(logits: jax.Array, relevant: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------------------
 
 
-def cosine_scores(fi: jax.Array, ft: jax.Array) -> jax.Array:
-  """`[Q, h] x [N, h] -> [Q, N]` cosine similarities."""
-  unit = lambda x: x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-  return unit(fi) @ unit(ft).T
-
-
 @functools.partial(jax.jit, static_argnames=("net",))
 def _metric_block(net: MetricNet, params, fi_block: jax.Array, ft: jax.Array) -> jax.Array:
   logits = net.apply(params, fi_block[:, None, :], ft[None, :, :])
@@ -280,31 +301,13 @@ def metric_scores(net: MetricNet, params, fi: jax.Array, ft: jax.Array, block: i
   return np.concatenate(blocks)[:q]
 
 
-def _avg_map(image_text_scores: np.ndarray, image_labels, text_labels) -> dict[str, float]:
-  """MAP both ways from one `[num_images, num_texts]` score matrix."""
-  m = evaluation.cross_modal_metrics(
-      image_text_scores, np.asarray(image_text_scores).T, image_labels, text_labels
-  )
-  return {"i2t": m["i2t"].map, "t2i": m["t2i"].map, "avg": (m["i2t"].map + m["t2i"].map) / 2}
-
-
 # ---------------------------------------------------------------------------
 # Stages.
 # ---------------------------------------------------------------------------
 
 
-def _optimizer(config: UNCSMConfig, learning_rate: float | None = None) -> optax.GradientTransformation:
-  lr = config.learning_rate if learning_rate is None else learning_rate
-  if config.optimizer == "sgd":
-    # Caffe-style weight decay: an L2 term added to the gradient.
-    return optax.chain(optax.add_decayed_weights(config.weight_decay),
-                       optax.sgd(lr, momentum=config.momentum or None))
-  if config.optimizer == "adam":
-    return optax.adamw(lr, weight_decay=config.weight_decay)
-  raise ValueError(f"unknown optimizer {config.optimizer!r}")
-
-
-def _pathway_model(config: UNCSMConfig) -> TwoPathway:
+def pathway_model(config: UNCSMConfig) -> TwoPathway:
+  """The two pathways and triplet branches of `config`."""
   return TwoPathway(config.hidden, config.activation, config.output_activation,
                     config.dropout, config.branch_size)
 
@@ -322,7 +325,7 @@ def _pathway_eval_fn(model, val: dict | None):
 
   def eval_fn(params):
     fi, ft = _encode(model, params, val["image"], val["text"])
-    return _avg_map(np.asarray(cosine_scores(fi, ft)), val["labels"], val["labels"])
+    return evaluation.cross_modal_map(similarity.cosine(fi, ft), val["labels"], val["labels"])
 
   return eval_fn
 
@@ -331,13 +334,15 @@ def _selected_stage(config: UNCSMConfig, name: str, loss_fn, sample_fn, num_step
                     eval_fn) -> train.Stage:
   """A stage that keeps the parameters with the best validation avg MAP, if any."""
   return train.Stage(
-      name=name, loss_fn=loss_fn, sample_fn=sample_fn, optimizer=_optimizer(config),
+      name=name, loss_fn=loss_fn, sample_fn=sample_fn, optimizer=optim.make_optimizer(
+          config.optimizer, config.learning_rate, config.weight_decay, config.momentum),
       num_steps=num_steps, eval_fn=eval_fn, eval_every=config.eval_every,
       select_metric="avg" if eval_fn else None, patience=config.patience,
   )
 
 
-def _pretrain_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
+def pretrain_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
+  """Stage 1: the contrastive loss on sampled pairs; `val` (or None) for selection."""
   def sample_fn(rng, data):
     anchor, partner, relevant = sampling.sample_pairs(rng, config.batch_size, data["index"])
     return {"image": data["image"][anchor], "text": data["text"][partner], "relevant": relevant}
@@ -353,7 +358,8 @@ def _pretrain_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
                          _pathway_eval_fn(model, val))
 
 
-def _finetune_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
+def finetune_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
+  """Stage 2: the double triplet loss with online sampling; `val` (or None) for selection."""
   k = config.negative_candidates if config.negatives == "hardest" else 8
 
   def sample_fn(rng, data):
@@ -410,7 +416,7 @@ def _metric_stage(config: UNCSMConfig, net: MetricNet, val) -> train.Stage:
 
   eval_fn = None
   if val is not None:
-    eval_fn = lambda params: _avg_map(
+    eval_fn = lambda params: evaluation.cross_modal_map(
         metric_scores(net, params, val["fi"], val["ft"]), val["labels"], val["labels"])
   return _selected_stage(config, "metric", loss_fn, sample_fn, config.metric_steps, eval_fn)
 
@@ -420,11 +426,10 @@ def _metric_stage(config: UNCSMConfig, net: MetricNet, val) -> train.Stage:
 # ---------------------------------------------------------------------------
 
 
-def _dbn_features(
-    config: UNCSMConfig, modality: str, train_x: np.ndarray, labels: np.ndarray,
-    num_classes: int, others: list[np.ndarray], workdir: str, seed: int, mesh, loop,
-) -> tuple[np.ndarray, list[np.ndarray]]:
-  """Trains a 2-layer DBN + softmax net on one modality; returns top-layer features."""
+def _dbn_encoder(config: UNCSMConfig, modality: str, train_x: np.ndarray, labels: np.ndarray,
+                 num_classes: int, context: runner.FitContext, seed: int
+                 ) -> Callable[[np.ndarray], np.ndarray]:
+  """Trains a 2-layer DBN + softmax net on one modality; returns its top-layer encoder."""
   if modality == "image":
     kinds, sizes = ("gaussian", "binary"), config.dbn_image_hidden
     visible = lambda x: x
@@ -434,7 +439,8 @@ def _dbn_features(
       raise ValueError("the replicated softmax DBN layer needs non-negative text "
                        "features (counts, tf-idf or topic proportions)")
     visible = lambda x: config.dbn_doc_length * x / np.maximum(x.sum(1, keepdims=True), 1e-12)
-  common = dict(workdir=workdir, batch_size=config.batch_size, mesh=mesh, loop=loop)
+  common = dict(workdir=context.workdir, batch_size=config.batch_size, mesh=context.mesh,
+                loop=context.loop)
   layers = dbn.train_dbn(visible(train_x), kinds, sizes, name=f"dbn_{modality}", seed=seed,
                          steps=config.dbn_steps, learning_rate=config.dbn_learning_rate,
                          **common)
@@ -442,8 +448,7 @@ def _dbn_features(
                                   name=f"softmax_{modality}", seed=seed + 20,
                                   steps=config.softmax_steps, **common)
   encode = jax.jit(lambda v: dbn.dbn_forward(layers, v))
-  return (np.asarray(encode(jnp.asarray(visible(train_x)))),
-          [np.asarray(encode(jnp.asarray(visible(x)))) for x in others])
+  return lambda x: np.asarray(encode(jnp.asarray(visible(x))))
 
 
 # ---------------------------------------------------------------------------
@@ -451,96 +456,76 @@ def _dbn_features(
 # ---------------------------------------------------------------------------
 
 
-def _split_arrays(split: data_lib.Split, image: np.ndarray, text: np.ndarray) -> dict:
-  return {"image": jnp.asarray(image), "text": jnp.asarray(text), "labels": split.labels}
-
-
-def run(
-    config: UNCSMConfig,
-    dataset: data_lib.Dataset,
-    workdir: str,
-    seed: int = 0,
-    *,
-    mesh: jax.sharding.Mesh | None = None,
-    loop: train.LoopConfig = train.LoopConfig(),
-) -> dict:
-  """Trains UNCSM on `dataset.train`, evaluates on `dataset.test`, writes the workdir.
+def fit(config: UNCSMConfig, prepared: preprocess.Prepared,
+        context: runner.FitContext) -> runner.Fitted:
+  """Trains UNCSM's stages on `prepared.train` (selection on `prepared.val`).
 
   Returns:
-    the `results.json` dict (see `cmjax.results`).
+    the metric network's p_hat (or the cosine, `similarity="cosine"`) of the
+    shared representations, and the cosine of the same representations as the
+    `cosine` alternative (Table 5 on the same pathways).
   """
-  start = time.time()
-  os.makedirs(workdir, exist_ok=True)
-  results.claim_workdir(workdir, {"method": "uncsm", "dataset": dataset.name, "seed": seed,
-                                  "config": dataclasses.asdict(config)})
-  prepared = preprocess.prepare(dataset, config.input_transform, config.validation_fraction, seed)
+  seed, num_classes = context.seed, context.dataset.num_classes
   train_split, val_split = prepared.train, prepared.val
   use_val = len(val_split) > 0
-  image_tr, image_val, image_te = (s.image for s in (prepared.train, prepared.val, prepared.test))
-  text_tr, text_val, text_te = (s.text for s in (prepared.train, prepared.val, prepared.test))
+  # Inputs of the pathways, from an untransformed split.
+  image_in = lambda raw: prepared.transform(raw).image
+  text_in = lambda raw: prepared.transform(raw).text
   if config.dbn:
-    image_tr, (image_val, image_te) = _dbn_features(
-        config, "image", image_tr, train_split.labels, dataset.num_classes,
-        [image_val, image_te], workdir, seed * 1000 + 100, mesh, loop)
+    image_dbn = _dbn_encoder(config, "image", train_split.image, train_split.labels,
+                             num_classes, context, seed * 1000 + 100)
     # Replicated softmax models counts: it reads the untransformed text features.
-    raw_train, raw_val, raw_test = prepared.raw
-    text_tr, (text_val, text_te) = _dbn_features(
-        config, "text", raw_train.text, train_split.labels, dataset.num_classes,
-        [raw_val.text, raw_test.text], workdir, seed * 1000 + 200, mesh, loop)
-
-  index = sampling.label_index(train_split.labels, dataset.num_classes)
+    text_dbn = _dbn_encoder(config, "text", prepared.raw[0].text, train_split.labels,
+                            num_classes, context, seed * 1000 + 200)
+    image_in = lambda raw, f=image_in: image_dbn(f(raw))
+    text_in = lambda raw: text_dbn(raw.text)
+  raw_train, raw_val = prepared.raw[0], prepared.raw[1]
+  image_tr, text_tr = image_in(raw_train), text_in(raw_train)
+  index = sampling.label_index(train_split.labels, num_classes)
   train_data = {"image": jnp.asarray(image_tr), "text": jnp.asarray(text_tr), "index": index}
-  val = _split_arrays(val_split, image_val, text_val) if use_val else None
+  val = None
+  if use_val:
+    val = {"image": jnp.asarray(image_in(raw_val)), "text": jnp.asarray(text_in(raw_val)),
+           "labels": val_split.labels}
 
-  model = _pathway_model(config)
+  model = pathway_model(config)
   params = model.init(jax.random.key(seed), jnp.zeros((1, image_tr.shape[1])),
                       jnp.zeros((1, text_tr.shape[1])))
-  stage_facts = {}
+  stages = {}
 
-  def fit(stage, params, data, stage_seed):
-    result = train.train_stage(stage, params, data, workdir=workdir, seed=stage_seed,
-                               mesh=mesh, loop=loop)
-    stage_facts[stage.name] = {"steps": result.steps, "best_val_avg_map": result.best_score,
-                               "wall_s": result.wall_s, "resumed_from": result.resumed_from}
+  def train_stage(stage, params, data, stage_seed):
+    result = context.train(stage, params, data, stage_seed)
+    stages[stage.name] = runner.stage_facts(result)
     return result.params
 
   if config.pretrain:
-    params = fit(_pretrain_stage(config, model, val), params, train_data, seed * 1000 + 1)
-  params = fit(_finetune_stage(config, model, val), params, train_data, seed * 1000 + 2)
+    params = train_stage(pretrain_stage(config, model, val), params, train_data,
+                         seed * 1000 + 1)
+  params = train_stage(finetune_stage(config, model, val), params, train_data, seed * 1000 + 2)
+  represent = lambda raw: _encode(model, params, jnp.asarray(image_in(raw)),
+                                  jnp.asarray(text_in(raw)))
+  cosine = lambda raw: np.asarray(similarity.cosine(*represent(raw)))
+  if config.similarity == "cosine":
+    return runner.Fitted(similarity=cosine, stages=stages, alternatives={"cosine": cosine})
 
-  reps = {name: _encode(model, params, jnp.asarray(x), jnp.asarray(z))
-          for name, x, z in (("train", image_tr, text_tr), ("val", image_val, text_val),
-                             ("test", image_te, text_te))}
-  if config.similarity == "metric":
-    net = MetricNet(config.metric_hidden)
-    fi, ft = reps["train"]
-    net_params = net.init(jax.random.key(seed + 1), fi[:1], ft[:1])
-    metric_val = None
-    if use_val:
-      metric_val = {"fi": reps["val"][0], "ft": reps["val"][1], "labels": val_split.labels}
-    net_params = fit(_metric_stage(config, net, metric_val), net_params,
-                     {"fi": fi, "ft": ft, "index": index}, seed * 1000 + 3)
-    test_scores = metric_scores(net, net_params, *reps["test"])
-  elif config.similarity == "cosine":
-    test_scores = np.asarray(cosine_scores(*reps["test"]))
-  else:
-    raise ValueError(f"unknown similarity {config.similarity!r}")
+  net = MetricNet(config.metric_hidden)
+  fi, ft = _encode(model, params, train_data["image"], train_data["text"])
+  net_params = net.init(jax.random.key(seed + 1), fi[:1], ft[:1])
+  metric_val = None
+  if use_val:
+    metric_val = dict(zip(("fi", "ft"), _encode(model, params, val["image"], val["text"])),
+                      labels=val_split.labels)
+  net_params = train_stage(_metric_stage(config, net, metric_val), net_params,
+                           {"fi": fi, "ft": ft, "index": index}, seed * 1000 + 3)
+  return runner.Fitted(similarity=lambda raw: metric_scores(net, net_params, *represent(raw)),
+                       stages=stages, alternatives={"cosine": cosine})
 
-  metrics = evaluation.cross_modal_metrics(
-      test_scores, test_scores.T, dataset.test.labels, dataset.test.labels)
-  # Table 5 on the same pathways: cosine of the shared representation.
-  cosine_map = _avg_map(np.asarray(cosine_scores(*reps["test"])), dataset.test.labels,
-                        dataset.test.labels)
-  out = results.write_results(
-      workdir, method="uncsm", dataset=dataset.name, seed=seed, metrics=metrics,
-      wall_s=time.time() - start,
-      extra={"config": dataclasses.asdict(config), "stages": stage_facts,
-             "cosine_map": cosine_map,
-             "num_devices": (mesh or train.data_mesh()).size,
-             "num_train": len(train_split), "num_val": len(val_split),
-             "num_test": len(dataset.test)})
-  np.save(os.path.join(workdir, "test_scores.npy"), test_scores)
-  logging.info("uncsm on %s (seed %d): MAP i2t %.4f t2i %.4f avg %.4f in %.0fs",
-               dataset.name, seed, out["map"]["i2t"], out["map"]["t2i"], out["map"]["avg"],
-               out["wall_s"])
-  return out
+
+registry.register(registry.MethodSpec(
+    name="uncsm",
+    description="UNCSM (Qi, Huang, Peng 2017): two pathways, contrastive pretraining, double "
+                "triplet fine-tuning, a learned metric network.",
+    config_class=UNCSMConfig,
+    config_module="cmjax.configs.uncsm",
+    fit=fit,
+))

@@ -1,7 +1,7 @@
 r"""Benchmark: the UNCSM update step in cmjax against the same step in PyTorch.
 
   pip install -e ".[benchmark]"   # torch (CPU build: torch==2.13.0+cpu)
-  python -m experiments.benchmark_uncsm --output=reports/benchmark_uncsm.md
+  python -m benchmarks.uncsm_step --output=reports/benchmark_uncsm.md
 
 Measures, in one process on the same machine:
 - steps/s of the stage-1 (contrastive) and stage-2 (double triplet) update
@@ -18,8 +18,6 @@ Every number is the median of `--repeats` timed windows after a warm-up.
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
 import statistics
 import time
 
@@ -30,8 +28,9 @@ import numpy as np
 
 from cmjax import data as data_lib
 from cmjax import sampling, train
-from cmjax.methods import uncsm
-from experiments import common
+from cmjax.methods import registry, uncsm
+import benchmarks
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("batch_sizes", ["128", "1024"], "Batch sizes to time.")
@@ -71,17 +70,17 @@ def _step_flops(config: uncsm.UNCSMConfig, d_image: int, d_text: int, batch: int
 
 def _cmjax_rate(config, stage_name, dataset, batch) -> float:
   config = dataclasses.replace(config, batch_size=batch)
-  model = uncsm._pathway_model(config)
+  model = uncsm.pathway_model(config)
   x, z = dataset.train.image, dataset.train.text
   params = model.init(jax.random.key(0), x[:1], z[:1])
-  make = uncsm._pretrain_stage if stage_name == "pretrain" else uncsm._finetune_stage
+  make = uncsm.pretrain_stage if stage_name == "pretrain" else uncsm.finetune_stage
   stage = make(config, model, None)
   mesh = train.data_mesh()
-  state = jax.device_put(train._init_state(params, stage.optimizer),
+  state = jax.device_put(train.init_state(params, stage.optimizer),
                          jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   data = train.replicate({"image": jnp.asarray(x), "text": jnp.asarray(z),
                           "index": sampling.label_index(dataset.train.labels, 10)}, mesh)
-  run = train._make_run_fn(stage, mesh)
+  run = train.make_update_fn(stage, mesh)
   key = jax.random.key(0)
   holder = {"state": state}
 
@@ -185,7 +184,7 @@ def main(argv):
   import torch
 
   dataset = data_lib.make_synthetic(num_train=2173, image_dim=128, text_dim=10)
-  config = uncsm.RECIPES["paper"]
+  config = registry.make_config(registry.get("uncsm"), "paper")
   peak = _matmul_flops()
   rows = []
   for stage in ("pretrain", "finetune"):
@@ -200,10 +199,9 @@ def main(argv):
   lines = [
       "# UNCSM update step: cmjax vs PyTorch (CPU)",
       "",
-      "Regenerate: `python -m experiments.benchmark_uncsm --output=reports/benchmark_uncsm.md`",
+      "Regenerate: `python -m benchmarks.uncsm_step --output=reports/benchmark_uncsm.md`",
       "",
-      f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-      f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}; "
+      benchmarks.machine(),
       f"torch {torch.__version__} with {torch.get_num_threads()} threads.",
       f"Model: paper pathways {'-'.join(map(str, config.hidden))} ({config.activation}), 128-d image and "
       f"10-d text inputs, SGD + momentum + weight decay; batches sampled on the fly by label "
@@ -223,14 +221,13 @@ def main(argv):
   if FLAGS.full_run_dataset:
     import tempfile
     with tempfile.TemporaryDirectory() as workdir:
-      full = uncsm.run(uncsm.RECIPES["tuned"], data_lib.load_dataset(FLAGS.full_run_dataset),
-                       workdir, seed=0)
+      full = registry.run("uncsm", data_lib.load_dataset(FLAGS.full_run_dataset), workdir)
     stages = ", ".join(f"{k} {v['steps']} steps {v['wall_s']:.0f} s"
                        for k, v in full["stages"].items())
     lines += ["", f"One whole UNCSM run, default recipe, {FLAGS.full_run_dataset}, seed 0 "
               f"(loading, 3 stages with validation, test evaluation): {full['wall_s']:.0f} s "
               f"({stages}); test MAP avg {full['map']['avg']:.4f}."]
-  common.write_report(lines, FLAGS.output)
+  cli.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 r"""Benchmark: cross-modal EMD retrieval on the Wikipedia test histograms, against POT.
 
-  python -m experiments.benchmark_emd --output=reports/benchmark_emd.md
+  python -m benchmarks.emd --output=reports/benchmark_emd.md
 
 Problems: every test image histogram (128-bin SIFT BoVW, p) against every test
 text histogram (10-topic LDA, q), 693 x 693 pairs, under the fixed ground cost
@@ -23,7 +23,6 @@ text histogram (10-topic LDA, q), 693 x 693 pairs, under the fixed ground cost
 
 from __future__ import annotations
 
-import os
 import time
 
 from absl import app, flags
@@ -34,7 +33,8 @@ import ot as pot
 
 from cmjax import data, evaluation
 from cmjax import ot as cmot
-from experiments import common
+import benchmarks
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Wikipedia release directory (default: ../shared/data).")
@@ -93,7 +93,7 @@ def _training_throughput(sizes=((8, 4), (16, 8), (32, 16), (64, 32), (128, 10)))
       _, seconds = _timed(lambda: [jax.block_until_ready(fn(logits_p, logits_q, cost))
                                    for _ in range(3)])
       rates.append(3 * b / seconds)
-    reduced = np.asarray(cmot._reduce_cost(cost)[0])
+    reduced = np.asarray(cmot.reduce_cost(cost)[0])
     domain = "scaling" if reduced.max() / FLAGS.train_epsilon <= cmot._SCALING_LIMIT else "log"
     out[(m, n)] = (rates[0], domain, rates[1])
   return out
@@ -144,9 +144,9 @@ def main(argv):
   lines = [
       "# EMD retrieval on the Wikipedia test histograms: cmjax vs POT",
       "",
-      "Regenerate: `python -m experiments.benchmark_emd --output=reports/benchmark_emd.md`",
+      "Regenerate: `python -m benchmarks.emd --output=reports/benchmark_emd.md`",
       "",
-      f"Machine: {os.cpu_count()} CPU cores; jax {jax.__version__} ({jax.devices()[0].platform}), "
+      benchmarks.machine(),
       f"POT {pot.__version__}. {nq} image histograms (128 bins) x {nn} text histograms "
       f"(10 bins) = {pairs:,} problems, ground cost |i/127 - j/9|.",
       "",
@@ -190,7 +190,7 @@ def main(argv):
       *[f"| {m} x {n} | {ours:,.0f} | {domain} | {theirs:,.0f} | {ours / theirs:.1f}x |"
         for (m, n), (ours, domain, theirs) in throughput.items()],
   ]
-  common.write_report(lines, FLAGS.output)
+  cli.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 r"""Benchmark: memory-bounded retrieval evaluation at database scale.
 
-  python -m experiments.benchmark_evaluation --num_items=100000 --num_queries=2000 \
+  python -m benchmarks.evaluation --num_items=100000 --num_queries=2000 \
       --output=reports/benchmark_evaluation.md
 
 Scores come from a function of the query rows (embedding dot products), so only
@@ -12,7 +12,6 @@ the same blocks) timed on the same machine for the first `--numpy_queries`.
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 
@@ -22,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmjax import evaluation
-from experiments import common
+import benchmarks
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_items", 100_000, "Database size N.")
@@ -73,11 +73,10 @@ def main(argv):
   lines = [
       "# Retrieval evaluation at scale",
       "",
-      f"Regenerate: `python -m experiments.benchmark_evaluation --num_items={n} "
+      f"Regenerate: `python -m benchmarks.evaluation --num_items={n} "
       f"--num_queries={q} --output=<this file>`",
       "",
-      f"Machine: {os.cpu_count()} CPU cores, jax {jax.__version__} on "
-      f"{jax.devices()[0].platform}.",
+      benchmarks.machine(),
       "",
       f"- Database N = {n:,} items, {q:,} queries evaluated, blocks of {FLAGS.chunk_size} "
       f"queries; MAP {metrics.map:.4f}, MAP@50 {metrics.map_at[50]:.4f}.",
@@ -91,7 +90,7 @@ def main(argv):
       f"{1e3 * numpy_s / m:.2f} ms per query; cmjax / NumPy time ratio "
       f"{(jax_s / q) / (numpy_s / m):.2f} (cmjax computes more metrics). APs agree to 1e-4.",
   ]
-  common.write_report(lines, FLAGS.output)
+  cli.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 r"""Benchmark: what an EMD-CNN training step costs on CPU, and why it is run as it is.
 
-  python -m experiments.benchmark_emd_cnn_step --output=reports/benchmark_emd_cnn_step.md
+  python -m benchmarks.emd_cnn_step --output=reports/benchmark_emd_cnn_step.md
 
 Two measurements behind choices of `cmjax.methods.emd_cnn`, on inputs shaped
 like web_news (64x64 pixels, 256 character ids, batch 32, 16 x 8 bins):
@@ -16,7 +16,6 @@ like web_news (64x64 pixels, 256 character ids, batch 32, 16 x 8 bins):
 
 from __future__ import annotations
 
-import os
 import time
 
 from absl import app, flags
@@ -27,7 +26,8 @@ import optax
 
 from cmjax import ot, sampling
 from cmjax.methods import emd_cnn
-from experiments import common
+import benchmarks
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("scan_steps", 10, "Steps fused in the device-side loop being compared.")
@@ -51,7 +51,7 @@ def _step_timings() -> tuple[float, float]:
           "labels": jnp.asarray(rng.integers(0, 10, n))}
   model = emd_cnn.build_model(config, pixels=True, vocabulary_size=4002)
   params = model.init(jax.random.key(0), data["image"][:1], data["text"][:1])
-  stage = emd_cnn._stage(config, model, None)
+  stage = emd_cnn.training_stage(config, model, None)
   optimizer = optax.adamw(config.learning_rate)
 
   def step(params, opt_state, key):
@@ -94,11 +94,11 @@ def main(argv):
   lines = [
       "# EMD-CNN training step on CPU",
       "",
-      "Regenerate: `python -m experiments.benchmark_emd_cnn_step "
+      "Regenerate: `python -m benchmarks.emd_cnn_step "
       "--output=reports/benchmark_emd_cnn_step.md`",
       "",
-      f"Machine: {os.cpu_count()} CPU cores; jax {jax.__version__} "
-      f"({jax.devices()[0].platform}). Mean of {FLAGS.repeats} calls after a compiling one.",
+      benchmarks.machine(),
+      f"Mean of {FLAGS.repeats} calls after a compiling one.",
       "",
       "| EMD-CNN training step (web_news shapes, batch 32) | ms per step |",
       "|---|---|",
@@ -111,7 +111,7 @@ def main(argv):
       f"| scaling domain | {domains['scaling']:.1f} |",
       f"| log domain | {domains['log']:.1f} ({domains['log'] / domains['scaling']:.1f}x) |",
   ]
-  common.write_report(lines, FLAGS.output)
+  cli.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,239 @@
+"""Typed method configs, their named presets, and strict conversion.
+
+Every method's settings are one frozen dataclass (e.g. `UNCSMConfig`): its
+field defaults, its `Attributes:` docstring (shown by `--help`) and its
+validation (`__post_init__`, through the `check_*` helpers below) live there.
+Named presets live in config files beside this module, one per method family,
+in the big_vision / scenic style: `cmjax/configs/uncsm.py` has
+`get_config("paper")`, and the command line picks and overrides them:
+
+  python -m experiments.uncsm --config=cmjax/configs/uncsm.py:paper \
+      --config.learning_rate=0.01
+
+A config file returns an `ml_collections.ConfigDict` (so that
+`ml_collections.config_flags` can override it field by field); `from_dict`
+turns it into the typed config strictly: an unknown key, a value of the wrong
+type or an invalid value is a `ConfigError` naming the field, before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import os
+import re
+import typing
+from typing import Any, Iterable, Mapping, TypeVar
+
+import ml_collections
+
+__all__ = [
+    "ConfigError",
+    "check_choice",
+    "check_fraction",
+    "check_non_negative",
+    "check_positive",
+    "config_file",
+    "field_docs",
+    "from_dict",
+    "help_text",
+    "load_preset",
+    "presets",
+    "to_config_dict",
+]
+
+T = TypeVar("T")
+CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class ConfigError(ValueError):
+  """An invalid config: the message names the field and the problem."""
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers, called from the config classes' `__post_init__`.
+# ---------------------------------------------------------------------------
+
+
+def _values(config: Any, names: Iterable[str]):
+  for name in names:
+    value = getattr(config, name)
+    for item in value if isinstance(value, tuple) else (value,):
+      yield name, item
+
+
+def check_positive(config: Any, *names: str) -> None:
+  """Every named field (or every element of a tuple field) is > 0."""
+  for name, value in _values(config, names):
+    if not value > 0:
+      raise ConfigError(f"config field '{name}' must be > 0, got {getattr(config, name)!r}")
+
+
+def check_non_negative(config: Any, *names: str) -> None:
+  """Every named field is >= 0."""
+  for name, value in _values(config, names):
+    if not value >= 0:
+      raise ConfigError(f"config field '{name}' must be >= 0, got {getattr(config, name)!r}")
+
+
+def check_fraction(config: Any, *names: str) -> None:
+  """Every named field is in [0, 1)."""
+  for name, value in _values(config, names):
+    if not 0.0 <= value < 1.0:
+      raise ConfigError(f"config field '{name}' must be in [0, 1), got {value!r}")
+
+
+def check_choice(config: Any, name: str, choices: Iterable[Any]) -> None:
+  """The named field is one of `choices`."""
+  choices = tuple(choices)
+  value = getattr(config, name)
+  if value not in choices:
+    raise ConfigError(f"config field '{name}' must be one of {', '.join(map(str, choices))}; "
+                      f"got {value!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+  return typing.get_type_hints(cls)
+
+
+def check_literals(config: Any) -> None:
+  """Every `Literal[...]`-typed field holds one of its values."""
+  for name, hint in _hints(type(config)).items():
+    if typing.get_origin(hint) is typing.Literal:
+      check_choice(config, name, typing.get_args(hint))
+
+
+# ---------------------------------------------------------------------------
+# Strict conversion.
+# ---------------------------------------------------------------------------
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+  """`value` as the type `hint` of field `name`, or a ConfigError."""
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  wrong = lambda: ConfigError(
+      f"config field '{name}' must be {_type_name(hint)}, got {value!r} "
+      f"({type(value).__name__})")
+  if origin is typing.Literal:
+    if value not in args:
+      raise ConfigError(f"config field '{name}' must be one of "
+                        f"{', '.join(map(str, args))}; got {value!r}")
+    return value
+  if origin is tuple:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+      raise wrong()
+    items = tuple(value)
+    if len(args) == 2 and args[1] is Ellipsis:
+      return tuple(_coerce(name, args[0], v) for v in items)
+    if len(items) != len(args):
+      raise ConfigError(f"config field '{name}' needs {len(args)} values, got {value!r}")
+    return tuple(_coerce(name, a, v) for a, v in zip(args, items))
+  if hint is bool:
+    if not isinstance(value, bool):
+      raise wrong()
+    return value
+  if hint is int:
+    if isinstance(value, bool) or not isinstance(value, int):
+      raise wrong()
+    return value
+  if hint is float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise wrong()
+    return float(value)
+  if hint is str:
+    if not isinstance(value, str):
+      raise wrong()
+    return value
+  if origin is typing.Union and type(None) in args:  # Optional[X].
+    return None if value is None else _coerce(name, args[0], value)
+  return value
+
+
+def _type_name(hint: Any) -> str:
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if origin is typing.Literal:
+    return "one of " + ", ".join(map(str, args))
+  if origin is tuple:
+    if len(args) == 2 and args[1] is Ellipsis:
+      return f"a list of {_type_name(args[0])}"
+    return f"{len(args)} values"
+  return getattr(hint, "__name__", str(hint))
+
+
+def from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
+  """The typed config `cls(**values)`, checked strictly.
+
+  Raises:
+    ConfigError: an unknown key (naming the known ones), a value of the wrong
+      type, or a value the class's validation rejects.
+  """
+  values = values.to_dict() if isinstance(values, ml_collections.ConfigDict) else dict(values)
+  hints = _hints(cls)
+  known = [f.name for f in dataclasses.fields(cls)]
+  unknown = sorted(set(values) - set(known))
+  if unknown:
+    raise ConfigError(f"unknown config field '{unknown[0]}' for {cls.__name__}; "
+                      f"known fields: {', '.join(known)}")
+  return cls(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+
+
+def to_config_dict(config: Any) -> ml_collections.ConfigDict:
+  """A typed config as an (overridable) ConfigDict; tuples stay tuples."""
+  return ml_collections.ConfigDict(dataclasses.asdict(config))
+
+
+def config_file(family: str) -> str:
+  """The path of the config file `cmjax/configs/<family>.py`."""
+  return os.path.join(CONFIG_DIR, f"{family}.py")
+
+
+@functools.lru_cache(maxsize=None)
+def _module(family: str):
+  return importlib.import_module(f"cmjax.configs.{family}")
+
+
+def presets(family: str) -> tuple[str, ...]:
+  """The preset names of a config file."""
+  return tuple(_module(family).PRESETS)
+
+
+def load_preset(family: str, preset: str, cls: type[T]) -> T:
+  """`get_config(preset)` of `cmjax/configs/<family>.py`, as the typed `cls`."""
+  if preset not in presets(family):
+    raise ConfigError(f"unknown preset '{preset}' in {config_file(family)}; "
+                      f"choose from {', '.join(presets(family))}")
+  return from_dict(cls, _module(family).get_config(preset))
+
+
+# ---------------------------------------------------------------------------
+# Documentation (for --help).
+# ---------------------------------------------------------------------------
+
+
+def field_docs(cls: type) -> dict[str, str]:
+  """`{field: description}` from the `Attributes:` section of `cls`'s docstring."""
+  doc = cls.__doc__ or ""
+  section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
+  docs, current = {}, None
+  for line in section.splitlines():
+    match = re.match(r"^\s{2,4}(\w+):\s*(.*)$", line)
+    if match and match.group(1) in {f.name for f in dataclasses.fields(cls)}:
+      current = match.group(1)
+      docs[current] = match.group(2).strip()
+    elif current and line.strip():
+      docs[current] += " " + line.strip()
+    elif not line.strip():
+      current = None
+  return docs
+
+
+def help_text(cls: type, defaults: Any) -> str:
+  """One line per field: `name (type, default ...): description`."""
+  docs, hints = field_docs(cls), _hints(cls)
+  lines = []
+  for f in dataclasses.fields(cls):
+    lines.append(f"  {f.name} ({_type_name(hints[f.name])}, default "
+                 f"{getattr(defaults, f.name)!r}): {docs.get(f.name, 'undocumented')}")
+  return "\n".join(lines)

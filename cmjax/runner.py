@@ -1,0 +1,364 @@
+"""The one runner of cmjax: claim the workdir, load, prepare, fit, evaluate, write.
+
+Every registered method (`cmjax.methods.registry`) runs through `run`:
+
+1. claim: the workdir is created and locked (a second concurrent run in it
+   stops with one line); its identity (method, config, dataset, data
+   fingerprint, seed) is recorded in `config.json`, and a workdir made for
+   another identity is refused, so a run never resumes checkpoints trained on
+   other data or with other settings. A finished workdir (a `results.json`)
+   is reported as it is: nothing is retrained or rewritten.
+2. prepare: the method's `prepare` (default: a stratified validation split
+   carved from train, then the config's `input_transform` fitted on train).
+3. fit: the method's `fit(config, prepared, context) -> Fitted`, training
+   through `cmjax.train.train_stage` (checkpoints and resume are per stage).
+4. evaluate: `Fitted.similarity` scores every test image against every test
+   text; MAP, MAP@50, PR curves both ways and the ROC AUC of pair
+   classification, by `cmjax.evaluation`.
+5. write (process 0 only): `results.json` (one schema for every method, see
+   `RESULT_KEYS`), `pr_curves.png`, `test_scores.npy`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import os
+import time
+from typing import Any, Callable, Mapping
+
+from absl import logging
+import jax
+import numpy as np
+
+from cmjax import data as data_lib
+from cmjax import evaluation, plotting, preprocess, train
+
+__all__ = [
+    "FitContext",
+    "Fitted",
+    "RESULT_KEYS",
+    "RunError",
+    "Workdir",
+    "data_fingerprint",
+    "read_results",
+    "run",
+    "stage_facts",
+    "write_json",
+]
+
+# The keys of every results.json.
+RESULT_KEYS = (
+    "method", "preset", "dataset", "view", "seed", "map", "map@50", "roc_auc", "alternatives",
+    "pr_curve", "wall_s", "stages", "num_train", "num_val", "num_test", "config", "data",
+    "extras", "environment",
+)
+# The scores of a split as loaded (untransformed): `[n_images, n_texts]`, higher =
+# more similar.
+Similarity = Callable[[data_lib.Split], np.ndarray]
+
+
+class RunError(RuntimeError):
+  """A run that cannot go on; the message is one line for the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FitContext:
+  """What a method's `fit` gets besides its config and the prepared data.
+
+  Attributes:
+    dataset: the data view as loaded (untransformed, full train split).
+    workdir: the run's folder (stages checkpoint and log below it).
+    seed: the run's seed.
+    mesh: device mesh with a `'data'` axis.
+    loop: loop settings of `cmjax.train`.
+  """
+
+  dataset: data_lib.Dataset
+  workdir: str
+  seed: int
+  mesh: jax.sharding.Mesh
+  loop: train.LoopConfig
+
+  def train(self, stage: train.Stage, params: Any, data: Any, seed: int,
+            context: Any = None) -> train.StageResult:
+    """`cmjax.train.train_stage` in this run's workdir, mesh and loop."""
+    return train.train_stage(stage, params, data, workdir=self.workdir, seed=seed,
+                             context=context, mesh=self.mesh, loop=self.loop)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+  """A fitted method.
+
+  Attributes:
+    similarity: scores `[n_images, n_texts]` of a split as loaded (the method
+      applies its own fitted transform, `Prepared.transform`).
+    stages: training facts per stage (`stage_facts`).
+    alternatives: other similarities reported beside the main one (ablations
+      evaluated on the same fitted model, e.g. UNCSM's cosine row).
+    extras: further JSON-able facts (selected hyper-parameters...).
+  """
+
+  similarity: Similarity
+  stages: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  alternatives: Mapping[str, Similarity] = dataclasses.field(default_factory=dict)
+  extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def stage_facts(result: train.StageResult) -> dict:
+  """The JSON-able facts of a trained stage."""
+  return {"steps": result.steps, "best_val_avg_map": result.best_score,
+          "wall_s": result.wall_s, "resumed_from": result.resumed_from}
+
+
+# ---------------------------------------------------------------------------
+# Files.
+# ---------------------------------------------------------------------------
+
+
+def _to_builtin(value):
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, tuple):
+    return list(value)
+  raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_json(path: str, payload: Mapping[str, Any]) -> None:
+  """Writes JSON atomically (a crash never leaves a half-written file)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, default=_to_builtin)
+  os.replace(tmp, path)
+
+
+def read_results(workdir: str) -> dict | None:
+  """The `results.json` of a finished run, or None."""
+  path = os.path.join(workdir, "results.json")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def data_fingerprint(dataset: data_lib.Dataset) -> str:
+  """sha256 of the dataset's arrays, labels and class names (not its location)."""
+  digest = hashlib.sha256(dataset.name.encode())
+  for split in (dataset.train, dataset.test):
+    for array in (split.image, split.text, split.labels):
+      array = np.ascontiguousarray(array)
+      digest.update(f"{array.dtype}{array.shape}".encode())
+      digest.update(array.tobytes())
+  digest.update("\n".join(dataset.class_names).encode())
+  return digest.hexdigest()
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+class Workdir:
+  """A run's folder, locked for the life of this object (use as a context manager).
+
+  Raises:
+    RunError: the path cannot be a folder (a file, read-only) or another
+      process holds its lock.
+  """
+
+  def __init__(self, path: str):
+    self.path = os.path.abspath(path)
+    self._lock = None
+
+  def __enter__(self) -> "Workdir":
+    try:
+      os.makedirs(self.path, exist_ok=True)
+      if jax.process_index() != 0:  # The first process holds the lock for all of them.
+        return self
+      self._lock = open(os.path.join(self.path, ".lock"), "a+")
+    except OSError as e:
+      raise RunError(f"workdir {self.path}: cannot be used ({e.strerror or e})") from None
+    try:
+      fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      self._lock.close()
+      if e.errno in (errno.EAGAIN, errno.EACCES):
+        raise RunError(f"workdir {self.path}: another run is using it right now; wait "
+                       "for it or use another --workdir") from None
+      raise
+    if not os.access(self.path, os.W_OK):
+      self.__exit__()
+      raise RunError(f"workdir {self.path}: not writable")
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._lock:
+      fcntl.flock(self._lock, fcntl.LOCK_UN)
+      self._lock.close()
+      self._lock = None
+
+  def claim(self, identity: Mapping[str, Any]) -> None:
+    """Records `identity` in `config.json`, or checks that it matches.
+
+    Raises:
+      RunError: naming the entries that differ.
+    """
+    path = os.path.join(self.path, "config.json")
+    wanted = json.loads(json.dumps(identity, default=_to_builtin))
+    if not os.path.isfile(path):
+      if jax.process_index() == 0:
+        write_json(path, wanted)
+      return
+    with open(path) as f:
+      found = json.load(f)
+    if found != wanted:
+      a, b = _flatten(found), _flatten(wanted)
+      diff = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+                       for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+      raise RunError(f"{path}: the workdir holds another run ({diff}); use a new --workdir")
+
+
+# ---------------------------------------------------------------------------
+# The run.
+# ---------------------------------------------------------------------------
+
+
+def _environment(mesh: jax.sharding.Mesh) -> dict:
+  versions = {}
+  for package in ("cmjax", "jax", "jaxlib", "flax", "optax", "ott-jax", "numpy"):
+    try:
+      versions[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      versions[package] = None
+  return {"versions": versions, "backend": jax.default_backend(), "num_devices": mesh.size,
+          "num_processes": jax.process_count()}
+
+
+def _evaluate(similarity: Similarity, split: data_lib.Split, what: str):
+  scores = np.asarray(similarity(split))
+  if scores.shape != (len(split), len(split)):
+    raise RunError(f"{what}: scores of shape {scores.shape}, expected "
+                   f"[{len(split)}, {len(split)}] (test images x test texts)")
+  bad = ~np.isfinite(scores)
+  if bad.any():
+    raise RunError(f"{what}: {int(bad.sum())} of {scores.size} test scores are not finite "
+                   "(NaN or Inf); the model diverged or the input has extreme values")
+  metrics = evaluation.cross_modal_metrics(scores, scores.T, split.labels, split.labels)
+  return scores, metrics
+
+
+def run(
+    spec: Any,
+    config: Any,
+    dataset: data_lib.Dataset,
+    workdir: str,
+    seed: int = 0,
+    *,
+    preset: str | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    loop: train.LoopConfig = train.LoopConfig(),
+) -> dict:
+  """Runs one method on one dataset view; returns its `results.json` dict.
+
+  Args:
+    spec: the method's `registry.MethodSpec`.
+    config: its typed config.
+    dataset: the data view the method reads (`registry.load_data`).
+    workdir: the run's folder; a finished run there is returned as it is.
+    seed: the run's seed.
+    preset: the name of the preset the config came from (recorded only).
+    mesh: device mesh; default every device of every process.
+    loop: loop settings.
+
+  Raises:
+    RunError: a workdir of another run or in use, non-finite scores.
+    cmjax.train.NonFiniteError: training diverged.
+  """
+  start = time.time()
+  mesh = mesh or train.data_mesh()
+  identity = {"method": spec.name, "dataset": dataset.name,
+              "view": dataset.metadata.get("view", "features"), "seed": seed,
+              "config": dataclasses.asdict(config),
+              "data": {"fingerprint": data_fingerprint(dataset),
+                       "num_train": len(dataset.train), "num_test": len(dataset.test)}}
+  with Workdir(workdir) as wd:
+    wd.claim(identity)
+    done = read_results(wd.path)
+    if done is not None:
+      logging.info("%s: finished run found in %s; nothing to do", spec.name, wd.path)
+      return done
+    prepared = spec.prepare(config, dataset, seed)
+    context = FitContext(dataset=dataset, workdir=wd.path, seed=seed, mesh=mesh, loop=loop)
+    fitted = spec.fit(config, prepared, context)
+    # Similarities take items as loaded: each method applies its own fitted transform.
+    test = dataset.test
+    scores, metrics = _evaluate(fitted.similarity, test, spec.name)
+    relevant = np.asarray(evaluation.relevance(test.labels, test.labels))
+    alternatives = {
+        name: evaluation.map_summary(_evaluate(similarity, test, f"{spec.name}/{name}")[1])
+        for name, similarity in fitted.alternatives.items()}
+    i2t = metrics["i2t"]
+    results = {
+        "method": spec.name,
+        "preset": preset,
+        "dataset": dataset.name,
+        "view": identity["view"],
+        "seed": seed,
+        "map": evaluation.map_summary(metrics),
+        **{f"map@{k}": evaluation.map_summary(metrics, k) for k in i2t.map_at},
+        "roc_auc": evaluation.roc_auc(scores, relevant),
+        "alternatives": alternatives,
+        "pr_curve": {"recall": i2t.recall_levels, "i2t": i2t.precision_curve,
+                     "t2i": metrics["t2i"].precision_curve},
+        "wall_s": time.time() - start,
+        "stages": dict(fitted.stages),
+        "num_train": len(prepared.train),
+        "num_val": len(prepared.val),
+        "num_test": len(prepared.test),
+        "config": identity["config"],
+        "data": {**identity["data"], "metadata": _json_safe(dataset.metadata)},
+        "extras": dict(fitted.extras),
+        "environment": _environment(mesh),
+    }
+    if jax.process_index() == 0:
+      np.save(os.path.join(wd.path, "test_scores.npy"), scores)
+      plotting.plot_pr_curves(
+          {d: {spec.name: (m.recall_levels, m.precision_curve)} for d, m in metrics.items()},
+          os.path.join(wd.path, "pr_curves.png"),
+          title=f"{spec.name} on {dataset.name} (seed {seed}): MAP i2t {i2t.map:.3f}, "
+                f"t2i {metrics['t2i'].map:.3f}")
+      write_json(os.path.join(wd.path, "results.json"), results)  # Last: marks the run done.
+  logging.info("%s on %s (seed %d): MAP i2t %.4f t2i %.4f avg %.4f in %.0fs", spec.name,
+               dataset.name, seed, *results["map"].values(), results["wall_s"])
+  return json.loads(json.dumps(results, default=_to_builtin))
+
+
+def _json_safe(metadata: Mapping[str, Any]) -> dict:
+  """The JSON-able entries of a dataset's metadata."""
+  out = {}
+  for k, v in metadata.items():
+    try:
+      json.dumps(v, default=_to_builtin)
+      out[k] = v
+    except TypeError:
+      continue
+  return out
+
+
+def default_prepare(config: Any, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
+  """A stratified validation split of `config.validation_fraction`, then
+  `config.input_transform` fitted on train."""
+  return preprocess.prepare(dataset, config.input_transform, config.validation_fraction, seed)

@@ -1,0 +1,204 @@
+"""The command line shared by every experiment entry point.
+
+`python -m experiments.<method>` (and `experiments.run` for any registered
+method) take the same flags:
+
+- `--config=<config file>:<preset>` picks a named preset of the method's config
+  file (default: the method's `default`), and `--config.<field>=<value>`
+  overrides one field (ml_collections config flags); the result is converted
+  strictly into the method's typed config (one-line error on a bad field).
+- `--dataset`, `--data_dir`, `--workdir`, `--seed`: what to run on and where.
+- `--steps_per_call`, `--checkpoint_every`: how the loop runs.
+- `--import_modules`: modules that register more methods (your own).
+- `--coordinator_address`, `--num_processes`, `--process_id`: a multi-process
+  run (every process runs the same command).
+
+Flags are defined when `main` runs, not at import, so entry modules can be
+imported together.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import os
+import sys
+from typing import Sequence
+
+from absl import app, flags
+from absl import logging
+from ml_collections import config_flags
+
+from cmjax import configs, data, runner, train
+from cmjax.methods import registry
+
+__all__ = ["exit_with_error", "main", "setup_logging", "write_report"]
+
+FLAGS = flags.FLAGS
+# Errors a user can cause; they end the command with one line, not a traceback.
+USER_ERRORS = (configs.ConfigError, data.DataError, runner.RunError, train.NonFiniteError,
+               ValueError, OSError)
+
+
+def setup_logging() -> None:
+  """Progress at INFO level, without orbax's per-save chatter."""
+  logging.set_verbosity(logging.INFO)
+  std_logging.getLogger("absl").addFilter(lambda record: "/orbax" not in record.pathname)
+
+
+def exit_with_error(error: Exception | str) -> None:
+  """One line on stderr, exit status 1."""
+  print(f"error: {error}", file=sys.stderr)
+  sys.exit(1)
+
+
+def write_report(lines: list[str], output: str | None) -> None:
+  """Prints a markdown report and writes it to `output` (atomically) if given."""
+  report = "\n".join(lines) + "\n"
+  print(report)
+  if output:
+    tmp = output + ".tmp"
+    with open(tmp, "w") as f:
+      f.write(report)
+    os.replace(tmp, output)
+
+
+def argv_value(name: str, default: str | None = None) -> str | None:
+  """The value of `--name=value` or `--name value` in `sys.argv` (before parsing).
+
+  Used only where a flag's default depends on another flag (`--config` on
+  `--method`, both on `--import_modules`).
+  """
+  args = sys.argv[1:]
+  for i, arg in enumerate(args):
+    if arg.startswith(f"--{name}="):
+      return arg.split("=", 1)[1]
+    if arg == f"--{name}" and i + 1 < len(args):
+      return args[i + 1]
+  return default
+
+
+LOOP_FLAGS = ("steps_per_call", "checkpoint_every", "import_modules", "coordinator_address",
+              "num_processes", "process_id")
+
+
+def define_loop_flags() -> None:
+  flags.DEFINE_integer("steps_per_call", 100,
+                       "Training steps fused into one jitted device-side loop.")
+  flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints.")
+  flags.DEFINE_list("import_modules", [],
+                    "Python modules to import first; they register more methods "
+                    "(see cmjax.methods.registry).")
+  flags.DEFINE_string("coordinator_address", None,
+                      "host:port of process 0 in a multi-process run (jax.distributed); "
+                      "every process runs the same command with its own --process_id.")
+  flags.DEFINE_integer("num_processes", 1, "Processes of a multi-process run.")
+  flags.DEFINE_integer("process_id", 0, "This process's index in a multi-process run.")
+
+
+def start(argv: Sequence[str]) -> None:
+  """Logging, extra method modules and multi-process initialisation."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  setup_logging()
+  if FLAGS.coordinator_address:
+    train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                 FLAGS.process_id)
+
+
+def loop_config() -> train.LoopConfig:
+  if FLAGS.steps_per_call <= 0 or FLAGS.checkpoint_every <= 0:
+    raise configs.ConfigError("--steps_per_call and --checkpoint_every must be > 0")
+  return train.LoopConfig(steps_per_call=FLAGS.steps_per_call,
+                          checkpoint_every=FLAGS.checkpoint_every)
+
+
+def _config_help(methods: Sequence[str]) -> str:
+  classes = {}
+  for name in methods:
+    spec = registry.get(name)
+    classes.setdefault(spec.config_class, spec)
+  parts = ["Config file and preset, '<file>:<preset>'; override one field with "
+           "--config.<field>=<value> (tuples as '(1,2)'). Fields:"]
+  for cls, spec in classes.items():
+    parts.append(f"{cls.__name__} ({spec.config_file}; presets: {', '.join(spec.presets)})\n"
+                 + configs.help_text(cls, registry.make_config(spec, "default")))
+  return "\n".join(parts)
+
+
+def _define_run_flags(methods: Sequence[str], default_method: str) -> None:
+  flags.DEFINE_enum("method", default_method, list(methods),
+                    "Method to run: " + "; ".join(
+                        f"{m}: {registry.get(m).description}" for m in methods))
+  method = argv_value("method", default_method)
+  spec = registry.get(method if method in methods else default_method)
+  config_flags.DEFINE_config_file("config", f"{spec.config_file}:default",
+                                  _config_help(methods))
+  flags.DEFINE_enum("dataset", "synthetic", list(data.DATASETS),
+                    "Dataset: synthetic (embedded default, generated by code), wikipedia "
+                    "(release files), web_news (raw release; features computed by cmjax), "
+                    "arrays (your own .npz, see README).")
+  flags.DEFINE_string("data_dir", None,
+                      "Release directory of wikipedia/web_news, or the .npz file of "
+                      "--dataset=arrays. Default: $CMJAX_DATA_DIR/<dataset>, else "
+                      "../shared/data/<dataset>.")
+  flags.DEFINE_string("workdir", None,
+                      "Run folder (config.json, checkpoints/, logs/ for TensorBoard, "
+                      "results.json, pr_curves.png, test_scores.npy). Running again in it "
+                      "resumes; a finished one is reported as it is. Default: "
+                      "/tmp/cmjax/<method>/<dataset>/<preset>/seed<seed>.")
+  flags.DEFINE_integer("seed", 0, "Random seed: same config and seed, same numbers.")
+  define_loop_flags()
+  show_in_help(["method", "config", "dataset", "data_dir", "workdir", "seed", *LOOP_FLAGS])
+
+
+def show_in_help(names: Sequence[str]) -> None:
+  """Lists the flags defined here in `--help` of the entry point (`sys.argv[0]`)."""
+  for name in names:
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+
+
+def _preset() -> str:
+  filename = config_flags.get_config_filename(FLAGS["config"])
+  return filename.split(":", 1)[1] if ":" in filename else "default"
+
+
+def _run() -> dict:
+  spec = registry.get(FLAGS.method)
+  overrides = config_flags.get_override_values(FLAGS["config"])
+  for field, value in spec.fixed.items():
+    if field in overrides and overrides[field] != value:
+      raise configs.ConfigError(
+          f"method {spec.name} fixes config field '{field}' to {value!r}; got "
+          f"--config.{field}={overrides[field]!r} (choose the method that has it)")
+  config = registry.make_config(spec, FLAGS.config)
+  loop = loop_config()
+  preset = _preset()
+  dataset = registry.load_data(spec, config, FLAGS.dataset, FLAGS.data_dir)
+  workdir = FLAGS.workdir or os.path.join("/tmp/cmjax", spec.name, FLAGS.dataset, preset,
+                                          f"seed{FLAGS.seed}")
+  return runner.run(spec, config, dataset, workdir, FLAGS.seed, preset=preset, loop=loop), workdir
+
+
+def main(methods: Sequence[str] | None = None, default_method: str | None = None) -> None:
+  """Runs one method: flags, config, data, the runner; prints the test MAP.
+
+  Args:
+    methods: the `--method` choices (default: every registered method).
+    default_method: `--method`'s default (default: the first choice).
+  """
+  registry.import_modules([m for m in (argv_value("import_modules") or "").split(",") if m])
+  methods = tuple(methods or registry.names())
+  _define_run_flags(methods, default_method or methods[0])
+
+  def _main(argv):
+    start(argv)
+    try:
+      out, workdir = _run()
+    except USER_ERRORS as e:
+      exit_with_error(e)
+    m = out["map"]
+    print(f"{out['method']} on {out['dataset']} seed {out['seed']}: MAP i2t {m['i2t']:.4f} "
+          f"t2i {m['t2i']:.4f} avg {m['avg']:.4f}, pair ROC AUC {out['roc_auc']:.4f} "
+          f"({out['wall_s']:.0f}s) -> {workdir}")
+
+  app.run(_main)

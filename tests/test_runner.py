@@ -1,0 +1,176 @@
+"""The registry, the runner and the CLIs: a method in one file, the workdir contract,
+strict configs, and one-line errors for bad input."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cmjax import configs, data, runner
+from cmjax.methods import deep, emd_cnn, registry, uncsm
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(REPO, "tests")
+TOY = ["--import_modules=toy_method", "--method=random_projection"]
+
+
+def _cli(module, *args, check=True):
+  env = dict(os.environ, PYTHONPATH=TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  if check:
+    assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def _one_line_error(result, pattern):
+  """Exit 1, no traceback, the last stderr line says `pattern`."""
+  assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and pattern in last, last
+
+
+def _npz(path, **changes):
+  d = data.make_synthetic(num_train=120, num_test=40, seed=changes.pop("seed", 0))
+  arrays = dict(image_train=d.train.image, text_train=d.train.text, label_train=d.train.labels,
+                image_test=d.test.image, text_test=d.test.text, label_test=d.test.labels)
+  arrays.update(changes)
+  np.savez(path, **arrays)
+  return str(path)
+
+
+def test_every_registered_method_has_valid_presets():
+  for name in registry.names():
+    spec = registry.get(name)
+    assert {"default", "quick"} <= set(spec.presets), name
+    for preset in spec.presets:
+      config = registry.make_config(spec, preset)
+      assert all(getattr(config, k) == v for k, v in spec.fixed.items())
+    docs = configs.field_docs(spec.config_class)
+    missing = [f.name for f in dataclasses.fields(spec.config_class) if f.name not in docs]
+    assert not missing, f"{name}: undocumented config fields {missing}"
+
+
+def test_toy_method_in_one_file_runs_through_cli_and_leaderboard(tmp_path):
+  assert sum(1 for _ in open(os.path.join(TESTS, "toy_method.py"))) < 60
+  workdir = tmp_path / "toy"
+  first = _cli("experiments.run", *TOY, f"--workdir={workdir}")
+  assert "random_projection on synthetic seed 0: MAP" in first.stdout
+  results = json.loads((workdir / "results.json").read_text())
+  assert set(runner.RESULT_KEYS) == set(results)
+  assert results["config"] == {"dims": 16, "input_transform": "standardize",
+                               "validation_fraction": 0.0, "nan_scores": False}
+  # A finished workdir: its results are printed again and nothing is rewritten.
+  stamps = {f: os.stat(workdir / f).st_mtime_ns for f in ("results.json", "pr_curves.png")}
+  again = _cli("experiments.run", *TOY, f"--workdir={workdir}")
+  assert again.stdout == first.stdout
+  assert stamps == {f: os.stat(workdir / f).st_mtime_ns for f in stamps}
+  board = _cli("experiments.leaderboard", "--import_modules=toy_method",
+               "--methods=random_projection,cca", "--datasets=synthetic", "--seeds=1",
+               f"--root={tmp_path / 'runs'}", f"--output={tmp_path / 'board.md'}")
+  assert "| random_projection |" in (tmp_path / "board.md").read_text(), board.stdout
+
+
+def test_workdir_refuses_other_data_and_concurrent_runs(tmp_path):
+  workdir = str(tmp_path / "run")
+  a, b = _npz(tmp_path / "a.npz"), _npz(tmp_path / "b.npz", seed=1)
+  _cli("experiments.run", *TOY, "--dataset=arrays", f"--data_dir={a}", f"--workdir={workdir}")
+  _one_line_error(_cli("experiments.run", *TOY, "--dataset=arrays", f"--data_dir={b}",
+                       f"--workdir={workdir}", check=False), "data.fingerprint")
+  with runner.Workdir(str(tmp_path / "busy")):  # Another run holds it.
+    _one_line_error(_cli("experiments.run", *TOY, f"--workdir={tmp_path / 'busy'}",
+                         check=False), "another run is using it right now")
+  (tmp_path / "file").write_text("not a folder")
+  _one_line_error(_cli("experiments.run", *TOY, f"--workdir={tmp_path / 'file'}", check=False),
+                  "cannot be used")
+  _one_line_error(_cli("experiments.run", *TOY, "--workdir=/proc/cmjax_run", check=False),
+                  "cannot be used")
+
+
+def test_bad_data_is_one_line_before_any_work(tmp_path):
+  labels = data.make_synthetic(num_train=120, num_test=40).train.labels
+  cases = {
+      "nan": (dict(label_train=np.where(np.arange(120) == 3, np.nan, labels.astype(float))),
+              "field 'label_train' has a non-finite value"),
+      "string": (dict(label_train=labels.astype(str)), "field 'label_train' is not numeric"),
+      "cube": (dict(image_train=np.zeros((120, 4, 4), np.float32)),
+               "field 'image_train' must be 2-D"),
+      "empty": (dict(image_test=np.zeros((0, 64)), text_test=np.zeros((0, 32)),
+                     label_test=np.zeros(0, int)), "field 'image_test' is empty"),
+  }
+  for name, (changes, message) in cases.items():
+    path = _npz(tmp_path / f"{name}.npz", **changes)
+    workdir = tmp_path / f"w_{name}"
+    _one_line_error(_cli("experiments.run", *TOY, "--dataset=arrays", f"--data_dir={path}",
+                         f"--workdir={workdir}", check=False), message)
+    assert not (workdir / "config.json").exists()  # Nothing half-written.
+
+
+def test_bad_config_values_are_one_line_naming_the_field(tmp_path):
+  cases = [
+      ("experiments.uncsm", ["--config.pretrain_steps=-5"], "'pretrain_steps' must be > 0"),
+      ("experiments.uncsm", ["--config.batch_size=0"], "'batch_size' must be > 0"),
+      ("experiments.uncsm", ["--config.validation_fraction=1.0"],
+       "'validation_fraction' must be in [0, 1)"),
+      ("experiments.emd_cnn", ["--config.epsilon=0"], "'epsilon' must be > 0"),
+      ("experiments.emd_cnn", ["--config.text_bins=1"], "'text_bins' must be >= 2"),
+      ("experiments.emd_cnn", ["--method=emd_cnn_cosine", "--config.distance=emd"],
+       "fixes config field 'distance'"),
+      ("experiments.baselines", ["--method=cca", "--config.dims=0"], "'dims' must be > 0"),
+      ("experiments.uncsm", ["--steps_per_call=0"], "--steps_per_call"),
+  ]
+  for module, args, message in cases:
+    _one_line_error(_cli(module, f"--workdir={tmp_path / 'w'}", *args, check=False), message)
+  assert not (tmp_path / "w").exists()
+  # Unknown fields are refused by the config flag itself (exit 1, names the field).
+  unknown = _cli("experiments.uncsm", "--config.learning_rat=0.1", check=False)
+  assert unknown.returncode == 1 and "learning_rat" in unknown.stderr
+
+
+def test_leaderboard_errors_are_one_line(tmp_path):
+  common = [f"--root={tmp_path}", "--seeds=1"]
+  _one_line_error(_cli("experiments.leaderboard", "--methods=nope", *common, check=False),
+                  "unknown method 'nope'")
+  _one_line_error(_cli("experiments.leaderboard", "--datasets=nope", "--methods=cca", *common,
+                       check=False), "unknown dataset 'nope'")
+  _one_line_error(_cli("experiments.leaderboard", "--datasets=wikipedia", "--methods=cca",
+                       f"--data_root={tmp_path / 'missing'}", *common, check=False),
+                  "file not found")
+
+
+def test_non_finite_scores_are_an_error(tmp_path):
+  _one_line_error(_cli("experiments.run", *TOY, "--config.nan_scores=True",
+                       f"--workdir={tmp_path}", check=False), "test scores are not finite")
+  assert not (tmp_path / "results.json").exists()
+
+
+def test_strict_conversion():
+  with pytest.raises(configs.ConfigError, match="unknown config field 'hiden'"):
+    configs.from_dict(uncsm.UNCSMConfig, {"hiden": (8,)})
+  with pytest.raises(configs.ConfigError, match="'steps' must be int"):
+    configs.from_dict(deep.DeepConfig, {"steps": 1.5})
+  with pytest.raises(configs.ConfigError, match="'activation' must be one of relu"):
+    configs.from_dict(emd_cnn.EMDCNNConfig, {"activation": "gelu"})
+  with pytest.raises(configs.ConfigError, match="'hidden' must be > 0"):
+    dataclasses.replace(uncsm.UNCSMConfig(), hidden=(8, 0))
+  assert configs.from_dict(deep.DeepConfig, {"hidden": [8, 4], "learning_rate": 1}).hidden == (8, 4)
+
+
+def test_runner_scores_raw_test_items_through_the_fitted_transform(tmp_path):
+  """The runner's MAP equals CCA computed by hand on standardised features."""
+  from cmjax import evaluation, preprocess
+  from cmjax.methods import linear
+  dataset = data.make_synthetic(num_train=300, num_test=100)
+  out = registry.run("cca", dataset, str(tmp_path), input_transform="standardize",
+                     reg_grid=(0.01,))
+  prepared = preprocess.prepare(dataset, "standardize", 0.0, 0)
+  projection = linear.fit_cca(prepared.train.image, prepared.train.text, 10, 0.01)
+  scores = linear.similarity(projection.image(prepared.test.image),
+                             projection.text(prepared.test.text), projection.similarity)
+  assert out["map"] == evaluation.cross_modal_map(scores, dataset.test.labels,
+                                                  dataset.test.labels)

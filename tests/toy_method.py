@@ -1,0 +1,58 @@
+"""A method in one file, registered with no edit elsewhere: random projections.
+
+Run it: `python -m experiments.run --import_modules=toy_method --method=random_projection`
+(with this folder on PYTHONPATH), or through the leaderboard the same way.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from cmjax import configs, runner
+from cmjax.methods import registry
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomProjectionConfig:
+  """Settings of the toy method.
+
+  Attributes:
+    dims: width of the random projections.
+    input_transform: feature transform fitted on train.
+    validation_fraction: share of train carved out for validation (unused).
+    nan_scores: return NaN scores (exercises the runner's check).
+  """
+
+  dims: int = 16
+  input_transform: str = "standardize"
+  validation_fraction: float = 0.0
+  nan_scores: bool = False
+
+  def __post_init__(self):
+    configs.check_positive(self, "dims")
+
+
+PRESETS = {"default": {}, "quick": {"dims": 8}}
+
+
+def get_config(preset="default"):
+  return configs.to_config_dict(RandomProjectionConfig(**PRESETS[preset]))
+
+
+def fit(config, prepared, context):
+  rng = np.random.default_rng(context.seed)
+  a = rng.normal(size=(prepared.train.image.shape[1], config.dims))
+  b = rng.normal(size=(prepared.train.text.shape[1], config.dims))
+  unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+
+  def similarity(raw):
+    split = prepared.transform(raw)
+    scores = unit(split.image @ a) @ unit(split.text @ b).T
+    return np.full_like(scores, np.nan) if config.nan_scores else scores
+
+  return runner.Fitted(similarity=similarity)
+
+
+registry.register(registry.MethodSpec(
+    name="random_projection", description="Toy: random projections, cosine similarity.",
+    config_class=RandomProjectionConfig, config_module=__name__, fit=fit))
