@@ -35,6 +35,9 @@ setup(
             "nbclient>=0.10,<0.12",
             "ipykernel>=6.29,<8",
         ],
-        "benchmark": ["torch>=2.5,<3"],
+        "benchmark": [
+            "torch>=2.5,<3",
+            "faiss-cpu>=1.8,<2",  # IndexBinaryFlat, the peer of the Hamming index.
+        ],
     },
 )

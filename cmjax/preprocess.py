@@ -61,11 +61,12 @@ class Prepared:
 
 
 def prepare(dataset: Dataset, transform: InputTransform, validation_fraction: float,
-            seed: int) -> Prepared:
-  """Carves a stratified validation split (by `seed`) and applies `transform`."""
+            seed: int, text_transform: InputTransform | None = None) -> Prepared:
+  """Carves a stratified validation split (by `seed`) and applies `transform` (to the
+  texts `text_transform`, if given)."""
   train, val = validation_split(dataset.train, validation_fraction, seed)
   image_map = make_transform(train.image, transform)
-  text_map = make_transform(train.text, transform)
+  text_map = make_transform(train.text, transform if text_transform is None else text_transform)
   apply = lambda s: dataclasses.replace(s, image=image_map(s.image), text=text_map(s.text))
   return Prepared(train=apply(train), val=apply(val), test=apply(dataset.test),
                   raw=(train, val, dataset.test), transform=apply)

@@ -14,7 +14,8 @@ Every registered method (`cmjax.methods.registry`) runs through `run`:
    through `cmjax.train.train_stage` (checkpoints and resume are per stage).
 4. evaluate: `Fitted.similarity` scores every test image against every test
    text; MAP, MAP@50, PR curves both ways and the ROC AUC of pair
-   classification, by `cmjax.evaluation`.
+   classification, by `cmjax.evaluation`. Hashing methods (`Fitted.codes`) add
+   the hashing protocol: test queries against the training items as database.
 5. write (process 0 only): `results.json` (one schema for every method, see
    `RESULT_KEYS`), `pr_curves.png`, `test_scores.npy`.
 """
@@ -36,7 +37,7 @@ import jax
 import numpy as np
 
 from cmjax import data as data_lib
-from cmjax import evaluation, plotting, preprocess, train
+from cmjax import evaluation, hashing, plotting, preprocess, train
 
 __all__ = [
     "FitContext",
@@ -54,8 +55,8 @@ __all__ = [
 # The keys of every results.json.
 RESULT_KEYS = (
     "method", "preset", "dataset", "view", "seed", "map", "map@50", "roc_auc", "alternatives",
-    "pr_curve", "wall_s", "stages", "num_train", "num_val", "num_test", "config", "data",
-    "extras", "environment",
+    "hashing", "pr_curve", "wall_s", "stages", "num_train", "num_val", "num_test", "config",
+    "data", "extras", "environment",
 )
 # The scores of a split as loaded (untransformed): `[n_images, n_texts]`, higher =
 # more similar.
@@ -102,12 +103,30 @@ class Fitted:
     alternatives: other similarities reported beside the main one (ablations
       evaluated on the same fitted model, e.g. UNCSM's cosine row).
     extras: further JSON-able facts (selected hyper-parameters...).
+    codes: hashing methods: `[n, K]` +-1 codes of a split's images and texts (as
+      loaded); the runner then adds the hashing protocol (`hashing_protocol`).
   """
 
   similarity: Similarity
   stages: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   alternatives: Mapping[str, Similarity] = dataclasses.field(default_factory=dict)
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  codes: Callable[[data_lib.Split], tuple[np.ndarray, np.ndarray]] | None = None
+
+
+def hashing_protocol(codes, dataset: data_lib.Dataset) -> dict:
+  """The cross-modal hashing protocol: the test items query the training items.
+
+  Image queries rank the training texts by Hamming distance and text queries
+  the training images (MAP over the full ranking, MAP@50, tie-aware MAP,
+  precision within radius 2, PR curves; `cmjax.hashing.hashing_metrics`).
+  """
+  image_q, text_q = codes(dataset.test)
+  image_db, text_db = codes(dataset.train)
+  test, train = dataset.test.labels, dataset.train.labels
+  return {"bits": int(image_q.shape[1]),
+          "i2t": hashing.hashing_metrics(image_q, text_db, test, train),
+          "t2i": hashing.hashing_metrics(text_q, image_db, test, train)}
 
 
 def stage_facts(result: train.StageResult) -> dict:
@@ -321,6 +340,7 @@ def run(
         **{f"map@{k}": evaluation.map_summary(metrics, k) for k in i2t.map_at},
         "roc_auc": evaluation.roc_auc(scores, relevant),
         "alternatives": alternatives,
+        "hashing": hashing_protocol(fitted.codes, dataset) if fitted.codes else None,
         "pr_curve": {"recall": i2t.recall_levels, "i2t": i2t.precision_curve,
                      "t2i": metrics["t2i"].precision_curve},
         "wall_s": time.time() - start,
@@ -347,12 +367,16 @@ def run(
 
 
 def _json_safe(metadata: Mapping[str, Any]) -> dict:
-  """The JSON-able entries of a dataset's metadata."""
+  """The entries of a dataset's metadata that are plain JSON (no arrays, no objects)."""
+  def scalar(value):
+    if isinstance(value, np.generic):
+      return value.item()
+    raise TypeError
   out = {}
   for k, v in metadata.items():
     try:
-      json.dumps(v, default=_to_builtin)
-      out[k] = v
+      json.dumps(v, default=scalar)
+      out[k] = json.loads(json.dumps(v, default=scalar))
     except TypeError:
       continue
   return out

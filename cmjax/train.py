@@ -42,6 +42,7 @@ from cmjax.metric_writer import MetricWriter
 __all__ = [
     "LoopConfig",
     "NonFiniteError",
+    "STATE_KEY",
     "Stage",
     "StageResult",
     "data_mesh",
@@ -55,10 +56,16 @@ __all__ = [
 
 Params = Any
 Batch = Any
-# loss_fn(params, context, batch, rng) -> (scalar loss, {name: scalar metric}).
+# loss_fn(params, context, batch, rng) -> (scalar loss, {name: scalar metric}). The
+# metrics may hold `STATE_KEY`: a dict of top-level entries of `params` that are not
+# trained but computed by the step (e.g. flax "batch_stats"); they replace those
+# entries after the update.
 LossFn = Callable[[Params, Any, Batch, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
 # sample_fn(rng, data) -> batch (a pytree whose leaves lead with the batch axis).
 SampleFn = Callable[[jax.Array, Any], Batch]
+
+
+STATE_KEY = "updated_state"
 
 
 class NonFiniteError(FloatingPointError):
@@ -184,13 +191,13 @@ def make_update_fn(stage: Stage, mesh: jax.sharding.Mesh):
     batch = stage.sample_fn(sample_rng, data)
     batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     (loss, aux), grads = grad_fn(state["params"], context, batch, loss_rng)
+    aux = dict(aux)
+    computed = aux.pop(STATE_KEY, {})
     updates, opt_state = stage.optimizer.update(grads, state["opt_state"], state["params"])
-    state = dict(
-        state,
-        step=state["step"] + 1,
-        params=optax.apply_updates(state["params"], updates),
-        opt_state=opt_state,
-    )
+    params = optax.apply_updates(state["params"], updates)
+    if computed:
+      params = {**params, **computed}
+    state = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     return (state, context, data, key), metrics
 

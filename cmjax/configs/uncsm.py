@@ -12,6 +12,9 @@ r"""UNCSM presets (Qi, Huang, Peng 2017).
   representation on the Wikipedia features, so the preset uses sigmoid units.
 - `quick`: the default recipe with tiny networks and budgets (smoke runs, the
   leaderboard's `--preset=quick`); not for reporting.
+- Ablations (reports/uncsm_wikipedia.md): `nopretrain` (Table 6), `dbn` (the
+  DBN preprocessing stage, paper sec. 4.4), `margin<m>` (all margins m, Fig. 5),
+  and the same on the paper recipe: `paper_relu`, `paper_nopretrain`, `paper_dbn`.
 """
 
 from cmjax import configs
@@ -23,11 +26,20 @@ _DEFAULT = dict(
     finetune_steps=3000, metric_pairs=300000, validation_fraction=0.15, eval_every=250,
     patience=4)
 
+_PAPER = dict(activation="sigmoid")
+
 PRESETS = {
     "default": _DEFAULT,
-    "paper": dict(activation="sigmoid"),
+    "paper": _PAPER,
     "quick": dict(_DEFAULT, hidden=(64, 32, 16), branch_size=16, metric_hidden=(32, 32, 32),
                   pretrain_steps=100, finetune_steps=100, metric_pairs=12800, eval_every=50),
+    "nopretrain": dict(_DEFAULT, pretrain=False),
+    "dbn": dict(_DEFAULT, dbn=True),
+    **{f"margin{m}": dict(_DEFAULT, contrastive_margin=m, image_triplet_margin=m,
+                          text_triplet_margin=m) for m in (0.5, 1.5, 2.0, 2.5)},
+    "paper_relu": dict(_PAPER, activation="relu"),
+    "paper_nopretrain": dict(_PAPER, pretrain=False),
+    "paper_dbn": dict(_PAPER, dbn=True),
 }
 
 

@@ -6,6 +6,9 @@ A view is how a method reads a dataset:
   web_news features are computed by cmjax from the raw release).
 - `pixels_chars`: decoded pixels `[n, H, W, 3]` and caption character ids
   `[n, L]` (datasets with raw images and captions: web_news).
+- `words_graph`: image feature vectors, and captions as `[n, V]` signals on a
+  word graph built from the training captions, kept in `metadata["graph"]`
+  (`cmjax.text_graph`; datasets with raw captions: web_news).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Any, Callable
 from cmjax.data.arrays import load_arrays
 from cmjax.data.core import DataError, Dataset, Split, validate_split, validation_split
 from cmjax.data.synthetic import make_synthetic
-from cmjax.data.web_news import load_web_news, load_web_news_pixels, load_web_news_raw
+from cmjax.data.web_news import (load_web_news, load_web_news_pixels, load_web_news_raw,
+                                  load_web_news_words)
 from cmjax.data.wikipedia import load_wikipedia
 
 __all__ = [
@@ -32,6 +36,7 @@ __all__ = [
     "load_web_news",
     "load_web_news_pixels",
     "load_web_news_raw",
+    "load_web_news_words",
     "load_wikipedia",
     "make_synthetic",
     "validate_split",
@@ -63,6 +68,7 @@ def default_data_dir(name: str) -> str | None:
 VIEWS: dict[str, dict[str, Callable[..., Dataset]]] = {
     "features": DATASETS,
     "pixels_chars": {"web_news": load_web_news_pixels},
+    "words_graph": {"web_news": load_web_news_words},
 }
 
 

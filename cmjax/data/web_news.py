@@ -16,12 +16,12 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
-from cmjax import features
+from cmjax import features, text_graph
 from cmjax.data import listfiles
 from cmjax.data.core import DataError, Dataset, Split, validate_split
 
 __all__ = ["DroppedPair", "RawSplit", "load_web_news", "load_web_news_pixels",
-           "load_web_news_raw"]
+           "load_web_news_raw", "load_web_news_words"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,3 +210,42 @@ def load_web_news(
       for name, r in raw.items()
   }
   return _dataset(splits, class_names, data_dir, dropped, stats)
+
+
+def load_web_news_words(
+    data_dir: str,
+    tokens: text_graph.Tokens = "bigrams",
+    vocab_size: int = 2000,
+    embedding_dim: int = 64,
+    neighbors: int = 8,
+    window: int = 5,
+    image_size: int = 64,
+    color_bins: int = 4,
+) -> Dataset:
+  """Loads web_news with captions as signals on a word graph (`cmjax.text_graph`).
+
+  Images are the colour-histogram features of `load_web_news`; captions are
+  `[n, vocab_size]` log(1 + count) word signals. The word embeddings, the kNN
+  graph and its scaled Laplacian are built from the training captions only and
+  kept in `metadata["graph"]` (a `text_graph.Graph`).
+  """
+  raw, class_names, dropped, stats = load_web_news_raw(data_dir, image_size)
+  tokenized = {name: [text_graph.tokenize(t, tokens) for t in r.texts] for name, r in raw.items()}
+  vocab = text_graph.vocabulary(tokenized["train"], vocab_size)
+  embeddings = text_graph.word_embeddings(tokenized["train"], vocab, embedding_dim, window)
+  graph = text_graph.build_graph(embeddings, neighbors)
+  splits = {
+      name: Split(image=features.color_histogram(r.images, color_bins),
+                  text=text_graph.node_signals(tokenized[name], vocab), labels=r.labels,
+                  ids=r.ids)
+      for name, r in raw.items()
+  }
+  # Captions with no vocabulary word are kept (an all-zero signal), and counted.
+  no_words = {name: [str(i) for i, row in zip(s.ids, s.text) if not row.any()]
+              for name, s in splits.items()}
+  logging.info("web_news words: %d %s, %d graph edges (k=%d), lambda_max %.3f; captions with "
+               "no vocabulary word (kept, all-zero signal): %s", len(vocab), tokens,
+               len(graph.rows), neighbors, graph.lambda_max,
+               {name: ids for name, ids in no_words.items()})
+  return _dataset(splits, class_names, data_dir, dropped, stats, graph=graph,
+                  vocabulary_size=len(vocab), tokens=tokens, captions_without_words=no_words)

@@ -48,7 +48,9 @@ __all__ = [
 ]
 
 # Modules that register the built-in methods (imported on first use).
-BUILTIN_MODULES = ("cmjax.methods.uncsm", "cmjax.methods.emd_cnn", "cmjax.methods.baselines")
+BUILTIN_MODULES = ("cmjax.methods.uncsm", "cmjax.methods.emd_cnn", "cmjax.methods.fgl",
+                   "cmjax.methods.dbrc", "cmjax.methods.baselines",
+                   "cmjax.methods.hashing_baselines")
 
 # view(config, dataset_name) -> (view name, view options) for `cmjax.data.load_dataset`.
 ViewFn = Callable[[Any, str], tuple[str, Mapping[str, Any]]]
@@ -78,6 +80,8 @@ class MethodSpec:
       they override the preset, and an override that contradicts them is an error.
     published: dataset -> published (I->T, T->I) MAP, shown in the leaderboard.
     family: methods of one family get a "best of" line in the leaderboard.
+    hashing: a hashing method (its config has `bits`; `fit` returns codes and the
+      runner adds the hashing protocol's metrics).
   """
 
   name: str
@@ -90,6 +94,7 @@ class MethodSpec:
   fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   published: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
   family: str | None = None
+  hashing: bool = False
 
   @property
   def config_file(self) -> str:

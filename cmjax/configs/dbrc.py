@@ -1,0 +1,26 @@
+r"""DBRC presets (Hu, Nie, Li 2019).
+
+  python -m experiments.dbrc --dataset=wikipedia --config.bits=32
+  python -m experiments.dbrc --dataset=wikipedia --config=cmjax/configs/dbrc.py:nonlinear
+
+- `default`: 64 bits, linear adaptive tanh, unsupervised, RMSProp 1e-3, batch 128.
+- `plain`, `nonlinear`: the hashing-layer ablation (plain tanh then sign; the
+  nonlinear adaptive tanh).
+- `supervised`: a label classifier on the code added (a variant, not the paper).
+- `quick`: tiny budgets (smoke runs); not for reporting.
+"""
+
+from cmjax import configs
+from cmjax.methods.dbrc import DBRCConfig
+
+PRESETS = {
+    "default": {},
+    "plain": dict(hashing_layer="plain"),
+    "nonlinear": dict(hashing_layer="nonlinear"),
+    "supervised": dict(supervised=True),
+    "quick": dict(bits=16, hidden=64, decoder_hidden=64, steps=100, eval_every=50),
+}
+
+
+def get_config(preset: str = "default"):
+  return configs.to_config_dict(DBRCConfig(**PRESETS[preset]))

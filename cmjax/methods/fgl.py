@@ -1,0 +1,364 @@
+"""FGL: fine-grained label learning via a siamese network (Xu et al. 2019).
+
+A text/image matching model in a common space, trained on relevant and
+irrelevant (image, text) pairs, where each pair's weight says how hard it is:
+
+1. `siamese` stage: a siamese text network g (shared weights for both texts of
+   a pair) is trained on text pairs: cosine up for same-class texts, down to
+   at most `siamese_margin` for different-class ones.
+2. Fine-grained labels: for a pair (image I, text T), T_I is the text of I's
+   own document and s = (1 + cos(g(T_I), g(T))) / 2 in [0, 1]. A relevant
+   pair whose texts differ (low s) is a hard positive, an irrelevant pair whose
+   texts agree (high s) a hard negative:
+   weight+ = 1 + beta (1 - s), weight- = 1 + beta s (`labels="binary"`: all 1,
+   the ablation).
+3. `fgl` stage: image path (features -> dense `embed`) and text path (a
+   Chebyshev graph-convolutional encoder on the word graph, or an MLP on
+   feature vectors) give f_i, f_t; the pair score is a learned layer on their
+   elementwise product, z = w . (f_i * f_t) + b, s = sigmoid(z). Every image/text
+   pair of a batch is used: same class = positive, other class = negative.
+   Losses (`loss`):
+   - `pairwise`: weighted cross entropy, sum_+ w softplus(-z) / sum_+ w +
+     sum_- w softplus(z) / sum_- w (the weighted pairwise similarity loss);
+   - `distribution`: the group's base loss on weighted statistics of s,
+     Var(s+) + Var(s-) + lambda max(0, m - (mean s+ - mean s-)).
+   Retrieval ranks by z.
+
+What the abstract leaves open is a documented `FGLConfig` field (presets in
+`cmjax/configs/fgl.py`). On datasets without raw captions (wikipedia) the text
+path, and the siamese network, read the feature vectors through MLPs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Literal, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cmjax import configs, evaluation, optim, preprocess, runner, sampling, similarity, train
+from cmjax import data as data_lib
+from cmjax.methods import registry
+from cmjax.models import MLP, GraphTextEncoder
+
+__all__ = ["FGLConfig", "FGLNet", "TextPath", "fine_grained_weights", "fit", "matching_loss",
+           "siamese_loss"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FGLConfig:
+  """Every setting of an FGL run; presets in `cmjax/configs/fgl.py`.
+
+  Attributes:
+    text_encoder: gcn (Chebyshev graph convolutions on the word graph of the
+      `words_graph` view), mlp (an MLP on the text feature vectors), or auto
+      (gcn where the dataset has raw captions, else mlp).
+    tokens: words_graph: caption tokens, characters or character bigrams.
+    vocab_size: words_graph: graph nodes (the most frequent training tokens).
+    embedding_dim: words_graph: dimension of the PPMI-SVD word embeddings.
+    neighbors: words_graph: k of the kNN word graph.
+    window: words_graph: co-occurrence window of the word embeddings.
+    gcn_filters: graph-convolution channels per node.
+    gcn_order: Chebyshev terms K.
+    text_hidden: MLP text path: hidden widths before the `embed` layer.
+    image_hidden: image path: hidden widths before the `embed` layer (none: one
+      dense layer, as in the group's model).
+    embed: width of both paths' output (paper: 1024).
+    activation: activation of both paths' output layer.
+    dropout: dropout in both paths.
+    labels: fine_grained (weights from the siamese network) or binary (all
+      pairs weigh 1: the ablation).
+    beta: strength of the fine-grained labels (weight+ = 1 + beta (1 - s),
+      weight- = 1 + beta s).
+    loss: pairwise (weighted cross entropy) or distribution (variances and a
+      margin on the mean gap).
+    distribution_lambda: weight of the mean-gap hinge of the distribution loss.
+    distribution_margin: margin of the mean gap of the distribution loss.
+    siamese_dim: output width of the siamese text network.
+    siamese_margin: different-class texts are pushed to cosine <= this.
+    siamese_steps: steps of the siamese stage.
+    learning_rate: Adam(W) learning rate of both stages.
+    weight_decay: AdamW weight decay.
+    batch_size: documents per step; all batch_size^2 pairs are used.
+    steps: steps of the matching stage.
+    input_transform: transform of feature vectors fitted on train (graph
+      signals are never transformed).
+    validation_fraction: share of train carved out (stratified) for model
+      selection and early stopping; 0 disables.
+    eval_every: steps between validation evaluations.
+    patience: stop after this many evaluations without improvement (0: never).
+  """
+
+  text_encoder: Literal["auto", "gcn", "mlp"] = "auto"
+  tokens: Literal["chars", "bigrams"] = "bigrams"
+  vocab_size: int = 2000
+  embedding_dim: int = 64
+  neighbors: int = 8
+  window: int = 5
+  gcn_filters: int = 4
+  gcn_order: int = 3
+  text_hidden: tuple[int, ...] = (512,)
+  image_hidden: tuple[int, ...] = ()
+  embed: int = 1024
+  activation: Literal["relu", "sigmoid", "tanh"] = "tanh"
+  dropout: float = 0.2
+  labels: Literal["fine_grained", "binary"] = "fine_grained"
+  beta: float = 1.0
+  loss: Literal["pairwise", "distribution"] = "pairwise"
+  distribution_lambda: float = 1.0
+  distribution_margin: float = 0.5
+  siamese_dim: int = 256
+  siamese_margin: float = 0.0
+  siamese_steps: int = 1000
+  learning_rate: float = 1e-3
+  weight_decay: float = 1e-4
+  batch_size: int = 64
+  steps: int = 3000
+  input_transform: preprocess.InputTransform = "sqrt_standardize"
+  validation_fraction: float = 0.15
+  eval_every: int = 250
+  patience: int = 4
+
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(self, "vocab_size", "embedding_dim", "neighbors", "window",
+                           "gcn_filters", "gcn_order", "text_hidden", "image_hidden", "embed",
+                           "siamese_dim", "siamese_steps", "learning_rate", "batch_size",
+                           "steps", "eval_every")
+    configs.check_non_negative(self, "beta", "distribution_lambda", "distribution_margin",
+                               "weight_decay", "patience")
+    configs.check_fraction(self, "dropout", "validation_fraction")
+    if not -1.0 <= self.siamese_margin < 1.0:
+      raise configs.ConfigError(f"config field 'siamese_margin' must be in [-1, 1), got "
+                                f"{self.siamese_margin}")
+
+
+# ---------------------------------------------------------------------------
+# Models.
+# ---------------------------------------------------------------------------
+
+
+class TextPath(nn.Module):
+  """`[B, V]` graph signals (gcn) or `[B, d]` features (mlp) -> `[B, outputs]`."""
+
+  kind: Literal["gcn", "mlp"]
+  outputs: int
+  hidden: Sequence[int] = ()
+  filters: int = 4
+  order: int = 3
+  activation: str = "tanh"
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, z: jax.Array, graph: Any, train: bool = False) -> jax.Array:
+    if self.kind == "gcn":
+      return GraphTextEncoder(self.filters, self.order, self.outputs, self.activation,
+                              self.dropout)(z, graph, train)
+    return MLP(tuple(self.hidden) + (self.outputs,), "relu", self.activation,
+               self.dropout)(z, train)
+
+
+class FGLNet(nn.Module):
+  """Image and text paths to `embed` and the product-layer pair score."""
+
+  text_path: TextPath
+  image_hidden: Sequence[int]
+  embed: int
+  activation: str
+  dropout: float
+
+  def setup(self):
+    self.image_path = MLP(tuple(self.image_hidden) + (self.embed,), "relu", self.activation,
+                          self.dropout)
+    self.score_weight = self.param("score_weight", nn.initializers.ones, (self.embed,))
+    self.score_bias = self.param("score_bias", nn.initializers.zeros, ())
+
+  def encode_image(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """`[B, d_image] -> [B, embed]`."""
+    return self.image_path(x, train)
+
+  def encode_text(self, z: jax.Array, graph: Any, train: bool = False) -> jax.Array:
+    """`[B, V]` or `[B, d_text] -> [B, embed]`."""
+    return self.text_path(z, graph, train)
+
+  def logits(self, fi: jax.Array, ft: jax.Array) -> jax.Array:
+    """`[Q, embed] x [N, embed] -> [Q, N]` z = w . (f_i * f_t) / sqrt(embed) + b of every
+    pair (the product layer, written as one matrix product)."""
+    return (fi * self.score_weight) @ ft.T / np.sqrt(self.embed) + self.score_bias
+
+  def __call__(self, x, z, graph, train: bool = False):
+    return self.logits(self.encode_image(x, train), self.encode_text(z, graph, train))
+
+
+# ---------------------------------------------------------------------------
+# Losses (pure functions of arrays).
+# ---------------------------------------------------------------------------
+
+
+def siamese_loss(cosine: jax.Array, relevant: jax.Array, margin: float) -> jax.Array:
+  """`[B, B]` text-pair cosines: mean (1 - c)^2 over same-class pairs plus mean
+  max(0, c - margin)^2 over different-class ones (the diagonal excluded)."""
+  off_diagonal = 1.0 - jnp.eye(cosine.shape[0])
+  pos, neg = relevant * off_diagonal, (1.0 - relevant) * off_diagonal
+  mean = lambda x, w: jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
+  return mean((1.0 - cosine) ** 2, pos) + mean(jax.nn.relu(cosine - margin) ** 2, neg)
+
+
+def fine_grained_weights(text_similarity: jax.Array, relevant: jax.Array,
+                         beta: float) -> jax.Array:
+  """`[B, B]` pair weights from s in [0, 1]: 1 + beta (1 - s) for relevant pairs
+  (hard positives: their texts differ), 1 + beta s for irrelevant ones."""
+  return jnp.where(relevant > 0, 1.0 + beta * (1.0 - text_similarity),
+                   1.0 + beta * text_similarity)
+
+
+def matching_loss(logits: jax.Array, relevant: jax.Array, weights: jax.Array,
+                  config: FGLConfig) -> jax.Array:
+  """The weighted pairwise or distribution loss of `[B, B]` pair logits."""
+  pos, neg = weights * relevant, weights * (1.0 - relevant)
+  mean = lambda x, w: jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1e-12)
+  if config.loss == "pairwise":
+    return mean(jax.nn.softplus(-logits), pos) + mean(jax.nn.softplus(logits), neg)
+  s = jax.nn.sigmoid(logits)
+  mu_pos, mu_neg = mean(s, pos), mean(s, neg)
+  var = lambda mu, w: mean((s - mu) ** 2, w)
+  return (var(mu_pos, pos) + var(mu_neg, neg)
+          + config.distribution_lambda * jax.nn.relu(config.distribution_margin
+                                                     - (mu_pos - mu_neg)))
+
+
+# ---------------------------------------------------------------------------
+# Stages.
+# ---------------------------------------------------------------------------
+
+
+def _text_kind(config: FGLConfig, dataset: data_lib.Dataset) -> str:
+  graph = dataset.metadata.get("graph")
+  if config.text_encoder == "gcn" and graph is None:
+    raise ValueError("text_encoder='gcn' needs the words_graph view (raw captions)")
+  return "gcn" if graph is not None and config.text_encoder != "mlp" else "mlp"
+
+
+def _text_path(config: FGLConfig, kind: str, outputs: int) -> TextPath:
+  return TextPath(kind, outputs, config.text_hidden, config.gcn_filters, config.gcn_order,
+                  config.activation, config.dropout)
+
+
+def _optimizer(config: FGLConfig):
+  return optim.make_optimizer("adam", config.learning_rate, config.weight_decay)
+
+
+def siamese_stage(config: FGLConfig, net: TextPath) -> train.Stage:
+  """Stage 1: the siamese text network on the batch's text pairs."""
+
+  def loss_fn(params, context, batch, rng):
+    g = net.apply(params, batch["text"], context["graph"], True, rngs={"dropout": rng})
+    relevant = evaluation.relevance(batch["labels"], batch["labels"]).astype(jnp.float32)
+    return siamese_loss(similarity.cosine(g, g), relevant, config.siamese_margin), {}
+
+  return train.Stage(name="siamese", loss_fn=loss_fn,
+                     sample_fn=lambda rng, data: sampling.sample_rows(rng, data,
+                                                                      config.batch_size),
+                     optimizer=_optimizer(config), num_steps=config.siamese_steps)
+
+
+def matching_stage(config: FGLConfig, model: FGLNet, siamese: TextPath, eval_fn) -> train.Stage:
+  """Stage 2: the matching model with fine-grained (or binary) pair weights."""
+
+  def loss_fn(params, context, batch, rng):
+    graph = context["graph"]
+    logits = model.apply(params, batch["image"], batch["text"], graph, True,
+                         rngs={"dropout": rng})
+    relevant = evaluation.relevance(batch["labels"], batch["labels"]).astype(jnp.float32)
+    weights = jnp.ones_like(logits)
+    if config.labels == "fine_grained":
+      g = siamese.apply(context["siamese"], batch["text"], graph)  # T_I of row i is text i.
+      text_similarity = (1.0 + similarity.cosine(g, g)) / 2.0
+      weights = fine_grained_weights(text_similarity, relevant, config.beta)
+    loss = matching_loss(logits, relevant, weights, config)
+    gap = (jnp.sum(logits * relevant) / jnp.sum(relevant)
+           - jnp.sum(logits * (1 - relevant)) / jnp.maximum(jnp.sum(1 - relevant), 1.0))
+    return loss, {"logit_gap": gap, "mean_weight": jnp.mean(weights)}
+
+  return train.Stage(
+      name="fgl", loss_fn=loss_fn,
+      sample_fn=lambda rng, data: sampling.sample_rows(rng, data, config.batch_size),
+      optimizer=_optimizer(config), num_steps=config.steps, eval_fn=eval_fn,
+      eval_every=config.eval_every, select_metric="avg" if eval_fn else None,
+      patience=config.patience)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _logits(model: FGLNet, params, image: jax.Array, text: jax.Array, graph) -> jax.Array:
+  return model.apply(params, image, text, graph)
+
+
+def view(config: FGLConfig, dataset: str) -> tuple[str, dict]:
+  """The word graph where the dataset has raw captions (unless mlp), else features."""
+  if config.text_encoder != "mlp" and dataset in data_lib.VIEWS["words_graph"]:
+    return "words_graph", {"tokens": config.tokens, "vocab_size": config.vocab_size,
+                           "embedding_dim": config.embedding_dim,
+                           "neighbors": config.neighbors, "window": config.window}
+  return "features", {}
+
+
+def prepare(config: FGLConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
+  """Feature vectors get `input_transform`; graph signals stay as they are."""
+  graph = "graph" in dataset.metadata
+  return preprocess.prepare(dataset, config.input_transform, config.validation_fraction, seed,
+                            text_transform="none" if graph else None)
+
+
+def fit(config: FGLConfig, prepared: preprocess.Prepared,
+        context: runner.FitContext) -> runner.Fitted:
+  """Trains the siamese text network, then the matching model; ranks by z."""
+  kind = _text_kind(config, context.dataset)
+  graph = context.dataset.metadata["graph"].arrays() if kind == "gcn" else None
+  graph = jax.tree.map(jnp.asarray, graph)
+  tr, seed = prepared.train, context.seed
+  data = {"image": jnp.asarray(tr.image), "text": jnp.asarray(tr.text),
+          "labels": jnp.asarray(tr.labels)}
+  stages = {}
+  siamese = _text_path(config, kind, config.siamese_dim)
+  siamese_params = None
+  if config.labels == "fine_grained":
+    siamese_params = siamese.init(jax.random.key(seed + 7), data["text"][:1], graph)
+    result = context.train(siamese_stage(config, siamese), siamese_params, data,
+                           seed * 1000 + 1, context={"graph": graph})
+    siamese_params, stages["siamese"] = result.params, runner.stage_facts(result)
+
+  model = FGLNet(_text_path(config, kind, config.embed), config.image_hidden, config.embed,
+                 config.activation, config.dropout)
+  params = model.init(jax.random.key(seed), data["image"][:1], data["text"][:1], graph)
+  val = prepared.val
+  eval_fn = None
+  if len(val):
+    eval_fn = lambda p: evaluation.cross_modal_map(
+        _logits(model, p, jnp.asarray(val.image), jnp.asarray(val.text), graph), val.labels,
+        val.labels)
+  result = context.train(matching_stage(config, model, siamese, eval_fn), params, data,
+                         seed * 1000 + 2, context={"graph": graph, "siamese": siamese_params})
+  stages["fgl"] = runner.stage_facts(result)
+
+  def scores(raw: data_lib.Split) -> np.ndarray:
+    split = prepared.transform(raw)
+    return np.asarray(_logits(model, result.params, jnp.asarray(split.image),
+                              jnp.asarray(split.text), graph))
+
+  return runner.Fitted(similarity=scores, stages=stages, extras={"text_encoder": kind})
+
+
+registry.register(registry.MethodSpec(
+    name="fgl",
+    description="FGL (Xu et al. 2019): fine-grained labels from a siamese text network weight "
+                "a pairwise loss; graph-convolutional text encoder.",
+    config_class=FGLConfig,
+    config_module="cmjax.configs.fgl",
+    fit=fit,
+    prepare=prepare,
+    view=view,
+))

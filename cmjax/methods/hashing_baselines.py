@@ -1,0 +1,234 @@
+"""Cross-modal hashing baselines that need no deep features, registered as methods.
+
+Each learns a K-bit code for both modalities from the paired training items
+(no labels) and hashes new items by the sign of linear functions of their
+features, centred on the training items:
+
+- `cvh`, cross-view hashing (Kumar & Udupa 2011): on paired views, the
+  generalised eigenproblem [0 C_xz; C_zx 0] w = lambda diag(C_xx, C_zz) w, i.e.
+  the top canonical directions; past min(d_x, d_z) bits the remaining
+  eigenvalues are 0 and those bits carry no cross-modal information (the
+  known drop of CVH with longer codes on Wikipedia's 10-d text).
+- `cca_itq`, CCA + iterative quantisation (Gong & Lazebnik 2011): the same K
+  directions scaled by their correlations, then the orthogonal rotation R
+  minimising ||B - V R||^2 over both modalities' projections V, B = sign(V R),
+  by alternating `itq_iterations` times.
+- `cmfh`, collective matrix factorisation hashing (Ding, Guo, Zhou 2014):
+  X1 ~ U1 V, X2 ~ U2 V with one latent V (K x N) for both modalities, and hash
+  projections V ~ P_m X_m; closed-form alternating least squares,
+  lambda ||X1 - U1 V||^2 + (1 - lambda) ||X2 - U2 V||^2
+  + mu sum_m ||V - P_m X_m||^2 + gamma (||U||^2 + ||V||^2 + ||P||^2).
+- `imh`, inter-media hashing (Song et al. 2013), on paired data: one code Y for
+  both views of an item, smooth on each modality's kNN graph (Laplacians L_m)
+  and reachable by ridge regressions from both modalities:
+  Y = the K eigenvectors of lambda (L_1 + L_2) + sum_m (I - H_m) with the smallest
+  eigenvalues, H_m the ridge hat matrix; then W_m = ridge(X_m -> Y).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import numpy as np
+
+from cmjax import configs, preprocess, runner
+from cmjax import data as data_lib
+from cmjax.methods import dbrc, registry
+
+__all__ = ["HashingBaselineConfig", "fit_cca_itq", "fit_cmfh", "fit_cvh", "fit_imh"]
+
+# A fitted baseline: centred linear maps of each modality to K real values.
+Linear = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (mean_x, W_x, mean_z, W_z)
+
+
+@dataclasses.dataclass(frozen=True)
+class HashingBaselineConfig:
+  """Settings of the hashing baselines; presets in `cmjax/configs/hashing_baselines.py`.
+
+  Attributes:
+    bits: code length K.
+    input_transform: transform of both modalities' features, fitted on train.
+    validation_fraction: unused (the baselines have no selection step); kept 0.
+    reg: ridge of the covariances (cvh, cca_itq), relative to their mean eigenvalue.
+    itq_iterations: alternations of cca_itq's rotation.
+    cmfh_lambda: cmfh: weight of the image factorisation (1 - lambda: text).
+    cmfh_mu: cmfh: weight of the hash-projection terms.
+    cmfh_gamma: cmfh: ridge of all factors.
+    cmfh_iterations: cmfh: alternating least-squares rounds.
+    imh_neighbors: imh: k of each modality's kNN graph.
+    imh_lambda: imh: weight of the graph smoothness.
+    imh_beta: imh: ridge of the hash regressions.
+  """
+
+  bits: int = 64
+  input_transform: preprocess.InputTransform = "sqrt_standardize"
+  validation_fraction: float = 0.0
+  reg: float = 1e-3
+  itq_iterations: int = 50
+  cmfh_lambda: float = 0.5
+  cmfh_mu: float = 100.0
+  cmfh_gamma: float = 0.01
+  cmfh_iterations: int = 30
+  imh_neighbors: int = 10
+  imh_lambda: float = 1.0
+  imh_beta: float = 1.0
+
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(self, "bits", "reg", "itq_iterations", "cmfh_mu", "cmfh_gamma",
+                           "cmfh_iterations", "imh_neighbors", "imh_beta")
+    configs.check_non_negative(self, "imh_lambda")
+    configs.check_fraction(self, "validation_fraction")
+    if not 0.0 < self.cmfh_lambda < 1.0:
+      raise configs.ConfigError(f"config field 'cmfh_lambda' must be in (0, 1), got "
+                                f"{self.cmfh_lambda}")
+
+
+def _centre(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  x = np.asarray(x, np.float64)
+  mean = x.mean(0)
+  return x - mean, mean
+
+
+def _inverse_sqrt(c: np.ndarray) -> np.ndarray:
+  values, vectors = np.linalg.eigh(c)
+  return (vectors / np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
+
+
+def _canonical(x: np.ndarray, z: np.ndarray, bits: int, reg: float):
+  """Centred data, means, K canonical direction pairs (zero text columns past
+  min(d_x, d_z)) and their correlations."""
+  xc, mx = _centre(x)
+  zc, mz = _centre(z)
+  n = len(xc)
+  cxx, czz, cxz = xc.T @ xc / n, zc.T @ zc / n, xc.T @ zc / n
+  cxx += reg * np.trace(cxx) / len(cxx) * np.eye(len(cxx))
+  czz += reg * np.trace(czz) / len(czz) * np.eye(len(czz))
+  wx, wz = _inverse_sqrt(cxx), _inverse_sqrt(czz)
+  u, s, vt = np.linalg.svd(wx @ cxz @ wz)  # u: [d_x, d_x], vt: [d_z, d_z].
+  a = wx @ u[:, :min(bits, u.shape[1])]
+  b = np.zeros((zc.shape[1], a.shape[1]))
+  shared = min(len(s), a.shape[1])
+  b[:, :shared] = wz @ vt[:shared].T
+  correlations = np.zeros(a.shape[1])
+  correlations[:shared] = s[:shared]
+  if a.shape[1] < bits:  # More bits than image dimensions: constant bits.
+    a = np.pad(a, ((0, 0), (0, bits - a.shape[1])))
+    b = np.pad(b, ((0, 0), (0, bits - b.shape[1])))
+    correlations = np.pad(correlations, (0, bits - len(correlations)))
+  return xc, zc, mx, mz, a, b, correlations
+
+
+def fit_cvh(x: np.ndarray, z: np.ndarray, config: HashingBaselineConfig) -> Linear:
+  """CVH: the top-K canonical directions of the paired views."""
+  _, _, mx, mz, a, b, _ = _canonical(x, z, config.bits, config.reg)
+  return mx, a, mz, b
+
+
+def fit_cca_itq(x: np.ndarray, z: np.ndarray, config: HashingBaselineConfig,
+                seed: int) -> Linear:
+  """CCA directions scaled by their correlations, then the ITQ rotation."""
+  xc, zc, mx, mz, a, b, correlations = _canonical(x, z, config.bits, config.reg)
+  a, b = a * correlations, b * correlations
+  v = np.concatenate([xc @ a, zc @ b])  # Both modalities' projections.
+  rotation = np.linalg.qr(np.random.default_rng(seed).normal(size=(config.bits,) * 2))[0]
+  for _ in range(config.itq_iterations):
+    codes = np.where(v @ rotation >= 0, 1.0, -1.0)
+    left, _, right = np.linalg.svd(v.T @ codes)
+    rotation = left @ right
+  return mx, a @ rotation, mz, b @ rotation
+
+
+def fit_cmfh(x: np.ndarray, z: np.ndarray, config: HashingBaselineConfig,
+             seed: int) -> Linear:
+  """CMFH by alternating closed-form least squares (features as columns)."""
+  xc, mx = _centre(x)
+  zc, mz = _centre(z)
+  x1, x2 = xc.T, zc.T  # [d1, N], [d2, N].
+  lam, mu, gamma, k = config.cmfh_lambda, config.cmfh_mu, config.cmfh_gamma, config.bits
+  v = np.random.default_rng(seed).normal(size=(k, x1.shape[1]))
+  ridge = lambda m, r: np.linalg.inv(m + r * np.eye(len(m)))
+  hat1 = ridge(x1 @ x1.T, gamma / mu)
+  hat2 = ridge(x2 @ x2.T, gamma / mu)
+  for _ in range(config.cmfh_iterations):
+    p1, p2 = v @ x1.T @ hat1, v @ x2.T @ hat2
+    u1 = x1 @ v.T @ ridge(v @ v.T, gamma / lam)
+    u2 = x2 @ v.T @ ridge(v @ v.T, gamma / (1 - lam))
+    lhs = lam * u1.T @ u1 + (1 - lam) * u2.T @ u2 + (2 * mu + gamma) * np.eye(k)
+    v = np.linalg.solve(lhs, lam * u1.T @ x1 + (1 - lam) * u2.T @ x2
+                        + mu * (p1 @ x1 + p2 @ x2))
+  p1, p2 = v @ x1.T @ hat1, v @ x2.T @ hat2
+  # Threshold each bit at its training mean (balanced bits).
+  return mx, p1.T, mz, p2.T
+
+
+def _knn_laplacian(x: np.ndarray, k: int) -> np.ndarray:
+  """Normalised Laplacian of the symmetric kNN graph (heat-kernel weights)."""
+  sq = np.sum(x**2, 1)
+  d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)
+  np.fill_diagonal(d2, np.inf)
+  nearest = np.argpartition(d2, k, axis=1)[:, :k]
+  sigma2 = np.mean(np.take_along_axis(d2, nearest, 1))
+  w = np.zeros_like(d2)
+  rows = np.repeat(np.arange(len(x)), k)
+  w[rows, nearest.ravel()] = np.exp(-d2[rows, nearest.ravel()] / sigma2)
+  w = np.maximum(w, w.T)
+  inv_sqrt = 1 / np.sqrt(np.maximum(w.sum(1), 1e-12))
+  return np.eye(len(x)) - w * inv_sqrt[:, None] * inv_sqrt[None, :]
+
+
+def fit_imh(x: np.ndarray, z: np.ndarray, config: HashingBaselineConfig) -> Linear:
+  """IMH on paired data: a graph-smooth code reachable from both modalities."""
+  xc, mx = _centre(x)
+  zc, mz = _centre(z)
+  n = len(xc)
+  ridge_hat = lambda m: m @ np.linalg.solve(m.T @ m + config.imh_beta * np.eye(m.shape[1]), m.T)
+  matrix = (config.imh_lambda * (_knn_laplacian(xc, config.imh_neighbors)
+                                 + _knn_laplacian(zc, config.imh_neighbors))
+            + 2 * np.eye(n) - ridge_hat(xc) - ridge_hat(zc))
+  _, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+  y = vectors[:, :config.bits] * np.sqrt(n)
+  regress = lambda m: np.linalg.solve(m.T @ m + config.imh_beta * np.eye(m.shape[1]), m.T @ y)
+  return mx, regress(xc), mz, regress(zc)
+
+
+def _codes_fn(linear: Linear, prepared: preprocess.Prepared) -> Callable:
+  mx, wx, mz, wz = linear
+  # Thresholds: each bit's mean over the training items (zero for centred directions).
+  tx = ((prepared.train.image - mx) @ wx).mean(0)
+  tz = ((prepared.train.text - mz) @ wz).mean(0)
+  sign = lambda v: np.where(v >= 0, 1.0, -1.0).astype(np.float32)
+
+  def codes(raw: data_lib.Split):
+    split = prepared.transform(raw)
+    return sign((split.image - mx) @ wx - tx), sign((split.text - mz) @ wz - tz)
+
+  return codes
+
+
+def fit(method: str, config: HashingBaselineConfig, prepared: preprocess.Prepared,
+        context: runner.FitContext) -> runner.Fitted:
+  x, z = prepared.train.image, prepared.train.text
+  linear = {
+      "cvh": lambda: fit_cvh(x, z, config),
+      "cca_itq": lambda: fit_cca_itq(x, z, config, context.seed),
+      "cmfh": lambda: fit_cmfh(x, z, config, context.seed),
+      "imh": lambda: fit_imh(x, z, config),
+  }[method]()
+  codes = _codes_fn(linear, prepared)
+  return runner.Fitted(similarity=dbrc.codes_similarity(codes), codes=codes)
+
+
+_DESCRIPTIONS = {
+    "cvh": "CVH, cross-view hashing (Kumar & Udupa 2011).",
+    "cca_itq": "CCA + ITQ (Gong & Lazebnik 2011).",
+    "cmfh": "CMFH, collective matrix factorisation hashing (Ding, Guo, Zhou 2014).",
+    "imh": "IMH, inter-media hashing (Song et al. 2013).",
+}
+for _method, _description in _DESCRIPTIONS.items():
+  registry.register(registry.MethodSpec(
+      name=_method, description=_description, config_class=HashingBaselineConfig,
+      config_module="cmjax.configs.hashing_baselines", fit=functools.partial(fit, _method),
+      hashing=True))

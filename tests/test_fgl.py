@@ -1,0 +1,102 @@
+"""FGL: the word graph, the sparse Chebyshev convolution against a dense reference,
+the losses against loops, learning on synthetic and real data."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cmjax import data, models, runner, text_graph
+from cmjax.methods import fgl, registry
+
+
+def _graph(v=40, seed=0):
+  rng = np.random.default_rng(seed)
+  return text_graph.build_graph(rng.normal(size=(v, 6)).astype(np.float32), neighbors=4)
+
+
+def test_word_graph_is_symmetric_knn_with_scaled_spectrum():
+  graph = _graph()
+  dense = text_graph.dense_laplacian(graph)
+  np.testing.assert_allclose(dense, dense.T, atol=1e-6)
+  eigenvalues = np.linalg.eigvalsh(dense)
+  assert eigenvalues.min() >= -1 - 1e-5 and eigenvalues.max() <= 1 + 1e-5
+  degree = (np.abs(dense) > 0).sum(1) - 1  # Off-diagonal neighbours.
+  assert degree.min() >= 4  # Every word keeps at least its own k neighbours.
+
+
+def test_tokens_vocabulary_embeddings_and_signals():
+  texts = [text_graph.tokenize(t, "bigrams") for t in ["北京 大学", "北京市", "大学生"]]
+  assert texts[0] == ["北京", "京大", "大学"]
+  vocab = text_graph.vocabulary(texts, 3)
+  assert list(vocab) == ["北京", "大学", "京大"]  # Most documents first, ties by token.
+  signals = text_graph.node_signals(texts, vocab)
+  np.testing.assert_allclose(signals[0], np.log1p([1, 1, 1]))
+  assert signals[1, vocab["大学"]] == 0
+  assert text_graph.word_embeddings(texts, vocab, 2, window=2).shape == (3, 2)
+
+
+def test_chebyshev_convolution_matches_dense_reference():
+  graph = _graph()
+  lap = text_graph.dense_laplacian(graph)
+  x = jax.random.normal(jax.random.key(0), (3, graph.num_nodes, 2))
+  conv = models.ChebConv(features=5, order=4)
+  params = conv.init(jax.random.key(1), x, graph.arrays())
+  got = conv.apply(params, x, graph.arrays())
+  terms = [np.asarray(x), np.einsum("ij,bjf->bif", lap, x)]
+  for _ in range(2, 4):
+    terms.append(2 * np.einsum("ij,bjf->bif", lap, terms[-1]) - terms[-2])
+  dense = params["params"]["Dense_0"]
+  expected = np.concatenate(terms, -1) @ dense["kernel"] + dense["bias"]
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fine_grained_weights_and_losses_match_loops():
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(5, 5)).astype(np.float32)
+  labels = np.array([0, 1, 0, 1, 2])
+  rel = (labels[:, None] == labels[None, :]).astype(np.float32)
+  s = rng.random((5, 5)).astype(np.float32)
+  w = np.asarray(fgl.fine_grained_weights(jnp.asarray(s), jnp.asarray(rel), 2.0))
+  for i in range(5):
+    for j in range(5):
+      assert w[i, j] == pytest.approx(1 + 2 * (1 - s[i, j]) if rel[i, j] else 1 + 2 * s[i, j])
+  softplus = lambda v: np.log1p(np.exp(v))
+  pos = [(w[i, j], softplus(-z[i, j])) for i in range(5) for j in range(5) if rel[i, j]]
+  neg = [(w[i, j], softplus(z[i, j])) for i in range(5) for j in range(5) if not rel[i, j]]
+  weighted = lambda pairs: sum(a * b for a, b in pairs) / sum(a for a, _ in pairs)
+  config = fgl.FGLConfig()
+  got = fgl.matching_loss(jnp.asarray(z), jnp.asarray(rel), jnp.asarray(w), config)
+  assert float(got) == pytest.approx(weighted(pos) + weighted(neg), rel=1e-5)
+  # Distribution loss with unit weights: variances plus the hinge on the mean gap.
+  sig = 1 / (1 + np.exp(-z))
+  sp, sn = sig[rel > 0], sig[rel == 0]
+  expected = sp.var() + sn.var() + 1.0 * max(0.0, 0.5 - (sp.mean() - sn.mean()))
+  config = fgl.FGLConfig(loss="distribution")
+  got = fgl.matching_loss(jnp.asarray(z), jnp.asarray(rel), jnp.ones((5, 5)), config)
+  assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("labels", ["fine_grained", "binary"])
+def test_fgl_learns_on_synthetic(tmp_path, labels):
+  dataset = data.make_synthetic(num_train=600, num_test=200)
+  out = registry.run("fgl", dataset, str(tmp_path), preset="quick", labels=labels, steps=300)
+  assert out["map"]["avg"] > 0.5, out["map"]  # Chance is about 0.1.
+  assert ("siamese" in out["stages"]) == (labels == "fine_grained")
+  assert out["extras"]["text_encoder"] == "mlp"
+
+
+def test_fgl_gcn_on_web_news(web_news_dir, tmp_path):
+  spec = registry.get("fgl")
+  config = registry.make_config(spec, "quick")
+  dataset = registry.load_data(spec, config, "web_news", web_news_dir)
+  graph = dataset.metadata["graph"]
+  assert dataset.train.text.shape == (1693, 300) and graph.num_nodes == 300
+  assert np.all(dataset.train.text >= 0)
+  # Captions without any of the 300 words stay in (all-zero signal) and are counted.
+  empty = {name: int((split.text.sum(1) == 0).sum())
+           for name, split in (("train", dataset.train), ("test", dataset.test))}
+  assert {k: len(v) for k, v in dataset.metadata["captions_without_words"].items()} == empty
+  out = runner.run(spec, config, dataset, str(tmp_path))
+  assert out["extras"]["text_encoder"] == "gcn" and out["view"] == "words_graph"
+  assert out["map"]["avg"] > 0.15 and out["num_test"] == 497  # Chance is about 0.11.

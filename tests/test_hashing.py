@@ -1,0 +1,70 @@
+"""The Hamming index and the hashing metrics against brute-force references."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from cmjax import evaluation, hashing
+
+
+def _codes(n, bits, seed):
+  return np.random.default_rng(seed).choice([-1.0, 1.0], size=(n, bits))
+
+
+@pytest.mark.parametrize("bits", [16, 32, 64, 128])
+def test_packed_hamming_matches_counting_differences(bits):
+  q, db = _codes(7, bits, 0), _codes(50, bits, 1)
+  got = np.asarray(hashing.hamming(hashing.pack(q), hashing.pack(db)))
+  np.testing.assert_array_equal(got, (q[:, None, :] != db[None, :, :]).sum(-1))
+
+
+def test_top_k_over_chunks_orders_by_distance_then_index():
+  bits = 16
+  q, db = _codes(5, bits, 2), _codes(300, bits, 3)
+  db[17] = db[200] = q[0]  # Two exact matches: the lower index first.
+  distances, indices = hashing.top_k(hashing.pack(q), hashing.pack(db), 20, bits, chunk_size=64)
+  full = (q[:, None, :] != db[None, :, :]).sum(-1)
+  expected = np.lexsort((np.broadcast_to(np.arange(300), full.shape), full), axis=1)[:, :20]
+  np.testing.assert_array_equal(indices, expected)
+  np.testing.assert_array_equal(distances, np.take_along_axis(full, expected, 1))
+  assert list(indices[0, :2]) == [17, 200]
+
+
+def _expected_ap_brute_force(distances, relevant):
+  """Mean AP over every order of the tied items (small cases only)."""
+  groups = [np.flatnonzero(distances == d) for d in np.unique(distances)]
+  aps = []
+  for orders in itertools.product(*[itertools.permutations(g) for g in groups]):
+    ranking = np.concatenate(orders)
+    rel = relevant[ranking]
+    hits = np.cumsum(rel)
+    aps.append(np.sum(hits / np.arange(1, len(rel) + 1) * rel) / rel.sum())
+  return np.mean(aps)
+
+
+def test_tie_aware_ap_is_the_mean_over_tie_orders():
+  rng = np.random.default_rng(4)
+  for _ in range(5):
+    distances = rng.integers(0, 3, 7)
+    relevant = rng.random(7) < 0.5
+    relevant[0] = True
+    count = np.bincount(distances, minlength=5)[None]
+    count_relevant = np.bincount(distances, weights=relevant, minlength=5)[None].astype(int)
+    got = hashing.tie_aware_average_precision(count, count_relevant)[0]
+    assert got == pytest.approx(_expected_ap_brute_force(distances, relevant), rel=1e-9)
+
+
+def test_hashing_metrics_match_the_score_evaluation_and_radius_precision():
+  bits = 16
+  q, db = _codes(30, bits, 5), _codes(200, bits, 6)
+  q_labels, db_labels = np.arange(30) % 4, np.arange(200) % 4
+  m = hashing.hashing_metrics(q, db, q_labels, db_labels)
+  distances = (q[:, None, :] != db[None, :, :]).sum(-1)
+  assert m["map"] == pytest.approx(
+      evaluation.mean_average_precision(-distances, q_labels, db_labels), abs=1e-6)
+  within = distances <= 2
+  hits = (within & (q_labels[:, None] == db_labels[None, :])).sum(1)
+  precision = np.where(within.sum(1) > 0, hits / np.maximum(within.sum(1), 1), 0.0)
+  assert m["precision_radius2"] == pytest.approx(precision.mean())
+  assert 0 < m["map_tie_aware"] < 1
