@@ -111,6 +111,19 @@ def main(argv):
       if runs[0]["config"].get("similarity") != name:
         lines.append(_row(f"{label} — {name} instead", runs,
                           lambda r, n=name: r["alternatives"][n]))
+  if first.get("hashing"):
+    lines += ["", "Hashing protocol (database = training items, queries = test items; mAP@50 "
+              "over the relevant items in the top 50, MAP over the full Hamming ranking, P@r2 "
+              "within Hamming radius 2):", "",
+              "| preset | bits | mAP@50 I->T | mAP@50 T->I | MAP I->T | MAP T->I | "
+              "tie-aware MAP I->T | P@r2 I->T | P@r2 T->I |", "|---|---|---|---|---|---|---|---|---|"]
+    for preset, (_, runs) in table.items():
+      cell = lambda d, k: (f"{np.mean([r['hashing'][d][k] for r in runs]):.4f} ± "
+                           f"{np.std([r['hashing'][d][k] for r in runs]):.4f}")
+      lines.append(f"| {preset} | {runs[0]['hashing']['bits']} | {cell('i2t', 'map@50')} | "
+                   f"{cell('t2i', 'map@50')} | {cell('i2t', 'map')} | {cell('t2i', 'map')} | "
+                   f"{cell('i2t', 'map_tie_aware')} | {cell('i2t', 'precision_radius2')} | "
+                   f"{cell('t2i', 'precision_radius2')} |")
   lines += ["", "Per run (seed: avg MAP; stage steps and best validation avg MAP):", ""]
   for preset, (_, runs) in table.items():
     for r in runs:

@@ -27,10 +27,10 @@ def test_adaptive_tanh_starts_at_tanh_and_its_penalty_pushes_alpha_up():
   assert float(penalty) == 0.0
 
 
-@pytest.mark.parametrize("hashing_layer", ["plain", "linear", "nonlinear"])
+@pytest.mark.parametrize("hashing_layer", ["plain", "nonlinear"])
 def test_dbrc_learns_codes_and_updates_batch_norm(tmp_path, hashing_layer):
-  dataset = data.make_synthetic(num_train=600, num_test=200)
-  out = registry.run("dbrc", dataset, str(tmp_path), preset="quick", steps=300,
+  dataset = data.make_synthetic(num_train=500, num_test=150)
+  out = registry.run("dbrc", dataset, str(tmp_path), preset="quick", steps=200,
                      hashing_layer=hashing_layer)
   h = out["hashing"]
   assert h["bits"] == 16 and set(h) == {"bits", "i2t", "t2i"}

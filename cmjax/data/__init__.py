@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from cmjax.data.arrays import load_arrays
 from cmjax.data.core import DataError, Dataset, Split, validate_split, validation_split
+from cmjax.data.hashing_sets import load_mirflickr, load_nus_wide
 from cmjax.data.synthetic import make_synthetic
 from cmjax.data.web_news import (load_web_news, load_web_news_pixels, load_web_news_raw,
                                   load_web_news_words)
@@ -33,6 +34,8 @@ __all__ = [
     "default_data_dir",
     "load_arrays",
     "load_dataset",
+    "load_mirflickr",
+    "load_nus_wide",
     "load_web_news",
     "load_web_news_pixels",
     "load_web_news_raw",
@@ -49,6 +52,8 @@ DATASETS: dict[str, Callable[[str | None], Dataset]] = {
     "wikipedia": load_wikipedia,
     "web_news": load_web_news,
     "arrays": load_arrays,
+    "mirflickr": load_mirflickr,
+    "nus_wide": load_nus_wide,
 }
 
 

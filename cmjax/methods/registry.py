@@ -82,6 +82,7 @@ class MethodSpec:
     family: methods of one family get a "best of" line in the leaderboard.
     hashing: a hashing method (its config has `bits`; `fit` returns codes and the
       runner adds the hashing protocol's metrics).
+    published_hashing: dataset -> bits -> published (I->T, T->I) mAP@50.
   """
 
   name: str
@@ -95,6 +96,8 @@ class MethodSpec:
   published: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
   family: str | None = None
   hashing: bool = False
+  published_hashing: Mapping[str, Mapping[int, tuple[float, float]]] = dataclasses.field(
+      default_factory=dict)
 
   @property
   def config_file(self) -> str:
