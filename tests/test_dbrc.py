@@ -54,7 +54,7 @@ def test_batch_norm_running_statistics_are_trained_state():
   assert not np.allclose(mean, 0)  # Running means moved towards the data.
 
 
-@pytest.mark.parametrize("method", ["cvh", "cca_itq", "cmfh", "imh"])
+@pytest.mark.parametrize("method", ["cvh", "cca_itq", "cmfh", "imh", "lssh"])
 def test_hashing_baselines_beat_chance(tmp_path, method):
   dataset = data.make_synthetic(num_train=400, num_test=150)
   out = registry.run(method, dataset, str(tmp_path), preset="quick")

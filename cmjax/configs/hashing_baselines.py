@@ -1,4 +1,4 @@
-r"""Presets of the hashing baselines (cvh, cca_itq, cmfh, imh).
+r"""Presets of the hashing baselines (cvh, cca_itq, cmfh, imh, lssh).
 
   python -m experiments.run --method=cmfh --dataset=wikipedia --config.bits=32
 
@@ -12,7 +12,8 @@ from cmjax.methods.hashing_baselines import HashingBaselineConfig
 
 PRESETS = {
     "default": {},
-    "quick": dict(bits=16, itq_iterations=10, cmfh_iterations=5),
+    "quick": dict(bits=16, itq_iterations=10, cmfh_iterations=5, lssh_atoms=64,
+                  lssh_iterations=3, lssh_ista_steps=10),
 }
 
 
