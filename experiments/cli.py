@@ -162,7 +162,8 @@ def _preset() -> str:
   return filename.split(":", 1)[1] if ":" in filename else "default"
 
 
-def _run() -> dict:
+def _run() -> tuple[dict, str]:
+  """Runs `--method` as the flags say; returns its results and workdir."""
   spec = registry.get(FLAGS.method)
   overrides = config_flags.get_override_values(FLAGS["config"])
   for field, value in spec.fixed.items():

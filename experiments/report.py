@@ -42,7 +42,7 @@ def _define_flags() -> None:
   cli.show_in_help(cli.LOOP_FLAGS)
 
 
-def _changes(spec, config, default) -> str:
+def _changes(config, default) -> str:
   """The fields where `config` differs from the default preset."""
   diff = [f"{k}={v}" for k, v in vars(config).items() if getattr(default, k) != v]
   return ", ".join(diff) if diff else "the default preset"
@@ -65,7 +65,7 @@ def _run_presets(spec) -> tuple[dict[str, tuple[str, list[dict]]], data.Dataset]
     key = (view[0], tuple(sorted(view[1].items())))
     if key not in views:
       views[key] = registry.load_data(spec, config, FLAGS.dataset, FLAGS.data_dir)
-    table[preset] = (_changes(spec, config, default), [
+    table[preset] = (_changes(config, default), [
         runner.run(spec, config, views[key],
                    os.path.join(FLAGS.root, FLAGS.dataset, spec.name, preset, f"seed{seed}"),
                    int(seed), preset=preset, loop=cli.loop_config())

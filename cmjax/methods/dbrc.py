@@ -56,6 +56,9 @@ class DBRCConfig:
     decoder_hidden: hidden width of the two decoders.
     modality_dropout: probability that a training example has one modality
       zeroed (image or text, equally likely).
+    balance_modalities: reconstruction error as the mean over each modality's
+      dimensions (each modality weighs the same) instead of the sum (a
+      modality weighs by its dimension).
     supervised: add a label classifier on the code (a variant; the paper's
       method is unsupervised).
     label_weight: weight of the classifier's cross entropy (supervised only).
@@ -78,6 +81,7 @@ class DBRCConfig:
   dropout: float = 0.2
   decoder_hidden: int = 512
   modality_dropout: float = 0.5
+  balance_modalities: bool = False
   supervised: bool = False
   label_weight: float = 1.0
   optimizer: Literal["rmsprop", "adam"] = "rmsprop"
@@ -154,8 +158,9 @@ def _stage(config: DBRCConfig, model: DBRCNet, eval_fn) -> train.Stage:
     (h, penalty, x_hat, z_hat, logits), updated = model.apply(
         params, x * keep_x, z * keep_z, True, rngs={"dropout": dropout_rng},
         mutable=["batch_stats"])
-    reconstruction = (jnp.mean(jnp.sum((x - x_hat) ** 2, -1))
-                      + jnp.mean(jnp.sum((z - z_hat) ** 2, -1)))
+    error = jnp.mean if config.balance_modalities else jnp.sum
+    reconstruction = (jnp.mean(error((x - x_hat) ** 2, -1))
+                      + jnp.mean(error((z - z_hat) ** 2, -1)))
     loss = reconstruction + config.alpha_penalty * penalty
     if config.supervised:
       labels = batch["labels"]
