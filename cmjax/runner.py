@@ -229,8 +229,13 @@ class Workdir:
       self._lock.close()
       self._lock = None
 
-  def claim(self, identity: Mapping[str, Any]) -> None:
+  def claim(self, identity: Mapping[str, Any],
+            config_defaults: Mapping[str, Any] | None = None) -> None:
     """Records `identity` in `config.json`, or checks that it matches.
+
+    A config field added to the code after the workdir was made (absent from
+    its `config.json`) matches when this run keeps the field's default
+    (`config_defaults`): new fields default to the old behaviour.
 
     Raises:
       RunError: naming the entries that differ.
@@ -243,6 +248,13 @@ class Workdir:
       return
     with open(path) as f:
       found = json.load(f)
+    defaults = json.loads(json.dumps(config_defaults or {}, default=_to_builtin))
+    added = [k for k in wanted.get("config", {}) if k not in found.get("config", {})
+             and k in defaults and wanted["config"][k] == defaults[k]]
+    if added:
+      logging.info("%s: config fields added since (%s) keep their defaults", path,
+                   ", ".join(added))
+      found = dict(found, config={**found["config"], **{k: wanted["config"][k] for k in added}})
     if found != wanted:
       a, b = _flatten(found), _flatten(wanted)
       diff = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
@@ -314,7 +326,7 @@ def run(
               "data": {"fingerprint": data_fingerprint(dataset),
                        "num_train": len(dataset.train), "num_test": len(dataset.test)}}
   with Workdir(workdir) as wd:
-    wd.claim(identity)
+    wd.claim(identity, dataclasses.asdict(type(config)()))
     done = read_results(wd.path)
     if done is not None:
       logging.info("%s: finished run found in %s; nothing to do", spec.name, wd.path)

@@ -174,3 +174,12 @@ def test_runner_scores_raw_test_items_through_the_fitted_transform(tmp_path):
                              projection.text(prepared.test.text), projection.similarity)
   assert out["map"] == evaluation.cross_modal_map(scores, dataset.test.labels,
                                                   dataset.test.labels)
+
+
+def test_a_config_field_added_later_matches_only_at_its_default(tmp_path):
+  identity = {"method": "m", "seed": 0, "config": {"a": 1, "new": False}}
+  with runner.Workdir(str(tmp_path)) as wd:
+    wd.claim({"method": "m", "seed": 0, "config": {"a": 1}})  # Made before `new` existed.
+    wd.claim(identity, {"a": 1, "new": False})  # The default: the old behaviour.
+    with pytest.raises(runner.RunError, match=r"config.new: None -> True"):
+      wd.claim({**identity, "config": {"a": 1, "new": True}}, {"a": 1, "new": False})
