@@ -30,13 +30,17 @@ def plot_pr_curves(
   names = {"i2t": "Image -> Text", "t2i": "Text -> Image"}
   fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
   labels = list(dict.fromkeys(label for lines in curves.values() for label in lines))
-  # Up to 20 distinct colours; beyond 10 lines, dashes tell neighbours apart.
+  # Up to 20 distinct colours; beyond 10 lines, dashes tell neighbours apart, and
+  # beyond 20 the markers change, so no two lines look the same.
   colours = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
-  style = {label: dict(color=colours(i % colours.N), linestyle="--" if i % 2 else "-")
-           if len(labels) > 10 else dict(color=colours(i)) for i, label in enumerate(labels)}
+  markers = (".", "x", "^", "s")
+  style = {label: dict(color=colours(i % colours.N), linestyle="--" if i % 2 else "-",
+                       marker=markers[(i // colours.N) % len(markers)])
+           if len(labels) > 10 else dict(color=colours(i), marker=".")
+           for i, label in enumerate(labels)}
   for ax, (direction, lines) in zip(axes[0], curves.items()):
     for label, (recall, precision) in lines.items():
-      ax.plot(recall, precision, marker=".", label=label, **style[label])
+      ax.plot(recall, precision, label=label, **style[label])
     ax.set(xlabel="recall", ylabel="precision", title=names.get(direction, direction),
            xlim=(0, 1), ylim=(0, 1))
     ax.grid(alpha=0.3)
