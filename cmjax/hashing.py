@@ -32,6 +32,7 @@ import scipy.special
 from cmjax import evaluation
 
 __all__ = [
+    "codes_similarity",
     "distance_counts",
     "hamming",
     "hashing_metrics",
@@ -183,3 +184,15 @@ def hashing_metrics(query_codes: np.ndarray, database_codes: np.ndarray,
       "pr_curve": {"recall": deterministic.recall_levels,
                    "precision": deterministic.precision_curve},
   }
+
+
+def codes_similarity(codes_fn):
+  """A hashing method's test-vs-test similarity: -Hamming distance of its +-1 codes.
+
+  `codes_fn(split) -> (image codes, text codes)`, both `[n, K]` +-1; the
+  result maps a split to `[n_images, n_texts]` (exact in float32).
+  """
+  def similarity(split) -> np.ndarray:
+    image, text = codes_fn(split)
+    return -(image.shape[1] - image @ text.T) / 2
+  return similarity

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cmjax import configs, evaluation, optim, preprocess, runner, sampling, train
+from cmjax import configs, evaluation, hashing, optim, preprocess, runner, sampling, train
 from cmjax import data as data_lib
 from cmjax.methods import registry
 
@@ -189,14 +189,6 @@ def _codes(model: DBRCNet, params, x: jax.Array, z: jax.Array):
   return sign(image_h), sign(text_h)
 
 
-def codes_similarity(codes_fn):
-  """The runner's similarity of a hashing method: -Hamming distance of the codes."""
-  def similarity(raw: data_lib.Split) -> np.ndarray:
-    image, text = codes_fn(raw)
-    return -(image.shape[1] - image @ text.T) / 2  # -Hamming, exact in float32.
-  return similarity
-
-
 def fit(config: DBRCConfig, prepared: preprocess.Prepared,
         context: runner.FitContext) -> runner.Fitted:
   """Trains the network by reconstruction (unsupervised unless `supervised`)."""
@@ -224,7 +216,7 @@ def fit(config: DBRCConfig, prepared: preprocess.Prepared,
 
   alpha = result.params["params"].get("AdaptiveTanh_0", {}).get("alpha")
   extras = {} if alpha is None else {"mean_alpha": float(np.mean(np.logaddexp(0, alpha)))}
-  return runner.Fitted(similarity=codes_similarity(codes), codes=codes,
+  return runner.Fitted(similarity=hashing.codes_similarity(codes), codes=codes,
                        stages={"dbrc": runner.stage_facts(result)}, extras=extras)
 
 

@@ -40,9 +40,9 @@ from typing import Callable
 
 import numpy as np
 
-from cmjax import configs, preprocess, runner
+from cmjax import configs, hashing, preprocess, runner
 from cmjax import data as data_lib
-from cmjax.methods import dbrc, registry
+from cmjax.methods import registry
 
 __all__ = [
     "HashingBaselineConfig", "fit_cca_itq", "fit_cmfh", "fit_cvh", "fit_imh", "fit_lssh",
@@ -285,7 +285,7 @@ def fit(method: str, config: HashingBaselineConfig, prepared: preprocess.Prepare
   x, z = prepared.train.image, prepared.train.text
   if method == "lssh":
     codes = _codes_from_maps(*fit_lssh(x, z, config, context.seed), prepared)
-    return runner.Fitted(similarity=dbrc.codes_similarity(codes), codes=codes)
+    return runner.Fitted(similarity=hashing.codes_similarity(codes), codes=codes)
   linear = {
       "cvh": lambda: fit_cvh(x, z, config),
       "cca_itq": lambda: fit_cca_itq(x, z, config, context.seed),
@@ -293,7 +293,7 @@ def fit(method: str, config: HashingBaselineConfig, prepared: preprocess.Prepare
       "imh": lambda: fit_imh(x, z, config),
   }[method]()
   codes = _codes_fn(linear, prepared)
-  return runner.Fitted(similarity=dbrc.codes_similarity(codes), codes=codes)
+  return runner.Fitted(similarity=hashing.codes_similarity(codes), codes=codes)
 
 
 _DESCRIPTIONS = {
