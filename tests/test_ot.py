@@ -66,7 +66,8 @@ def test_pairwise_sinkhorn_and_convergence_report():
   rng = np.random.default_rng(3)
   cost, x, y = ot.ground_cost_on_line(16, 6)
   p, q = _histograms(rng, 5, 16), _histograms(rng, 4, 6)
-  approx = np.asarray(ot.pairwise_emd(jnp.asarray(p), jnp.asarray(q), cost, chunk=7))
+  approx = np.asarray(ot.pairwise_emd(jnp.asarray(p), jnp.asarray(q), cost, ot.SinkhornConfig(),
+                                      chunk=7))
   exact = np.asarray(ot.pairwise_emd_on_line(p, q, x, y))
   np.testing.assert_allclose(approx, exact, rtol=0.02, atol=2e-3)
   with pytest.raises(FloatingPointError, match="did not converge"):
@@ -178,3 +179,91 @@ def test_auto_domain_keeps_values_and_gradients_finite():
     log = ot.shared_cost_sinkhorn(jax.nn.softmax(logits_p), jax.nn.softmax(logits_q), cost,
                                   config, domain="log")
     np.testing.assert_allclose(f(logits_p, logits_q, cost), jnp.sum(log.cost), rtol=1e-4)
+
+
+def _sparse_histograms(rng, count, bins, zeros=0.3):
+  """Histograms with about `zeros` of their bins empty (as SIFT bag-of-words are)."""
+  h = _histograms(rng, count, bins) * (rng.random((count, bins)) > zeros)
+  h[:, 0] += 1e-3  # No all-zero row.
+  return (h / h.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _exact(p, q, cost):
+  return np.array([[pot.emd2(a.astype(np.float64), b.astype(np.float64),
+                             np.asarray(cost, np.float64)) for b in q] for a in p])
+
+
+@pytest.fixture(scope="module")
+def general_cost_problem():
+  rng = np.random.default_rng(11)
+  cost = rng.uniform(0.1, 1.0, (24, 6))
+  p, q = _sparse_histograms(rng, 8, 24), _histograms(rng, 30, 6)
+  return p, q, cost, _exact(p, q, cost)
+
+
+@pytest.mark.parametrize("config", [ot.SemidualConfig(),
+                                    ot.SemidualConfig(epsilons=(0.2,), newton_steps=1)])
+def test_certified_emd_bounds_bracket_exact(general_cost_problem, config):
+  # The certificates hold whatever the iterations achieved (one step included).
+  p, q, cost, exact = general_cost_problem
+  bounds = ot.certified_emd(p, q, cost, config)
+  assert bounds.lower.shape == bounds.upper.shape == exact.shape
+  assert np.all(bounds.lower <= exact + 1e-5) and np.all(bounds.upper >= exact - 1e-5)
+  np.testing.assert_array_equal(bounds.value, bounds.lower)
+  if config == ot.SemidualConfig():  # The default budget is close to exact.
+    assert np.mean(np.abs(bounds.value - exact) / exact) < 0.01
+    assert np.median(bounds.gap / exact) < 0.05
+
+
+def test_certified_emd_is_scale_free_and_default_of_pairwise_emd(general_cost_problem):
+  p, q, cost, _ = general_cost_problem
+  bounds = ot.certified_emd(p, q, cost)
+  scaled = ot.certified_emd(p, q, cost * 100)
+  # Epsilon is relative to the cost: the same iterations up to float32 rounding.
+  np.testing.assert_allclose(scaled.lower, bounds.lower * 100, rtol=5e-3)
+  np.testing.assert_allclose(scaled.upper, bounds.upper * 100, rtol=2e-2)
+  np.testing.assert_allclose(ot.pairwise_emd(jnp.asarray(p), jnp.asarray(q), cost),
+                             bounds.value, rtol=1e-6)
+  # Items in several chunks and queries in several blocks give the same bounds.
+  chunked = ot.certified_emd(p, q, cost, ot.SemidualConfig(item_chunk=7, pairs_per_block=14))
+  np.testing.assert_allclose(chunked.lower, bounds.lower, rtol=1e-5)
+
+
+def test_certified_topk_is_exact_and_refines_only_the_straddling_pairs(general_cost_problem):
+  p, q, cost, exact = general_cost_problem
+  calls = []
+  def exact_fn(rows, cols):
+    calls.append(len(rows))
+    return exact[rows, cols]
+  top = ot.certified_topk(ot.certified_emd(p, q, cost), exact_fn, k=5)
+  brute = np.argsort(exact, 1, kind="stable")[:, :5]
+  assert [set(a) for a in top.indices] == [set(b) for b in brute]
+  np.testing.assert_allclose(top.distances[top.exact], exact[
+      np.arange(len(p))[:, None].repeat(5, 1)[top.exact], top.indices[top.exact]])
+  assert top.refined == sum(calls) < exact.size
+  # Useless bounds: everything straddles, everything is solved, still exact.
+  useless = ot.EMDBounds(value=np.zeros_like(exact), lower=np.zeros_like(exact),
+                         upper=np.full_like(exact, 10.0))
+  top = ot.certified_topk(useless, exact_fn, k=5)
+  np.testing.assert_array_equal(top.indices, brute)
+  assert top.refined == exact.size and top.exact.all()
+
+
+def test_exact_emd_without_pot_uses_highs(general_cost_problem, monkeypatch):
+  p, q, cost, exact = general_cost_problem
+  rows, cols = np.array([0, 3, 7]), np.array([1, 29, 4])
+  np.testing.assert_allclose(ot.exact_emd(p[rows], q[cols], cost), exact[rows, cols], rtol=1e-6)
+  monkeypatch.setitem(__import__("sys").modules, "ot", None)  # `import ot` now fails.
+  np.testing.assert_allclose(ot.exact_emd(p[rows], q[cols], cost), exact[rows, cols], rtol=1e-6)
+
+
+def test_semidual_config_is_validated():
+  with pytest.raises(ValueError, match="decrease"):
+    ot.SemidualConfig(epsilons=(0.05, 0.1))
+  with pytest.raises(ValueError, match="overflow"):
+    ot.SemidualConfig(epsilons=(0.1, 0.005))
+  with pytest.raises(ValueError, match="one positive count per epsilon"):
+    ot.SemidualConfig(newton_steps=(1, 2))
+  with pytest.raises(TypeError, match="SemidualConfig"):
+    ot.pairwise_emd(jnp.ones((1, 3)) / 3, jnp.ones((1, 2)) / 2, jnp.ones((3, 2)),
+                    ot.SinkhornConfig(), solver="certified")

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Literal
+from typing import Any, Literal
 
 from absl import logging
 import flax.linen as nn
@@ -311,7 +311,7 @@ def distance_matrix(config: EMDCNNConfig, p: jax.Array, q: jax.Array, cost: jax.
   """`[Q, m]` x `[N, n]` -> `[Q, N]` distances for retrieval (EMD to convergence)."""
   if config.distance == "emd":
     return np.asarray(ot.pairwise_emd(p, q, cost, _solver_config(config, False),
-                                      on_nonconvergence=on_nonconvergence))
+                                      solver="shared_cost", on_nonconvergence=on_nonconvergence))
   return np.asarray(_plain_distances(config.distance, p, q))
 
 
@@ -326,7 +326,7 @@ def _histogram_block(model: EMDCNN, params, inputs: jax.Array, modality: str) ->
   return model.apply(params, inputs, method=method)
 
 
-def _histograms(model: EMDCNN, params, image: np.ndarray, text: np.ndarray, block: int = 256):
+def histograms(model: EMDCNN, params, image: np.ndarray, text: np.ndarray, block: int = 256):
   """All `[N, m]` image and `[N, n]` text histograms and the `[m, n]` cost, in blocks."""
   in_blocks = lambda a, modality: jnp.concatenate(
       [_histogram_block(model, params, jnp.asarray(a[s:s + block]), modality)
@@ -338,7 +338,7 @@ def _histograms(model: EMDCNN, params, image: np.ndarray, text: np.ndarray, bloc
 def _distances(config: EMDCNNConfig, model: EMDCNN, params, split: data_lib.Split,
                on_nonconvergence: Literal["raise", "warn"] = "warn") -> np.ndarray:
   """`[n, n]` distances of every image/text pair of a (prepared) split."""
-  p, q, cost = _histograms(model, params, split.image, split.text)
+  p, q, cost = histograms(model, params, split.image, split.text)
   return distance_matrix(config, p, q, cost, on_nonconvergence)
 
 
@@ -394,12 +394,13 @@ def prepare(config: EMDCNNConfig, dataset: data_lib.Dataset, seed: int) -> prepr
   return preprocess.prepare(dataset, transform, config.validation_fraction, seed)
 
 
-def fit(config: EMDCNNConfig, prepared: preprocess.Prepared,
-        context: runner.FitContext) -> runner.Fitted:
-  """Trains EMD-CNN (or a control) on `prepared.train`; similarity = -distance.
+def train_model(config: EMDCNNConfig, prepared: preprocess.Prepared,
+                context: runner.FitContext) -> tuple[EMDCNN, Any, train.StageResult]:
+  """Trains EMD-CNN (or a control) on `prepared.train`: `(model, params, stage result)`.
 
   The data holds feature vectors, or pixels `[n, H, W, 3]` and character ids
-  `[n, L]` (the `pixels_chars` view).
+  `[n, L]` (the `pixels_chars` view). `histograms(model, params, ...)` gives
+  the learned histograms and ground cost.
   """
   pixels = prepared.train.image.ndim == 4
   vocabulary_size = context.dataset.metadata.get("vocabulary_size") if pixels else None
@@ -418,7 +419,14 @@ def fit(config: EMDCNNConfig, prepared: preprocess.Prepared,
     context = dataclasses.replace(context, loop=dataclasses.replace(loop, steps_per_call=1))
   result = context.train(training_stage(config, model, val), params, train_data,
                          seed=context.seed * 1000 + 1)
-  similarity = lambda raw: -_distances(config, model, result.params, prepared.transform(raw))
+  return model, result.params, result
+
+
+def fit(config: EMDCNNConfig, prepared: preprocess.Prepared,
+        context: runner.FitContext) -> runner.Fitted:
+  """Trains EMD-CNN (or a control) on `prepared.train`; similarity = -distance."""
+  model, params, result = train_model(config, prepared, context)
+  similarity = lambda raw: -_distances(config, model, params, prepared.transform(raw))
   return runner.Fitted(similarity=similarity, stages={"emd_cnn": runner.stage_facts(result)})
 
 
