@@ -60,25 +60,62 @@ def hamming(query_words: jax.Array, database_words: jax.Array) -> jax.Array:
   return jnp.sum(jax.lax.population_count(xor).astype(jnp.int32), axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "index_bits"))
-def _merge_top_k(best_keys, query_words, chunk_words, offset, k, index_bits):
+def _smallest_groups(keys: jax.Array, k: int, group: int) -> jax.Array:
+  """`[Q, C]` distinct keys -> `[Q, k]` indices of the k groups (of `group`
+  consecutive keys) with the smallest minima, which hold the k smallest keys.
+
+  (Each of the k smallest keys lies in a group whose minimum is at most the
+  k-th smallest key, and at most k groups have such a minimum.) Applied
+  recursively to the minima while they are many, so `lax.top_k`, slow on
+  CPU, only ever sees a few thousand values per query.
+  """
+  minima = jnp.min(keys.reshape(keys.shape[0], -1, group), axis=2)   # [Q, C / group]
+  if minima.shape[1] < 4 * k * group:
+    return jax.lax.top_k(-minima, k)[1]
+  # Pad the minima to whole groups with the largest key (never selected first).
+  minima = jnp.pad(minima, ((0, 0), (0, -minima.shape[1] % group)),
+                   constant_values=np.iinfo(np.int32).max)
+  outer = _smallest_groups(minima, k, group)                        # [Q, k] groups of minima
+  candidates = (outer[:, :, None] * group + jnp.arange(group)).reshape(keys.shape[0], -1)
+  picked = jax.lax.top_k(-jnp.take_along_axis(minima, candidates, axis=1), k)[1]
+  return jnp.take_along_axis(candidates, picked, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "index_bits", "group"))
+def _merge_top_k(best_keys, query_words, chunk_words, offset, valid, k, index_bits, group):
+  """`[Q, k]` best keys merged with a chunk's; items at or past `valid` are padding."""
   distances = hamming(query_words, chunk_words)
+  position = jnp.arange(chunk_words.shape[0], dtype=jnp.int32)
   # One int32 key that orders by distance, then by database index.
-  keys = ((distances << index_bits) + offset
-          + jnp.arange(chunk_words.shape[0], dtype=jnp.int32))
+  keys = jnp.where(position < valid, (distances << index_bits) + offset + position,
+                   np.iinfo(np.int32).max)
+  if keys.shape[1] >= k * group:  # Keep only the groups that can hold the k best.
+    groups = _smallest_groups(keys, k, group)
+    take = (groups[:, :, None] * group + jnp.arange(group)).reshape(keys.shape[0], -1)
+    keys = jnp.take_along_axis(keys, take, axis=1)
   merged = jnp.concatenate([best_keys, keys], axis=1)
   return -jax.lax.top_k(-merged, k)[0]
 
 
 def top_k(query_words: np.ndarray, database_words: np.ndarray, k: int, bits: int,
-          chunk_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+          chunk_size: int = 1 << 20, query_block: int = 32,
+          group: int = 32) -> tuple[np.ndarray, np.ndarray]:
   """The k nearest database items of each query, ties by lower database index.
+
+  The database is scored `chunk_size` items at a time against `query_block`
+  queries; the k best keys of a chunk are found without sorting it: groups
+  of `group` items are ranked by their minimum, recursively
+  (`_smallest_groups`), and only the k best groups' items are merged
+  (reports/benchmark_hamming.md).
 
   Args:
     query_words, database_words: packed codes `[Q, W]`, `[N, W]`.
     k: neighbours per query (<= N).
     bits: code length K (distances are 0..K).
-    chunk_size: database items scored at a time (memory O(Q * chunk_size)).
+    chunk_size: database items scored at a time; memory is
+      O(query_block * chunk_size) int32.
+    query_block: queries scored together.
+    group: items per group of the selection.
 
   Returns:
     `(distances, indices)`, both `[Q, k]` int32, nearest first.
@@ -93,12 +130,20 @@ def top_k(query_words: np.ndarray, database_words: np.ndarray, k: int, bits: int
     raise ValueError(f"top_k handles up to {1 << index_bits} items at {bits} bits; got {n}")
   if not 0 < k <= n:
     raise ValueError(f"k must be in [1, {n}], got {k}")
-  queries = jnp.asarray(query_words)
-  best = jnp.full((queries.shape[0], k), np.iinfo(np.int32).max, jnp.int32)
-  for start in range(0, n, chunk_size):
-    chunk = jnp.asarray(database_words[start:start + chunk_size])
-    best = _merge_top_k(best, queries, chunk, start, k, index_bits)
-  best = np.asarray(best)
+  chunk = -(-min(chunk_size, n) // group) * group  # One shape: the last chunk is padded.
+  num_q = query_words.shape[0]
+  block = min(query_block, num_q)
+  queries = np.pad(query_words, ((0, -num_q % block), (0, 0)))
+  best = []
+  for q_start in range(0, len(queries), block):
+    query_chunk = jnp.asarray(queries[q_start:q_start + block])
+    keys = jnp.full((block, k), np.iinfo(np.int32).max, jnp.int32)
+    for start in range(0, n, chunk):
+      words = database_words[start:start + chunk]
+      padded = jnp.asarray(np.pad(words, ((0, chunk - len(words)), (0, 0))))
+      keys = _merge_top_k(keys, query_chunk, padded, start, len(words), k, index_bits, group)
+    best.append(np.asarray(keys))
+  best = np.concatenate(best)[:num_q]
   return best >> index_bits, best & ((1 << index_bits) - 1)
 
 

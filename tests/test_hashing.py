@@ -31,6 +31,20 @@ def test_top_k_over_chunks_orders_by_distance_then_index():
   assert list(indices[0, :2]) == [17, 200]
 
 
+@pytest.mark.parametrize("k, group, chunk_size", [(3, 2, 256), (7, 4, 130), (1, 8, 1000), (2, 4, 700)])
+def test_top_k_group_selection_matches_brute_force(k, group, chunk_size):
+  # Groups ranked by their minimum, recursively (k = 3, group 2, 256 items: four
+  # levels), padded last chunks and query blocks, with many ties at 16 bits.
+  bits = 16
+  q, db = _codes(37, bits, 4), _codes(700, bits, 5)
+  distances, indices = hashing.top_k(hashing.pack(q), hashing.pack(db), k, bits,
+                                     chunk_size=chunk_size, query_block=8, group=group)
+  full = (q[:, None, :] != db[None, :, :]).sum(-1)
+  expected = np.lexsort((np.broadcast_to(np.arange(700), full.shape), full), axis=1)[:, :k]
+  np.testing.assert_array_equal(indices, expected)
+  np.testing.assert_array_equal(distances, np.take_along_axis(full, expected, 1))
+
+
 def _expected_ap_brute_force(distances, relevant):
   """Mean AP over every order of the tied items (small cases only)."""
   groups = [np.flatnonzero(distances == d) for d in np.unique(distances)]
