@@ -4,7 +4,7 @@
 - `hamming`: XOR and popcount of packed words: `[Q, W] x [N, W] -> [Q, N]` int32.
 - `top_k`: the k nearest database items of each query, ties by database index,
   over database chunks (a running merge), so the database need not fit in one
-  block.
+  block; within a chunk, groups ranked by their minimum key replace a sort.
 - `distance_counts`: per query and Hamming distance b = 0..K, how many database
   items (and how many relevant ones) lie at distance b; O(N) per query, no sort.
 - Metrics (`hashing_metrics`), both ways of breaking Hamming ties:
