@@ -14,6 +14,11 @@ def _histograms(rng, count, bins):
   logits = rng.normal(size=(count, bins))
   return (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
 
+def _exact(p, q, cost):
+  """`[Q, N]` exact EMDs by POT's network simplex, in float64."""
+  return np.array([[pot.emd2(a.astype(np.float64), b.astype(np.float64),
+                             np.asarray(cost, np.float64)) for b in q] for a in p])
+
 @pytest.mark.parametrize("m, n", [(7, 4), (12, 5), (20, 9)])
 def test_sinkhorn_emd_close_to_exact(m, n):
   rng = np.random.default_rng(m)
@@ -57,8 +62,7 @@ def test_exact_emd_on_line_matches_pot():
   rng = np.random.default_rng(2)
   cost, x, y = ot.ground_cost_on_line(128, 10)
   p, q = _histograms(rng, 9, 128), _histograms(rng, 7, 10)
-  exact = np.array([[pot.emd2(a.astype(np.float64), b.astype(np.float64),
-                              np.asarray(cost, np.float64)) for b in q] for a in p])
+  exact = _exact(p, q, cost)
   np.testing.assert_allclose(ot.pairwise_emd_on_line(p, q, x, y, chunk=4), exact, atol=1e-5)
   np.testing.assert_allclose(ot.emd_on_line(p[0], q[3], x, y), exact[0, 3], atol=1e-5)
 
@@ -138,8 +142,7 @@ def test_lower_bounds_and_topk_pruning():
   image_points, text_points = rng.normal(size=(12, 2)), rng.normal(size=(5, 2))
   cost = np.linalg.norm(image_points[:, None] - text_points[None], axis=-1)
   p, q = _histograms(rng, 30, 12), _histograms(rng, 40, 5)
-  exact = np.array([[pot.emd2(a.astype(np.float64), b.astype(np.float64), cost) for b in q]
-                    for a in p])
+  exact = _exact(p, q, cost)
   centroid = np.asarray(ot.centroid_lower_bound(p, q, image_points, text_points))
   independent = np.asarray(ot.independent_lower_bound(p, q, jnp.asarray(cost)))
   assert np.all(centroid <= exact + 1e-5) and np.all(independent <= exact + 1e-5)
@@ -187,10 +190,6 @@ def _sparse_histograms(rng, count, bins, zeros=0.3):
   h[:, 0] += 1e-3  # No all-zero row.
   return (h / h.sum(1, keepdims=True)).astype(np.float32)
 
-
-def _exact(p, q, cost):
-  return np.array([[pot.emd2(a.astype(np.float64), b.astype(np.float64),
-                             np.asarray(cost, np.float64)) for b in q] for a in p])
 
 
 @pytest.fixture(scope="module")
