@@ -4,7 +4,8 @@
 - `hamming`: XOR and popcount of packed words: `[Q, W] x [N, W] -> [Q, N]` int32.
 - `top_k`: the k nearest database items of each query, ties by database index,
   over database chunks (a running merge), so the database need not fit in one
-  block; within a chunk, groups ranked by their minimum key replace a sort.
+  block; within a chunk, groups ranked by their minimum distance and radix
+  selects on the distance replace a sort.
 - `distance_counts`: per query and Hamming distance b = 0..K, how many database
   items (and how many relevant ones) lie at distance b; O(N) per query, no sort.
 - Metrics (`hashing_metrics`), both ways of breaking Hamming ties:
@@ -53,48 +54,126 @@ def pack(codes: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(as_bytes).view(np.uint32).reshape(n, -1)
 
 
+def _word_major_hamming(query_words: jax.Array, words: jax.Array) -> jax.Array:
+  """`[Q, W]` queries, `[W, Q or 1, M]` items stored word-major -> `[Q, M]`
+  int32 distances: one XOR + popcount pass per word, vectorised along items."""
+  return sum(jax.lax.population_count(query_words[:, w, None] ^ words[w]).astype(jnp.int32)
+             for w in range(query_words.shape[1]))
+
+
 @jax.jit
 def hamming(query_words: jax.Array, database_words: jax.Array) -> jax.Array:
   """`[Q, W] x [N, W]` packed codes -> `[Q, N]` int32 Hamming distances."""
-  xor = jnp.bitwise_xor(query_words[:, None, :], database_words[None, :, :])
-  return jnp.sum(jax.lax.population_count(xor).astype(jnp.int32), axis=-1)
+  return _word_major_hamming(query_words, database_words.T[:, None])
 
 
-def _smallest_groups(keys: jax.Array, k: int, group: int) -> jax.Array:
-  """`[Q, C]` distinct keys -> `[Q, k]` indices of the k groups (of `group`
-  consecutive keys) with the smallest minima, which hold the k smallest keys.
+def _kth_smallest(values: jax.Array, k: int, largest: int) -> jax.Array:
+  """`[Q, M]` int32 values in [0, largest] -> `[Q, 1]` the k-th smallest of each row.
 
-  (Each of the k smallest keys lies in a group whose minimum is at most the
-  k-th smallest key, and at most k groups have such a minimum.) Applied
-  recursively to the minima while they are many, so `lax.top_k`, slow on
-  CPU, only ever sees a few thousand values per query.
+  A radix select: the answer's bits are set from the top one down, each
+  after counting the values at or below a candidate, so bit_length(largest)
+  vectorised counting passes (7 for 64-bit codes) where `lax.top_k` sorts
+  (and is slow on CPU).
   """
-  minima = jnp.min(keys.reshape(keys.shape[0], -1, group), axis=2)   # [Q, C / group]
+  def set_bit(i, threshold):
+    step = jnp.left_shift(jnp.int32(1), int(largest).bit_length() - 1 - i)
+    too_few = jnp.sum(values <= threshold + (step - 1), axis=1, keepdims=True) < k
+    return jnp.where(too_few, threshold + step, threshold)
+
+  return jax.lax.fori_loop(0, int(largest).bit_length(), set_bit,
+                           jnp.zeros((values.shape[0], 1), jnp.int32))
+
+
+def _running_count(mask: jax.Array, block: int = 32) -> jax.Array:
+  """`[Q, M]` bool -> `[Q, M]` int32 inclusive running count along each row.
+
+  `jnp.cumsum` is slow on CPU (a few ns per element); this one counts
+  within blocks of `block` by a matrix product with a triangle of ones
+  (exact: sums of at most `block` zeros and ones) and runs `cumsum` only
+  over the block totals.
+  """
+  rows, m = mask.shape
+  blocks = jnp.pad(mask.astype(jnp.float32), ((0, 0), (0, -m % block))).reshape(rows, -1, block)
+  within = jnp.matmul(blocks, jnp.triu(jnp.ones((block, block), jnp.float32)),
+                      precision=jax.lax.Precision.HIGHEST).astype(jnp.int32)  # [Q, M / block, block]
+  before = jnp.cumsum(within[:, :, -1], axis=1) - within[:, :, -1]           # [Q, M / block]
+  return (within + before[:, :, None]).reshape(rows, -1)[:, :m]
+
+
+def _smallest(values: jax.Array, k: int, largest: int) -> jax.Array:
+  """`[Q, M]` int32 values in [0, largest] -> `[Q, k]` positions of the k
+  smallest, ties by lower position, in increasing position order."""
+  kth = _kth_smallest(values, k, largest)
+  below, at = values < kth, values == kth
+  room = k - jnp.sum(below, axis=1, keepdims=True)
+  chosen = below | (at & (_running_count(at) <= room))   # Exactly k per row.
+  # The j-th chosen position is where the running count first reaches j.
+  ranks = jnp.arange(1, k + 1, dtype=jnp.int32)
+  return jax.vmap(lambda count: jnp.searchsorted(count, ranks, side="left", method="scan"))(
+      _running_count(chosen)).astype(jnp.int32)
+
+
+def _smallest_groups(values: jax.Array, k: int, group: int, largest: int) -> jax.Array:
+  """`[Q, C]` values in [0, largest] -> `[Q, k]` indices of the k groups (of
+  `group` consecutive values) with the smallest minima, ties by lower group,
+  in increasing order: they hold the k smallest values, ties by position.
+
+  (If one of those lay in another group, each chosen group would hold a
+  value that precedes it: smaller, or equal at a lower position; that makes
+  k values before it.) Applied recursively to the minima while they are
+  many, so the selection only ever sees a few thousand values per query.
+  """
+  minima = jnp.min(values.reshape(values.shape[0], -1, group), axis=2)   # [Q, C / group]
   if minima.shape[1] < 4 * k * group:
-    return jax.lax.top_k(-minima, k)[1]
-  # Pad the minima to whole groups with the largest key (never selected first).
-  minima = jnp.pad(minima, ((0, 0), (0, -minima.shape[1] % group)),
-                   constant_values=np.iinfo(np.int32).max)
-  outer = _smallest_groups(minima, k, group)                        # [Q, k] groups of minima
-  candidates = (outer[:, :, None] * group + jnp.arange(group)).reshape(keys.shape[0], -1)
-  picked = jax.lax.top_k(-jnp.take_along_axis(minima, candidates, axis=1), k)[1]
+    return _smallest(minima, k, largest)
+  # Pad the minima to whole groups with the largest value (after every real one).
+  minima = jnp.pad(minima, ((0, 0), (0, -minima.shape[1] % group)), constant_values=largest)
+  outer = _smallest_groups(minima, k, group, largest)               # [Q, k] groups of minima
+  candidates = (outer[:, :, None] * group + jnp.arange(group)).reshape(values.shape[0], -1)
+  picked = _smallest(jnp.take_along_axis(minima, candidates, axis=1), k, largest)
   return jnp.take_along_axis(candidates, picked, axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "index_bits", "group"))
-def _merge_top_k(best_keys, query_words, chunk_words, offset, valid, k, index_bits, group):
-  """`[Q, k]` best keys merged with a chunk's; items at or past `valid` are padding."""
-  distances = hamming(query_words, chunk_words)
-  position = jnp.arange(chunk_words.shape[0], dtype=jnp.int32)
-  # One int32 key that orders by distance, then by database index.
-  keys = jnp.where(position < valid, (distances << index_bits) + offset + position,
-                   np.iinfo(np.int32).max)
-  if keys.shape[1] >= k * group:  # Keep only the groups that can hold the k best.
-    groups = _smallest_groups(keys, k, group)
-    take = (groups[:, :, None] * group + jnp.arange(group)).reshape(keys.shape[0], -1)
-    keys = jnp.take_along_axis(keys, take, axis=1)
-  merged = jnp.concatenate([best_keys, keys], axis=1)
-  return -jax.lax.top_k(-merged, k)[0]
+@functools.partial(jax.jit, static_argnames=("k", "bits", "group"))
+def _merge_chunk(best_distances, best_indices, queries, chunk, offset, valid, k, bits, group):
+  """Merges a chunk into every query block's k nearest items.
+
+  The best items are kept in database-index order, and every selection
+  breaks ties by position, so ties fall to the lower database index.
+
+  Args:
+    best_distances, best_indices: `[B, q, k]` the k nearest so far of B
+      blocks of q queries, in index order.
+    queries: `[B, q, W]` packed queries.
+    chunk: `[W, C]` packed items, word-major, C a multiple of `group`;
+      items at or past `valid` are padding.
+    offset: the chunk's first database index.
+
+  Returns:
+    The merged `(best_distances, best_indices)`, `[B, q, k]` each, in index order.
+  """
+  padding = bits + 1
+  position = jnp.arange(chunk.shape[1], dtype=jnp.int32)[None]
+
+  def merge_block(block):
+    best_d, best_i, query_words = block
+    # Only reduced to group minima, so XLA fuses the distances into the
+    # reduction and never stores them ([q, C] int32 cost more than computing them).
+    distances = jnp.where(position < valid, _word_major_hamming(query_words, chunk[:, None]),
+                          padding)
+    take = jnp.broadcast_to(position, distances.shape)
+    if chunk.shape[1] >= k * group:  # Score the k best groups' items again, and only them.
+      groups = _smallest_groups(distances, k, group, padding)
+      take = (groups[:, :, None] * group + jnp.arange(group)).reshape(len(query_words), -1)
+      distances = jnp.where(take < valid, _word_major_hamming(query_words, chunk[:, take]),
+                            padding)
+    merged_d = jnp.concatenate([best_d, distances], axis=1)
+    merged_i = jnp.concatenate([best_i, offset + take], axis=1)
+    picked = _smallest(merged_d, k, padding)
+    return (jnp.take_along_axis(merged_d, picked, axis=1),
+            jnp.take_along_axis(merged_i, picked, axis=1))
+
+  return jax.lax.map(merge_block, (best_distances, best_indices, queries))
 
 
 def top_k(query_words: np.ndarray, database_words: np.ndarray, k: int, bits: int,
@@ -102,49 +181,45 @@ def top_k(query_words: np.ndarray, database_words: np.ndarray, k: int, bits: int
           group: int = 32) -> tuple[np.ndarray, np.ndarray]:
   """The k nearest database items of each query, ties by lower database index.
 
-  The database is scored `chunk_size` items at a time against `query_block`
-  queries; the k best keys of a chunk are found without sorting it: groups
-  of `group` items are ranked by their minimum, recursively
-  (`_smallest_groups`), and only the k best groups' items are merged
-  (reports/benchmark_hamming.md).
+  The database is read `chunk_size` items at a time (each chunk sent to the
+  device once, word-major) and scored against blocks of `query_block`
+  queries. A chunk's k nearest items are found without sorting it or
+  storing its distances: groups of `group` items are ranked by their
+  minimum distance, recursively (`_smallest_groups`), then only the k best
+  groups' items are scored again and merged; every selection is a radix
+  select on the distance (reports/benchmark_hamming.md).
 
   Args:
     query_words, database_words: packed codes `[Q, W]`, `[N, W]`.
     k: neighbours per query (<= N).
     bits: code length K (distances are 0..K).
-    chunk_size: database items scored at a time; memory is
-      O(query_block * chunk_size) int32.
-    query_block: queries scored together.
+    chunk_size: database items scored at a time.
+    query_block: queries scored together; memory is
+      O(query_block * chunk_size / group) int32.
     group: items per group of the selection.
 
   Returns:
     `(distances, indices)`, both `[Q, k]` int32, nearest first.
-
-  Raises:
-    ValueError: a database too large for the int32 sort key (2^31 / (K + 1)
-      items: 16.7M at 64 bits, 8.4M at 128).
   """
   n = database_words.shape[0]
-  index_bits = 31 - int(bits).bit_length()
-  if n > (1 << index_bits):
-    raise ValueError(f"top_k handles up to {1 << index_bits} items at {bits} bits; got {n}")
   if not 0 < k <= n:
     raise ValueError(f"k must be in [1, {n}], got {k}")
   chunk = -(-min(chunk_size, n) // group) * group  # One shape: the last chunk is padded.
   num_q = query_words.shape[0]
   block = min(query_block, num_q)
   queries = np.pad(query_words, ((0, -num_q % block), (0, 0)))
-  best = []
-  for q_start in range(0, len(queries), block):
-    query_chunk = jnp.asarray(queries[q_start:q_start + block])
-    keys = jnp.full((block, k), np.iinfo(np.int32).max, jnp.int32)
-    for start in range(0, n, chunk):
-      words = database_words[start:start + chunk]
-      padded = jnp.asarray(np.pad(words, ((0, chunk - len(words)), (0, 0))))
-      keys = _merge_top_k(keys, query_chunk, padded, start, len(words), k, index_bits, group)
-    best.append(np.asarray(keys))
-  best = np.concatenate(best)[:num_q]
-  return best >> index_bits, best & ((1 << index_bits) - 1)
+  queries = jnp.asarray(queries.reshape(-1, block, queries.shape[1]))
+  distances = jnp.full(queries.shape[:2] + (k,), bits + 1, jnp.int32)
+  indices = jnp.zeros_like(distances)
+  for start in range(0, n, chunk):
+    words = database_words[start:start + chunk]
+    word_major = np.ascontiguousarray(np.pad(words, ((0, chunk - len(words)), (0, 0))).T)
+    distances, indices = _merge_chunk(distances, indices, queries, jnp.asarray(word_major),
+                                      start, len(words), k, bits, group)
+  distances = np.asarray(distances).reshape(-1, k)[:num_q]
+  indices = np.asarray(indices).reshape(-1, k)[:num_q]
+  order = np.argsort(distances, axis=1, kind="stable")  # Index order within a distance.
+  return np.take_along_axis(distances, order, 1), np.take_along_axis(indices, order, 1)
 
 
 @functools.partial(jax.jit, static_argnames=("bits",))

@@ -31,10 +31,12 @@ def test_top_k_over_chunks_orders_by_distance_then_index():
   assert list(indices[0, :2]) == [17, 200]
 
 
-@pytest.mark.parametrize("k, group, chunk_size", [(3, 2, 256), (7, 4, 130), (1, 8, 1000), (2, 4, 700)])
+@pytest.mark.parametrize("k, group, chunk_size",
+                         [(3, 2, 256), (7, 4, 130), (1, 8, 1000), (2, 4, 700), (20, 4, 8)])
 def test_top_k_group_selection_matches_brute_force(k, group, chunk_size):
   # Groups ranked by their minimum, recursively (k = 3, group 2, 256 items: four
-  # levels), padded last chunks and query blocks, with many ties at 16 bits.
+  # levels), padded last chunks and query blocks, chunks smaller than k, with
+  # many ties at 16 bits.
   bits = 16
   q, db = _codes(37, bits, 4), _codes(700, bits, 5)
   distances, indices = hashing.top_k(hashing.pack(q), hashing.pack(db), k, bits,
@@ -43,6 +45,15 @@ def test_top_k_group_selection_matches_brute_force(k, group, chunk_size):
   expected = np.lexsort((np.broadcast_to(np.arange(700), full.shape), full), axis=1)[:, :k]
   np.testing.assert_array_equal(indices, expected)
   np.testing.assert_array_equal(distances, np.take_along_axis(full, expected, 1))
+
+
+@pytest.mark.parametrize("shape", [(3, 1000), (2, 70_001), (1, 5)])
+def test_running_count_equals_cumsum(shape):
+  # Blocks of 32 counted by a matrix product, block totals by an int32 cumsum:
+  # exact for long rows and for rows that are not whole blocks.
+  mask = np.random.default_rng(7).random(shape) < 0.7
+  got = np.asarray(hashing._running_count(mask))  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got, np.cumsum(mask, axis=1))
 
 
 def _expected_ap_brute_force(distances, relevant):
