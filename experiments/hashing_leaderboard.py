@@ -9,7 +9,9 @@ text queries the training images. mAP@50 (the DJSRH / DCMH convention: AP over
 the relevant items within the top 50), MAP over the full ranking (ties by
 database index; the tie-aware expectation is in each run's results.json) and
 precision within Hamming radius 2, mean ± std over seeds, next to the published
-mAP@50. Runs go to `<root>/<dataset>/<method>/<preset>/bits<K>/seed<seed>`
+mAP@50. With `--output`, one figure per dataset and code length
+(`<output stem>_<dataset>_<K>bits.png`) holds every method's PR curves over the
+Hamming ranking, both directions, averaged over seeds. Runs go to `<root>/<dataset>/<method>/<preset>/bits<K>/seed<seed>`
 and are reused when config and data match.
 """
 
@@ -22,7 +24,7 @@ import time
 from absl import app, flags
 import numpy as np
 
-from cmjax import data, runner
+from cmjax import data, plotting, runner
 from cmjax.methods import registry
 from experiments import cli
 
@@ -46,6 +48,14 @@ def _define_flags() -> None:
 def _cell(runs, direction, key):
   values = [r["hashing"][direction][key] for r in runs]
   return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def _pr_figure(runs_by_method: dict, path: str, title: str) -> str:
+  """Every method's hashing PR curves (mean precision over seeds), both directions."""
+  curves = {d: {m: (np.asarray(runs[0]["hashing"][d]["pr_curve"]["recall"]),
+                    np.mean([r["hashing"][d]["pr_curve"]["precision"] for r in runs], 0))
+                for m, runs in runs_by_method.items()} for d in ("i2t", "t2i")}
+  return plotting.plot_pr_curves(curves, path, title=title)
 
 
 def _run(dataset: str, method: str, bits: int) -> list[dict]:
@@ -96,6 +106,12 @@ def main(argv):
             + (f"{ref[0]:.3f} / {ref[1]:.3f}" if ref else "")
             + f" | {np.mean([r['wall_s'] for r in runs]):.0f} |")
       lines.append("")
+      if FLAGS.output:
+        figure = _pr_figure(
+            {m: results[(dataset, m, bits)] for m in FLAGS.methods},
+            f"{os.path.splitext(FLAGS.output)[0]}_{dataset}_{bits}bits.png",
+            title=f"Hamming-ranking PR curves, {dataset}, {bits} bits")
+        lines += [f"![PR curves, {dataset}, {bits} bits]({os.path.basename(figure)})", ""]
   total = sum(r["wall_s"] for runs in results.values() for r in runs)
   lines.append(f"Sum of the run wall times: {total:.0f} s; this invocation: "
                f"{time.time() - start:.0f} s (finished runs are reused).")

@@ -1,4 +1,4 @@
-"""The leaderboard command runs, writes its table and figure, and reuses finished runs."""
+"""The leaderboard commands run, write their tables and figures, and reuse finished runs."""
 
 import os
 import subprocess
@@ -24,3 +24,16 @@ def test_leaderboard_quick_and_resume(tmp_path):
                           timeout=600)
   trained = [l for l in result.stderr.splitlines() if "leaderboard: " in l]
   assert len(trained) == 1 and "cca on synthetic, seed 1" in trained[0]
+
+
+def test_hashing_leaderboard_tables_and_pr_figures(tmp_path):
+  command = [sys.executable, "-m", "experiments.hashing_leaderboard", "--datasets=synthetic",
+             "--bits=16,32", "--seeds=1", "--methods=cvh,cca_itq", "--preset=quick",
+             f"--root={tmp_path / 'runs'}", f"--output={tmp_path / 'hashing.md'}"]
+  subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
+  report = (tmp_path / "hashing.md").read_text()
+  for bits in (16, 32):
+    assert f"## synthetic, {bits} bits" in report
+    assert f"![PR curves, synthetic, {bits} bits](hashing_synthetic_{bits}bits.png)" in report
+    assert (tmp_path / f"hashing_synthetic_{bits}bits.png").stat().st_size > 10_000
+  assert report.count("| cvh |") == 2 and report.count("| cca_itq |") == 2
