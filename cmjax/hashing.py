@@ -94,9 +94,9 @@ def _running_count(mask: jax.Array, block: int = 32) -> jax.Array:
   """
   rows, m = mask.shape
   blocks = jnp.pad(mask.astype(jnp.float32), ((0, 0), (0, -m % block))).reshape(rows, -1, block)
-  within = jnp.matmul(blocks, jnp.triu(jnp.ones((block, block), jnp.float32)),
-                      precision=jax.lax.Precision.HIGHEST).astype(jnp.int32)  # [Q, M / block, block]
-  before = jnp.cumsum(within[:, :, -1], axis=1) - within[:, :, -1]           # [Q, M / block]
+  triangle = jnp.triu(jnp.ones((block, block), jnp.float32))
+  within = jnp.matmul(blocks, triangle, precision=jax.lax.Precision.HIGHEST).astype(jnp.int32)
+  before = jnp.cumsum(within[:, :, -1], axis=1) - within[:, :, -1]   # [Q, M / block]
   return (within + before[:, :, None]).reshape(rows, -1)[:, :m]
 
 
@@ -231,9 +231,8 @@ def _counts_block(query_words, chunk_words, relevant, bits):
   """`[Q, W]` queries, `[C, W]` items, `[Q, C]` bool relevance ->
   `(count, count_relevant)`, `[Q, bits + 1]` int32 each.
 
-  One bincount does both: bin (query, distance, relevant) of every pair (a
-  vmapped bincount per query, and a second one for the relevant items, cost
-  2.6x as much on CPU).
+  One bincount over bins (query, distance, relevant) gives both counts;
+  two vmapped bincounts, one per count, cost 2.6x as much on CPU.
   """
   bins = 2 * (bits + 1)
   keys = (hamming(query_words, chunk_words) * 2 + relevant.astype(jnp.int32)

@@ -11,8 +11,9 @@ database index; the tie-aware expectation is in each run's results.json) and
 precision within Hamming radius 2, mean ± std over seeds, next to the published
 mAP@50. With `--output`, one figure per dataset and code length
 (`<output stem>_<dataset>_<K>bits.png`) holds every method's PR curves over the
-Hamming ranking, both directions, averaged over seeds. Runs go to `<root>/<dataset>/<method>/<preset>/bits<K>/seed<seed>`
-and are reused when config and data match.
+Hamming ranking, both directions, averaged over seeds. Runs go to
+`<root>/<dataset>/<method>/<preset>/bits<K>/seed<seed>` and are reused when
+config and data match.
 """
 
 from __future__ import annotations

@@ -12,11 +12,24 @@ def _codes(n, bits, seed):
   return np.random.default_rng(seed).choice([-1.0, 1.0], size=(n, bits))
 
 
+def _distances(q, db):
+  """Hamming distances by counting differing signs: `[Q, N]`."""
+  return (q[:, None, :] != db[None, :, :]).sum(-1)
+
+
+def _assert_brute_force_top_k(q, db, k, distances, indices):
+  """`top_k`'s output equals a full sort by distance, then database index."""
+  full = _distances(q, db)
+  expected = np.lexsort((np.broadcast_to(np.arange(len(db)), full.shape), full), axis=1)[:, :k]
+  np.testing.assert_array_equal(indices, expected)
+  np.testing.assert_array_equal(distances, np.take_along_axis(full, expected, 1))
+
+
 @pytest.mark.parametrize("bits", [16, 32, 64, 128])
 def test_packed_hamming_matches_counting_differences(bits):
   q, db = _codes(7, bits, 0), _codes(50, bits, 1)
   got = np.asarray(hashing.hamming(hashing.pack(q), hashing.pack(db)))
-  np.testing.assert_array_equal(got, (q[:, None, :] != db[None, :, :]).sum(-1))
+  np.testing.assert_array_equal(got, _distances(q, db))
 
 
 def test_top_k_over_chunks_orders_by_distance_then_index():
@@ -24,10 +37,7 @@ def test_top_k_over_chunks_orders_by_distance_then_index():
   q, db = _codes(5, bits, 2), _codes(300, bits, 3)
   db[17] = db[200] = q[0]  # Two exact matches: the lower index first.
   distances, indices = hashing.top_k(hashing.pack(q), hashing.pack(db), 20, bits, chunk_size=64)
-  full = (q[:, None, :] != db[None, :, :]).sum(-1)
-  expected = np.lexsort((np.broadcast_to(np.arange(300), full.shape), full), axis=1)[:, :20]
-  np.testing.assert_array_equal(indices, expected)
-  np.testing.assert_array_equal(distances, np.take_along_axis(full, expected, 1))
+  _assert_brute_force_top_k(q, db, 20, distances, indices)
   assert list(indices[0, :2]) == [17, 200]
 
 
@@ -41,10 +51,7 @@ def test_top_k_group_selection_matches_brute_force(k, group, chunk_size):
   q, db = _codes(37, bits, 4), _codes(700, bits, 5)
   distances, indices = hashing.top_k(hashing.pack(q), hashing.pack(db), k, bits,
                                      chunk_size=chunk_size, query_block=8, group=group)
-  full = (q[:, None, :] != db[None, :, :]).sum(-1)
-  expected = np.lexsort((np.broadcast_to(np.arange(700), full.shape), full), axis=1)[:, :k]
-  np.testing.assert_array_equal(indices, expected)
-  np.testing.assert_array_equal(distances, np.take_along_axis(full, expected, 1))
+  _assert_brute_force_top_k(q, db, k, distances, indices)
 
 
 @pytest.mark.parametrize("shape", [(3, 1000), (2, 70_001), (1, 5)])
@@ -63,7 +70,7 @@ def test_distance_counts_match_brute_force_over_chunks():
   q_labels, db_labels = rng.random((9, 5)) < 0.3, rng.random((250, 5)) < 0.3  # Multi-label.
   count, count_relevant = hashing.distance_counts(hashing.pack(q), hashing.pack(db), q_labels,
                                                   db_labels, bits, chunk_size=64)
-  distances = (q[:, None, :] != db[None, :, :]).sum(-1)
+  distances = _distances(q, db)
   relevant = (q_labels.astype(int) @ db_labels.T.astype(int)) > 0
   for i in range(9):
     np.testing.assert_array_equal(count[i], np.bincount(distances[i], minlength=bits + 1))
@@ -100,7 +107,7 @@ def test_hashing_metrics_match_the_score_evaluation_and_radius_precision():
   q, db = _codes(30, bits, 5), _codes(200, bits, 6)
   q_labels, db_labels = np.arange(30) % 4, np.arange(200) % 4
   m = hashing.hashing_metrics(q, db, q_labels, db_labels)
-  distances = (q[:, None, :] != db[None, :, :]).sum(-1)
+  distances = _distances(q, db)
   assert m["map"] == pytest.approx(
       evaluation.mean_average_precision(-distances, q_labels, db_labels), abs=1e-6)
   within = distances <= 2
