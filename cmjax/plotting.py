@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import matplotlib
@@ -10,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from cmjax import files  # noqa: E402
 
 __all__ = ["plot_pr_curves"]
 
@@ -52,9 +53,9 @@ def plot_pr_curves(
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=100, bbox_inches="tight")
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100,
+                                                   bbox_inches="tight"), binary=True)
+  finally:
+    plt.close(fig)
   return path

@@ -5,32 +5,69 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Literal
 
+from absl import logging
 import numpy as np
 
-from cmjax.data import Dataset, Split, validation_split
+from cmjax.configs import ConfigError
+from cmjax.data import DataError, Dataset, Split, validation_split
 
-__all__ = ["INPUT_TRANSFORMS", "Prepared", "fit_transform", "make_transform", "prepare"]
+__all__ = [
+    "INPUT_TRANSFORMS", "Prepared", "choose_transform", "fit_transform", "make_transform",
+    "prepare",
+]
 
 INPUT_TRANSFORMS = ("none", "standardize", "sqrt_standardize", "l2")
 InputTransform = Literal["none", "standardize", "sqrt_standardize", "l2"]
 
 
-def make_transform(train: np.ndarray, kind: InputTransform) -> Callable[[np.ndarray], np.ndarray]:
+def choose_transform(train: np.ndarray, kind: InputTransform, field: str) -> tuple[str, str]:
+  """The transform that fits `[n, d]` train features: `(kind, reason it changed or "")`.
+
+  `sqrt_standardize` is defined on non-negative features (histograms,
+  counts); on features with negative values (log-probabilities, PCA'd or
+  standardised features) it would zero them, so `standardize` is chosen
+  instead, and the reason says so.
+  """
+  if kind not in INPUT_TRANSFORMS:
+    raise ConfigError(f"unknown input transform {kind!r}; choose from {INPUT_TRANSFORMS}")
+  if kind == "sqrt_standardize" and train.size and train.min() < 0:
+    return "standardize", (f"{field} features have negative values (min {train.min():.4g}): "
+                           "sqrt_standardize would zero them, standardize used instead")
+  return kind, ""
+
+
+def make_transform(train: np.ndarray, kind: InputTransform,
+                   field: str = "features") -> Callable[[np.ndarray], np.ndarray]:
   """Fits `kind` on `[n, d]` train features; returns the map `[m, d] -> [m, d]`.
 
   - `none`: the identity.
   - `standardize`: zero mean, unit variance per dimension (train statistics).
   - `sqrt_standardize`: element-wise square root first (the Hellinger map, for
-    histograms such as SIFT bags of words and topic proportions), then standardise.
+    histograms such as SIFT bags of words and topic proportions), then
+    standardise. Fitted on non-negative train features only (see
+    `choose_transform`); a negative value in a later split is a `DataError`,
+    never silently zeroed.
   - `l2`: each row scaled to unit L2 norm.
   """
   if kind not in INPUT_TRANSFORMS:
-    raise ValueError(f"unknown input transform {kind!r}; choose from {INPUT_TRANSFORMS}")
+    raise ConfigError(f"unknown input transform {kind!r}; choose from {INPUT_TRANSFORMS}")
   if kind == "none":
     return lambda x: x
   if kind == "l2":
     return lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-  root = (lambda x: np.sqrt(np.maximum(x, 0))) if kind == "sqrt_standardize" else (lambda x: x)
+  if kind == "sqrt_standardize":
+    if train.size and train.min() < 0:
+      raise DataError(f"{field}: sqrt_standardize needs non-negative training features "
+                      f"(min {train.min():.4g})")
+
+    def root(x):
+      if x.size and x.min() < 0:
+        raise DataError(f"{field}: a split has negative values (min {x.min():.4g}) but the "
+                        "training features had none: the square root fitted on them cannot "
+                        "take them; use --config.input_transform=standardize")
+      return np.sqrt(x)
+  else:
+    root = lambda x: x
   fitted = root(train)
   mean, std = fitted.mean(0), fitted.std(0) + 1e-6
   return lambda x: ((root(x) - mean) / std).astype(np.float32)
@@ -51,6 +88,9 @@ class Prepared:
       on `train`); `val` is carved from the training split (may be empty).
     raw: the same three splits untransformed (e.g. counts for RBMs).
     transform: the fitted transform of any untransformed split (new items).
+    transforms: `{"image": kind, "text": kind}` the transforms applied.
+    notes: why a transform differs from the one asked for (logged, and kept
+      in the run's results).
   """
 
   train: Split
@@ -58,15 +98,26 @@ class Prepared:
   test: Split
   raw: tuple[Split, Split, Split]
   transform: Callable[[Split], Split]
+  transforms: dict = dataclasses.field(default_factory=dict)
+  notes: tuple[str, ...] = ()
 
 
 def prepare(dataset: Dataset, transform: InputTransform, validation_fraction: float,
             seed: int, text_transform: InputTransform | None = None) -> Prepared:
   """Carves a stratified validation split (by `seed`) and applies `transform` (to the
-  texts `text_transform`, if given)."""
+  texts `text_transform`, if given); a transform that does not fit the
+  training features is replaced by one that does (`choose_transform`, logged)."""
   train, val = validation_split(dataset.train, validation_fraction, seed)
-  image_map = make_transform(train.image, transform)
-  text_map = make_transform(train.text, transform if text_transform is None else text_transform)
+  asked = {"image": transform, "text": transform if text_transform is None else text_transform}
+  chosen, notes = {}, []
+  for field, kind in asked.items():
+    chosen[field], note = choose_transform(getattr(train, field), kind, field)
+    if note:
+      logging.warning("%s", note)
+      notes.append(note)
+  image_map = make_transform(train.image, chosen["image"], "image")
+  text_map = make_transform(train.text, chosen["text"], "text")
   apply = lambda s: dataclasses.replace(s, image=image_map(s.image), text=text_map(s.text))
   return Prepared(train=apply(train), val=apply(val), test=apply(dataset.test),
-                  raw=(train, val, dataset.test), transform=apply)
+                  raw=(train, val, dataset.test), transform=apply, transforms=chosen,
+                  notes=tuple(notes))

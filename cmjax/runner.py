@@ -37,7 +37,8 @@ import jax
 import numpy as np
 
 from cmjax import data as data_lib
-from cmjax import evaluation, hashing, plotting, preprocess, train
+from cmjax import evaluation, files, hashing, plotting, preprocess, train
+from cmjax.files import RunError
 
 __all__ = [
     "FitContext",
@@ -48,6 +49,7 @@ __all__ = [
     "data_fingerprint",
     "read_results",
     "run",
+    "score_warnings",
     "stage_facts",
     "write_json",
 ]
@@ -56,15 +58,12 @@ __all__ = [
 RESULT_KEYS = (
     "method", "preset", "dataset", "view", "seed", "map", "map@50", "roc_auc", "alternatives",
     "hashing", "pr_curve", "wall_s", "stages", "num_train", "num_val", "num_test", "config",
-    "data", "extras", "environment",
+    "data", "extras", "environment", "warnings",
 )
+
 # The scores of a split as loaded (untransformed): `[n_images, n_texts]`, higher =
 # more similar.
 Similarity = Callable[[data_lib.Split], np.ndarray]
-
-
-class RunError(RuntimeError):
-  """A run that cannot go on; the message is one line for the user."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,21 +150,38 @@ def _to_builtin(value):
 
 
 def write_json(path: str, payload: Mapping[str, Any]) -> None:
-  """Writes JSON atomically (a crash never leaves a half-written file)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, default=_to_builtin)
-  os.replace(tmp, path)
+  """Writes JSON atomically, never through a symlink (`cmjax.files.write_atomic`)."""
+  text = json.dumps(payload, indent=2, default=_to_builtin)
+  files.write_atomic(path, lambda f: f.write(text))
+
+
+def _read_json_object(path: str, keys: tuple[str, ...]) -> dict:
+  """A JSON object holding `keys`, or `RunError` naming the file and the problem."""
+  try:
+    with open(path) as f:
+      found = json.load(f)
+  except (ValueError, UnicodeDecodeError) as e:
+    raise RunError(f"{path}: not valid JSON ({e}); the workdir is damaged: remove the file "
+                   "or use another --workdir") from None
+  except OSError as e:
+    raise RunError(f"{path}: cannot read ({e.strerror or e})") from None
+  missing = [k for k in keys if not isinstance(found, dict) or k not in found]
+  if missing:
+    raise RunError(f"{path}: not a cmjax {os.path.basename(path)} (no "
+                   f"{', '.join(missing)}); remove the file or use another --workdir")
+  return found
 
 
 def read_results(workdir: str) -> dict | None:
-  """The `results.json` of a finished run, or None."""
+  """The `results.json` of a finished run, or None.
+
+  Raises:
+    RunError: the file exists but is not a run's results (damaged or foreign).
+  """
   path = os.path.join(workdir, "results.json")
   if not os.path.isfile(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return _read_json_object(path, ("method", "map", "dataset", "seed"))
 
 
 def data_fingerprint(dataset: data_lib.Dataset) -> str:
@@ -204,16 +220,21 @@ class Workdir:
 
   def __enter__(self) -> "Workdir":
     try:
-      os.makedirs(self.path, exist_ok=True)
-      if jax.process_index() != 0:  # The first process holds the lock for all of them.
-        return self
-      self._lock = open(os.path.join(self.path, ".lock"), "a+")
+      os.makedirs(self.path, mode=0o700, exist_ok=True)
     except OSError as e:
       raise RunError(f"workdir {self.path}: cannot be used ({e.strerror or e})") from None
+    if not os.path.isdir(self.path):
+      raise RunError(f"workdir {self.path}: cannot be used (not a folder)")
+    files.check_private(self.path)
+    if jax.process_index() != 0:  # The first process holds the lock for all of them.
+      return self
+    fd = files.open_private(os.path.join(self.path, ".lock"), os.O_RDWR | os.O_CREAT)
+    self._lock = os.fdopen(fd, "a+")
     try:
       fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
       self._lock.close()
+      self._lock = None
       if e.errno in (errno.EAGAIN, errno.EACCES):
         raise RunError(f"workdir {self.path}: another run is using it right now; wait "
                        "for it or use another --workdir") from None
@@ -246,8 +267,10 @@ class Workdir:
       if jax.process_index() == 0:
         write_json(path, wanted)
       return
-    with open(path) as f:
-      found = json.load(f)
+    found = _read_json_object(path, ("method", "config"))
+    if not isinstance(found["config"], dict):
+      raise RunError(f"{path}: not a cmjax config.json (its config is not an object); remove "
+                     "the file or use another --workdir")
     defaults = json.loads(json.dumps(config_defaults or {}, default=_to_builtin))
     added = [k for k in wanted.get("config", {}) if k not in found.get("config", {})
              and k in defaults and wanted["config"][k] == defaults[k]]
@@ -320,18 +343,20 @@ def run(
   """
   start = time.time()
   mesh = mesh or train.data_mesh()
+  data_lib.check_evaluable(dataset.test, dataset.metadata.get("source", dataset.name))
   identity = {"method": spec.name, "dataset": dataset.name,
               "view": dataset.metadata.get("view", "features"), "seed": seed,
               "config": dataclasses.asdict(config),
               "data": {"fingerprint": data_fingerprint(dataset),
                        "num_train": len(dataset.train), "num_test": len(dataset.test)}}
+  # Before the workdir is touched: data the method cannot take leaves nothing behind.
+  prepared = spec.prepare(config, dataset, seed)
   with Workdir(workdir) as wd:
     wd.claim(identity, dataclasses.asdict(type(config)()))
     done = read_results(wd.path)
     if done is not None:
       logging.info("%s: finished run found in %s; nothing to do", spec.name, wd.path)
       return done
-    prepared = spec.prepare(config, dataset, seed)
     context = FitContext(dataset=dataset, workdir=wd.path, seed=seed, mesh=mesh, loop=loop)
     fitted = spec.fit(config, prepared, context)
     # Similarities take items as loaded: each method applies its own fitted transform.
@@ -361,12 +386,17 @@ def run(
         "num_val": len(prepared.val),
         "num_test": len(prepared.test),
         "config": identity["config"],
-        "data": {**identity["data"], "metadata": _json_safe(dataset.metadata)},
+        "data": {**identity["data"], "metadata": _json_safe(dataset.metadata),
+                 "input_transforms": dict(prepared.transforms)},
         "extras": dict(fitted.extras),
         "environment": _environment(mesh),
+        "warnings": list(prepared.notes) + score_warnings(scores),
     }
+    for warning in results["warnings"]:
+      logging.warning("%s on %s (seed %d): %s", spec.name, dataset.name, seed, warning)
     if jax.process_index() == 0:
-      np.save(os.path.join(wd.path, "test_scores.npy"), scores)
+      files.write_atomic(os.path.join(wd.path, "test_scores.npy"),
+                         lambda f: np.save(f, scores), binary=True)
       plotting.plot_pr_curves(
           {d: {spec.name: (m.recall_levels, m.precision_curve)} for d, m in metrics.items()},
           os.path.join(wd.path, "pr_curves.png"),
@@ -376,6 +406,23 @@ def run(
   logging.info("%s on %s (seed %d): MAP i2t %.4f t2i %.4f avg %.4f in %.0fs", spec.name,
                dataset.name, seed, *results["map"].values(), results["wall_s"])
   return json.loads(json.dumps(results, default=_to_builtin))
+
+
+def score_warnings(scores: np.ndarray) -> list[str]:
+  """What makes a run's `[n_images, n_texts]` test scores suspect (empty: nothing).
+
+  Constant scores (every pair equal) rank by database index alone: the
+  MAP is that of a fixed order and the ROC AUC exactly 0.5, whatever the
+  labels. The model learned nothing, or collapsed.
+  """
+  if scores.size and np.all(scores == scores.flat[0]):
+    return [f"constant test scores: every pair scores {scores.flat[0]:.6g}, so the ranking is "
+            "the database order and ROC AUC is 0.5; the model learned nothing"]
+  constant_rows = int(np.sum(np.all(scores == scores[:, :1], axis=1)))
+  if constant_rows:
+    return [f"{constant_rows} of {scores.shape[0]} image queries score every text equally "
+            "(ranked by database order)"]
+  return []
 
 
 def _json_safe(metadata: Mapping[str, Any]) -> dict:

@@ -18,7 +18,8 @@ import os
 from typing import Any, Callable
 
 from cmjax.data.arrays import load_arrays
-from cmjax.data.core import DataError, Dataset, Split, validate_split, validation_split
+from cmjax.data.core import (MAX_CLASSES, DataError, Dataset, Split, check_evaluable,
+                             check_splits_agree, validate_split, validation_split)
 from cmjax.data.hashing_sets import load_mirflickr, load_nus_wide
 from cmjax.data.synthetic import make_synthetic
 from cmjax.data.web_news import (load_web_news, load_web_news_pixels, load_web_news_raw,
@@ -28,9 +29,12 @@ from cmjax.data.wikipedia import load_wikipedia
 __all__ = [
     "DATASETS",
     "DataError",
+    "MAX_CLASSES",
     "VIEWS",
     "Dataset",
     "Split",
+    "check_evaluable",
+    "check_splits_agree",
     "default_data_dir",
     "load_arrays",
     "load_dataset",
@@ -92,7 +96,9 @@ def load_dataset(name: str, data_dir: str | None = None, view: str = "features",
     the dataset, with `metadata["view"]` set.
 
   Raises:
-    DataError: unknown name or view, missing or bad files, an empty split.
+    DataError: unknown name or view, missing or bad files, an empty split,
+      train and test splits that disagree (label format, input shapes), test
+      labels that make no retrieval task (`check_evaluable`).
   """
   if name not in DATASETS:
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
@@ -104,8 +110,10 @@ def load_dataset(name: str, data_dir: str | None = None, view: str = "features",
   if name == "arrays" and not data_dir:
     raise DataError("dataset 'arrays' needs --data_dir=PATH/TO/FILE.npz")
   dataset = VIEWS[view][name](data_dir or default_data_dir(name), **options)
+  source = dataset.metadata.get("source", data_dir or name)
   for split_name, split in (("train", dataset.train), ("test", dataset.test)):
     if len(split) == 0:
-      raise DataError(f"{dataset.metadata.get('source', data_dir or name)}: the {split_name} "
-                      "split is empty")
+      raise DataError(f"{source}: the {split_name} split is empty")
+  check_splits_agree(dataset.train, dataset.test, source)
+  check_evaluable(dataset.test, source)
   return dataclasses.replace(dataset, metadata={**dataset.metadata, "view": view})

@@ -14,9 +14,14 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = [
+    "MAX_CLASSES",
     "DataError",
     "Dataset",
     "Split",
+    "check_array",
+    "check_evaluable",
+    "check_num_classes",
+    "check_splits_agree",
     "validate_split",
     "validation_split",
 ]
@@ -82,13 +87,76 @@ class Dataset:
     return len(self.class_names)
 
 
-def _check_finite(array: np.ndarray, source: str, field: str) -> None:
-  if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-    bad = np.argwhere(~np.isfinite(array))[0]
-    raise DataError(
-        f"{source}: field '{field}' has a non-finite value (NaN or Inf) at "
-        f"index {tuple(int(i) for i in bad)}"
-    )
+# At most this many classes: labels become `[n, C]` multi-hot rows for sampling
+# and relevance, so C bounds memory (58,620 x 10,000 float32 rows: 2.3 GB).
+MAX_CLASSES = 10_000
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _first_bad(mask: np.ndarray) -> tuple[int, ...]:
+  return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def check_array(array: np.ndarray, source: str, field: str) -> np.ndarray:
+  """Checks a numeric input array: real numbers, finite, within float32's range.
+
+  Nothing is cast, clipped or dropped here: a value cmjax cannot take is a
+  `DataError` naming `source`, `field`, the index and the problem.
+  """
+  array = np.asarray(array)
+  if np.iscomplexobj(array):
+    raise DataError(f"{source}: field '{field}' is complex ({array.dtype}); cmjax takes real "
+                    "numbers (an imaginary part would be dropped)")
+  if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+    raise DataError(f"{source}: field '{field}' is not numeric ({array.dtype})")
+  if np.issubdtype(array.dtype, np.floating):
+    bad = ~np.isfinite(array)
+    if bad.any():
+      index = _first_bad(bad)
+      raise DataError(f"{source}: field '{field}' has a non-finite value ({array[index]}) at "
+                      f"index {index}")
+    if array.dtype.itemsize > 4:
+      big = np.abs(array) > _FLOAT32_MAX
+      if big.any():
+        index = _first_bad(big)
+        raise DataError(f"{source}: field '{field}' has the value {array[index]:.6g} at index "
+                        f"{index}, beyond float32's range (+-3.4e38)")
+  return array
+
+
+def _check_ids(labels: np.ndarray, num_classes: int, source: str, field: str) -> np.ndarray:
+  """`[n]` class ids in [0, num_classes), checked in their own dtype; -> int32."""
+  if labels.size:
+    if np.issubdtype(labels.dtype, np.floating) and not np.all(np.mod(labels, 1) == 0):
+      index = _first_bad(np.mod(labels, 1) != 0)
+      raise DataError(f"{source}: field '{field}' has non-integer class ids ({labels[index]} "
+                      f"at index {index})")
+    low, high = labels.min(), labels.max()  # Compared before any cast: no wrap-around.
+    if low < 0 or high >= num_classes:
+      raise DataError(f"{source}: field '{field}' has class ids in [{low:.20g}, {high:.20g}], "
+                      f"outside [0, {num_classes})")
+  return labels.astype(np.int32)
+
+
+def _check_multi_hot(labels: np.ndarray, num_classes: int, source: str,
+                     field: str) -> np.ndarray:
+  """`[n, C]` rows of 0 and 1 only, C = num_classes; -> float32."""
+  if labels.shape[1] != num_classes:
+    raise DataError(f"{source}: field '{field}' has {labels.shape[1]} columns, expected "
+                    f"{num_classes}")
+  bad = (labels != 0) & (labels != 1)
+  if bad.any():
+    index = _first_bad(bad)
+    raise DataError(f"{source}: field '{field}' multi-hot rows must be 0/1, found "
+                    f"{labels[index]} at index {index}")
+  return labels.astype(np.float32)
+
+
+def check_num_classes(num_classes: int, source: str) -> None:
+  """At most `MAX_CLASSES` classes (see there)."""
+  if num_classes > MAX_CLASSES:
+    raise DataError(f"{source}: {num_classes:,} classes, more than cmjax takes "
+                    f"({MAX_CLASSES:,}); number the classes 0..C-1")
 
 
 def validate_split(split: Split, num_classes: int, source: str, name: str) -> Split:
@@ -101,9 +169,12 @@ def validate_split(split: Split, num_classes: int, source: str, name: str) -> Sp
     name: the split's name ("train" or "test"), named in errors.
 
   Raises:
-    DataError: on mismatched row counts, NaN/Inf, labels out of range.
+    DataError: on mismatched row counts, complex or non-numeric values,
+      NaN/Inf, values beyond float32, labels out of range or not 0/1.
   """
-  n = split.labels.shape[0] if split.labels.ndim else -1
+  check_num_classes(num_classes, source)
+  labels = check_array(split.labels, source, f"label_{name}")
+  n = labels.shape[0] if labels.ndim else -1
   for field, array in (("image", split.image), ("text", split.text)):
     if array.ndim < 2:
       raise DataError(
@@ -115,27 +186,11 @@ def validate_split(split: Split, num_classes: int, source: str, name: str) -> Sp
           f"{source}: field '{field}_{name}' has {array.shape[0]} rows but "
           f"'label_{name}' has {n}: mismatched row counts"
       )
-    _check_finite(array, source, f"{field}_{name}")
-  labels = split.labels
+    check_array(array, source, f"{field}_{name}")
   if labels.ndim == 1:
-    if not np.issubdtype(labels.dtype, np.integer):
-      if not np.all(np.mod(labels, 1) == 0):
-        raise DataError(f"{source}: field 'label_{name}' has non-integer class ids")
-    labels = labels.astype(np.int32)
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-      raise DataError(
-          f"{source}: field 'label_{name}' has class ids in "
-          f"[{labels.min()}, {labels.max()}], outside [0, {num_classes})"
-      )
+    labels = _check_ids(labels, num_classes, source, f"label_{name}")
   elif labels.ndim == 2:
-    if labels.shape[1] != num_classes:
-      raise DataError(
-          f"{source}: field 'label_{name}' has {labels.shape[1]} columns, "
-          f"expected {num_classes}"
-      )
-    if not np.all((labels == 0) | (labels == 1)):
-      raise DataError(f"{source}: field 'label_{name}' multi-hot rows must be 0/1")
-    labels = labels.astype(np.float32)
+    labels = _check_multi_hot(labels, num_classes, source, f"label_{name}")
   else:
     raise DataError(
         f"{source}: field 'label_{name}' must be [n] ids or [n, classes] "
@@ -143,6 +198,43 @@ def validate_split(split: Split, num_classes: int, source: str, name: str) -> Sp
     )
   image = split.image.astype(np.float32) if split.image.dtype != np.uint8 else split.image
   return dataclasses.replace(split, image=image, text=split.text, labels=labels)
+
+
+def check_splits_agree(train: Split, test: Split, source: str) -> None:
+  """The test split has the train split's label format and input shapes.
+
+  Raises:
+    DataError: ids in one split and multi-hot rows in the other, multi-hot
+      rows of different widths, or inputs of different shapes.
+  """
+  kind = lambda s: ("class ids [n]" if s.labels.ndim == 1
+                    else f"multi-hot rows [n, {s.labels.shape[1]}]")
+  if kind(train) != kind(test):
+    raise DataError(f"{source}: field 'label_test' holds {kind(test)} but 'label_train' holds "
+                    f"{kind(train)}")
+  for field in ("image", "text"):
+    shapes = [getattr(s, field).shape[1:] for s in (train, test)]
+    if shapes[0] != shapes[1]:
+      raise DataError(f"{source}: field '{field}_test' has dims {shapes[1]} but "
+                      f"'{field}_train' has {shapes[0]}")
+
+
+def check_evaluable(test: Split, source: str) -> None:
+  """The test labels make a retrieval task: some pairs relevant, some not.
+
+  Raises:
+    DataError: a single-class test split (every pair relevant: MAP is 1 and
+      the ROC AUC undefined whatever the model), or multi-hot test labels with
+      no positive (no query has a relevant item).
+  """
+  if test.labels.ndim == 1:
+    classes = np.unique(test.labels)
+    if len(classes) < 2:
+      raise DataError(f"{source}: field 'label_test' holds one class only ({classes[0]}): "
+                      "every test pair is relevant, so retrieval cannot be evaluated")
+  elif not test.labels.any():
+    raise DataError(f"{source}: field 'label_test' has no positive label: no test query has "
+                    "a relevant item, so retrieval cannot be evaluated")
 
 
 def validation_split(

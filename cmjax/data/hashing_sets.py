@@ -23,57 +23,68 @@ from __future__ import annotations
 import glob
 import os
 
+from absl import logging
 import numpy as np
-import scipy.io
 
 from cmjax import features
-from cmjax.data.core import DataError, Dataset, Split, validate_split
+from cmjax.data.core import DataError, Dataset, Split, check_array, validate_split
+from cmjax.data.listfiles import read_mat
 
-__all__ = ["load_mirflickr", "load_nus_wide", "read_mat"]
-
-
-def read_mat(path: str, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
-  """The named fields of a MAT file (v5 with scipy, v7.3 with h5py if installed)."""
-  if not os.path.isfile(path):
-    raise DataError(f"{path}: file not found")
-  with open(path, "rb") as f:
-    header = f.read(128)
-  if b"MATLAB 7.3" in header:
-    try:
-      import h5py  # pylint: disable=import-outside-toplevel
-    except ImportError:
-      raise DataError(f"{path}: a MAT v7.3 (HDF5) file; install h5py to read it "
-                      "(pip install h5py)") from None
-    with h5py.File(path, "r") as f:
-      missing = [k for k in fields if k not in f]
-      if missing:
-        raise DataError(f"{path}: missing field(s) {', '.join(missing)}")
-      # MATLAB stores column-major: HDF5 shows the axes reversed.
-      return {k: np.asarray(f[k]).transpose() for k in fields}
-  try:
-    mat = scipy.io.loadmat(path)
-  except (ValueError, OSError, TypeError, NotImplementedError) as e:
-    raise DataError(f"{path}: cannot read MAT file ({type(e).__name__}: {e})") from None
-  missing = [k for k in fields if k not in mat]
-  if missing:
-    raise DataError(f"{path}: missing field(s) {', '.join(missing)}")
-  return {k: mat[k] for k in fields}
+__all__ = ["load_mirflickr", "load_nus_wide", "to_pixels"]
 
 
-def _split(image, text, labels, source, name) -> Split:
-  labels = np.asarray(labels)
+def _split(image, text, labels, source, name, fields, num_classes=None) -> Split:
+  """A validated split; `fields` names the (image, text, labels) fields in errors.
+
+  Labels must be multi-hot rows of 0 and 1 (no NaN, no 2, no -1), of the
+  training labels' width (`num_classes`) for the test split.
+  """
+  labels = check_array(labels, source, fields[2])
   if labels.ndim != 2:
-    raise DataError(f"{source}: labels of the {name} split must be [n, C] multi-hot, got "
+    raise DataError(f"{source}: field '{fields[2]}' must be [n, C] multi-hot labels, got "
                     f"shape {labels.shape}")
+  if num_classes is not None and labels.shape[1] != num_classes:
+    raise DataError(f"{source}: field '{fields[2]}' has {labels.shape[1]} label columns but the "
+                    f"training labels have {num_classes}")
+  bad = (labels != 0) & (labels != 1)
+  if bad.any():
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise DataError(f"{source}: field '{fields[2]}' must hold 0 or 1, found {labels[index]} at "
+                    f"index {index}")
+  image, text = check_array(image, source, fields[0]), check_array(text, source, fields[1])
   split = Split(image=np.asarray(image, np.float32), text=np.asarray(text, np.float32),
-                labels=(labels > 0).astype(np.float32))
+                labels=labels.astype(np.float32))
   return validate_split(split, labels.shape[1], source, name)
+
+
+def to_pixels(images: np.ndarray, source: str, field: str) -> np.ndarray:
+  """Images as uint8 pixels, converted exactly or refused (never wrapped or clipped).
+
+  uint8 stays as it is; integer-valued arrays in [0, 255] (any dtype) are cast;
+  real-valued arrays within [0, 1] are read as intensities and scaled by 255
+  (rounded; logged). Anything else is a `DataError`.
+  """
+  images = check_array(images, source, field)
+  if images.dtype == np.uint8:
+    return images
+  low, high = images.min(), images.max()
+  if np.all(np.mod(images, 1) == 0) and low >= 0 and high <= 255:
+    return images.astype(np.uint8)
+  if np.issubdtype(images.dtype, np.floating) and low >= 0 and high <= 1:
+    logging.info("%s: field '%s' holds intensities in [0, 1]: scaled by 255 to pixels",
+                 source, field)
+    return np.round(images * 255).astype(np.uint8)
+  raise DataError(f"{source}: field '{field}' must hold pixels (integers in [0, 255], or "
+                  f"intensities in [0, 1]); found values in [{low:.6g}, {high:.6g}] "
+                  f"({images.dtype})")
 
 
 def _from_features_file(path: str, name: str) -> Dataset:
   m = read_mat(path, ("XTrain", "XTest", "YTrain", "YTest", "LTrain", "LTest"))
-  train = _split(m["XTrain"], m["YTrain"], m["LTrain"], path, "train")
-  test = _split(m["XTest"], m["YTest"], m["LTest"], path, "test")
+  train = _split(m["XTrain"], m["YTrain"], m["LTrain"], path, "train",
+                 ("XTrain", "YTrain", "LTrain"))
+  test = _split(m["XTest"], m["YTest"], m["LTest"], path, "test", ("XTest", "YTest", "LTest"),
+                train.labels.shape[1])
   classes = tuple(f"label_{c}" for c in range(train.labels.shape[1]))
   return Dataset(name=name, train=train, test=test, class_names=classes,
                  metadata={"source": os.path.abspath(path), "layout": "features"})
@@ -106,9 +117,9 @@ def _from_cleared_set(data_dir: str, name: str, num_queries: int, seed: int) -> 
   if not 0 < num_queries < n:
     raise DataError(f"{data_dir}: {num_queries} queries asked of {n} items")
   order = np.random.default_rng(seed).permutation(n)
-  image_features = features.color_histogram(np.asarray(images, np.uint8))
+  image_features = features.color_histogram(to_pixels(images, paths["i"], "IAll"))
   take = lambda idx, split_name: _split(image_features[idx], tags[idx], labels[idx],
-                                        data_dir, split_name)
+                                        paths["l"], split_name, ("IAll", "YAll", "LAll"))
   test, train = take(order[:num_queries], "test"), take(order[num_queries:], "train")
   classes = tuple(f"label_{c}" for c in range(train.labels.shape[1]))
   return Dataset(name=name, train=train, test=test, class_names=classes,

@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import numpy as np
+import scipy.io
+
 from cmjax.data.core import DataError
 
-__all__ = ["ListEntry", "read_categories", "read_pair_list", "require_file"]
+__all__ = ["ListEntry", "read_categories", "read_mat", "read_pair_list", "require_file"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +32,50 @@ def require_file(path: str) -> str:
   if not os.path.isfile(path):
     raise DataError(f"{path}: file not found")
   return path
+
+
+def read_mat(path: str, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+  """The named numeric fields of a MAT file (v5 with scipy, v7.3 with h5py if installed).
+
+  Raises:
+    DataError: a missing, empty, truncated or unreadable file, a missing
+      field, or a field that is not a numeric array (strings, cells, structs).
+  """
+  require_file(path)
+  with open(path, "rb") as f:
+    header = f.read(128)
+  if not header:
+    raise DataError(f"{path}: the file is empty (0 bytes)")
+  if b"MATLAB 7.3" in header:
+    try:
+      import h5py  # pylint: disable=import-outside-toplevel
+    except ImportError:
+      raise DataError(f"{path}: a MAT v7.3 (HDF5) file; install h5py to read it "
+                      "(pip install h5py)") from None
+    try:
+      with h5py.File(path, "r") as f:
+        missing = [k for k in fields if k not in f]
+        if missing:
+          raise DataError(f"{path}: missing field(s) {', '.join(missing)}")
+        # MATLAB stores column-major: HDF5 shows the axes reversed.
+        mat = {k: np.asarray(f[k]).transpose() for k in fields}
+    except (OSError, KeyError, TypeError, ValueError) as e:
+      raise DataError(f"{path}: cannot read MAT v7.3 file ({type(e).__name__}: {e})") from None
+  else:
+    try:
+      mat = scipy.io.loadmat(path, variable_names=list(fields))
+    except Exception as e:  # scipy raises many types for truncated or foreign files.
+      raise DataError(f"{path}: cannot read MATLAB file ({type(e).__name__}: {e})") from None
+    missing = [k for k in fields if k not in mat]
+    if missing:
+      raise DataError(f"{path}: missing field(s) {', '.join(missing)}")
+  for field in fields:
+    array = np.asarray(mat[field])
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+      kind = {"U": "text", "S": "text", "O": "a cell array or struct"}.get(array.dtype.kind,
+                                                                           str(array.dtype))
+      raise DataError(f"{path}: field '{field}' is {kind}, not a numeric array")
+  return {k: mat[k] for k in fields}
 
 
 def _read_text(path: str) -> str:

@@ -49,6 +49,22 @@ class RawSplit:
   ids: np.ndarray
 
 
+def _to_8bit(im: Image.Image) -> Image.Image:
+  """Grey images of more than 8 bits per pixel as 8-bit grey, scaled, not saturated.
+
+  PIL's `convert("RGB")` clips 16-bit values at 255 (a 16-bit photo comes out
+  almost white); here 0..65535 maps linearly onto 0..255. 32-bit integer and
+  float grey images are refused (no range to scale them by).
+  """
+  if im.mode.startswith("I;16"):
+    values = np.asarray(im, np.uint32)
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), "L")
+  if im.mode in ("I", "F"):
+    raise ValueError(f"{im.mode}-mode ({'32-bit integer' if im.mode == 'I' else 'float'}) grey "
+                     "image")
+  return im
+
+
 def _decode_image(path: str, size: int) -> tuple[np.ndarray | None, str, str]:
   """Returns `(pixels or None, reason if None, format found by content)`."""
   if not os.path.isfile(path):
@@ -57,6 +73,9 @@ def _decode_image(path: str, size: int) -> tuple[np.ndarray | None, str, str]:
     with Image.open(path) as im:
       found = im.format or "unknown"
       im.load()
+      if im.mode.startswith("I;16"):
+        found += " 16-bit"
+      im = _to_8bit(im)
       if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -64,7 +83,7 @@ def _decode_image(path: str, size: int) -> tuple[np.ndarray | None, str, str]:
       rgb = im.convert("RGB").resize((size, size), Image.BILINEAR)
       return np.asarray(rgb, np.uint8), "", found
   except Exception as e:  # PIL raises many types for corrupt files.
-    return None, f"image undecodable ({type(e).__name__})", ""
+    return None, f"image undecodable ({type(e).__name__}: {e})"[:200], ""
 
 
 def _read_caption(path: str) -> tuple[str | None, str]:

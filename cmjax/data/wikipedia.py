@@ -10,23 +10,14 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import scipy.io
 
 from cmjax.data import listfiles
+from cmjax.data import core
 from cmjax.data.core import DataError, Dataset, Split, validate_split
 
-__all__ = ["load_wikipedia", "read_mat"]
+__all__ = ["load_wikipedia"]
 
 _FIELDS = {"train": ("I_tr", "T_tr"), "test": ("I_te", "T_te")}
-
-
-def read_mat(path: str) -> dict[str, np.ndarray]:
-  """Reads a MATLAB v5 file, turning every reader failure into a `DataError`."""
-  listfiles.require_file(path)
-  try:
-    return scipy.io.loadmat(path)
-  except Exception as e:  # scipy raises several types for truncated files.
-    raise DataError(f"{path}: cannot read MATLAB file ({type(e).__name__}: {e})") from None
 
 
 def load_wikipedia(data_dir: str) -> Dataset:
@@ -42,16 +33,14 @@ def load_wikipedia(data_dir: str) -> Dataset:
   """
   class_names = listfiles.read_categories(os.path.join(data_dir, "categories.list"))
   mat_path = os.path.join(data_dir, "raw_features.mat")
-  mat = read_mat(mat_path)
+  mat = listfiles.read_mat(mat_path, tuple(k for pair in _FIELDS.values() for k in pair))
   splits = {}
   for name, (image_key, text_key) in _FIELDS.items():
     list_path = os.path.join(data_dir, f"{name}set_txt_img_cat.list")
     entries = listfiles.read_pair_list(list_path, len(class_names))
     arrays = {}
     for key in (image_key, text_key):
-      if key not in mat:
-        raise DataError(f"{mat_path}: field '{key}' is missing")
-      arrays[key] = np.asarray(mat[key], dtype=np.float32)
+      arrays[key] = core.check_array(mat[key], mat_path, key).astype(np.float32)
       if arrays[key].ndim != 2 or arrays[key].shape[0] != len(entries):
         raise DataError(
             f"{mat_path}: field '{key}' has shape {arrays[key].shape} but "
