@@ -37,10 +37,12 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from cmjax.files import RunError
 from cmjax.metric_writer import MetricWriter
 
 __all__ = [
     "LoopConfig",
+    "RunError",
     "NonFiniteError",
     "STATE_KEY",
     "Stage",
@@ -276,15 +278,9 @@ def train_stage(
   start_time = time.time()
   mesh = mesh or data_mesh()
   ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints", stage.name))
-  manager = ocp.CheckpointManager(
-      ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-  )
   state = replicate(init_state(params, stage.optimizer), mesh)
-  resumed_from = 0
-  if manager.latest_step() is not None:
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
-    resumed_from = int(state["step"])
+  manager, state, resumed_from = _restore(stage.name, ckpt_dir, state)
+  if resumed_from:
     logging.info("stage '%s': resumed from step %d (%s)", stage.name, resumed_from, ckpt_dir)
 
   data, context = replicate((data, context), mesh)
@@ -292,7 +288,7 @@ def train_stage(
   _check_batch_splits(stage, key, data, mesh)
   run = make_update_fn(stage, mesh)
   writer = MetricWriter(os.path.join(workdir, "logs", stage.name),
-                        enabled=jax.process_index() == 0)
+                        enabled=jax.process_index() == 0, resume_step=resumed_from)
   step = int(state["step"])
   stopped = bool(state["stopped"])
   last_log, last_log_step = time.time(), step
@@ -322,8 +318,8 @@ def train_stage(
         )
         last_log, last_log_step = now, step
       if step % loop.checkpoint_every == 0 or step == stage.num_steps or stopped:
-        manager.save(step, args=ocp.args.StandardSave(state), force=True)
-    manager.wait_until_finished()
+        _save(stage.name, ckpt_dir, manager, step, state)
+    _save(stage.name, ckpt_dir, manager, None, state)
   finally:
     writer.close()
     manager.close()
@@ -335,6 +331,46 @@ def train_stage(
       wall_s=time.time() - start_time,
       resumed_from=resumed_from,
   )
+
+
+def _checkpoint_error(stage: str, ckpt_dir: str, error: Exception, doing: str) -> RunError:
+  first = (str(error).strip().splitlines() or [""])[0][:200]
+  return RunError(f"stage '{stage}': cannot {doing} the checkpoint in {ckpt_dir} "
+                  f"({type(error).__name__}: {first}); delete that folder to train the stage "
+                  "again from its start, or use another --workdir")
+
+
+def _restore(stage: str, ckpt_dir: str, state: dict):
+  """`(manager, state, step)`: the stage's checkpoint manager and its latest state, if any.
+
+  Raises:
+    RunError: the checkpoint cannot be read (truncated, zeroed, an empty step
+      folder, damaged metadata), naming its folder and what to do.
+  """
+  manager = None
+  try:
+    manager = ocp.CheckpointManager(
+        ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    step = manager.latest_step()
+    if step is None:
+      return manager, state, 0
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    return manager, state, int(state["step"])
+  except Exception as e:  # orbax and tensorstore raise many types for damaged files.
+    if manager is not None:
+      manager.close()
+    raise _checkpoint_error(stage, ckpt_dir, e, "read") from None
+
+
+def _save(stage: str, ckpt_dir: str, manager, step: int | None, state: dict) -> None:
+  """Saves `state` at `step` (None: waits for the pending saves); `RunError` on failure."""
+  try:
+    if step is not None:
+      manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    manager.wait_until_finished()
+  except Exception as e:  # A full disk, a read-only folder...
+    raise _checkpoint_error(stage, ckpt_dir, e, "write") from None
 
 
 def _evaluate(stage: Stage, state: dict, writer: MetricWriter, step: int) -> tuple[dict, bool]:

@@ -186,3 +186,53 @@ def test_batch_must_split_over_devices(tmp_path):
   fake = type("Mesh", (), {"size": 4})()
   with pytest.raises(ValueError, match="a batch of 30 rows does not split over 4 devices"):
     train._check_batch_splits(_regression_stage(batch_size=30), jax.random.key(0), data, fake)
+
+
+def test_a_resumed_stage_logs_each_step_once_in_one_events_file(tmp_path):
+  from cmjax import metric_writer
+  params, data = _problem()
+  loop = train.LoopConfig(steps_per_call=5, checkpoint_every=20)
+  train.train_stage(_regression_stage(20), params, data, workdir=str(tmp_path), seed=1,
+                    loop=loop)
+  logdir = tmp_path / "logs" / "regression"
+  # A process killed after logging steps 25 and 30 past its last checkpoint (20).
+  killed = metric_writer.MetricWriter(str(logdir), resume_step=20)
+  killed.write_scalars(25, {"train/loss": 9.0})
+  killed.write_scalars(30, {"train/loss": 9.0})
+  killed.close()
+  result = train.train_stage(_regression_stage(60), params, data, workdir=str(tmp_path),
+                             seed=1, loop=loop)
+  assert result.resumed_from == 20
+  steps = [json.loads(line)["step"] for line in open(logdir / "metrics.jsonl")]
+  assert steps == sorted(set(steps)) and steps[-1] == 60 and 9.0 not in [
+      json.loads(line).get("train/loss") for line in open(logdir / "metrics.jsonl")]
+  events = [f for f in os.listdir(logdir) if f.startswith("events.out.tfevents.")]
+  assert len(events) == 1
+  event_steps = [metric_writer._event_step(r)  # pylint: disable=protected-access
+                 for r in metric_writer._records(str(logdir / events[0]))][1:]
+  assert event_steps == sorted(set(event_steps)) and event_steps[-1] == 60
+
+
+@pytest.mark.parametrize("damage", ["truncate", "zero", "empty_step"])
+def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, damage):
+  params, data = _problem()
+  train.train_stage(_regression_stage(20), params, data, workdir=str(tmp_path), seed=1)
+  ckpt = tmp_path / "checkpoints" / "regression"
+  step_dir = ckpt / "20"
+  if damage == "empty_step":
+    import shutil
+    shutil.rmtree(step_dir)
+    step_dir.mkdir()
+  else:
+    for root, _, names in os.walk(step_dir):
+      for name in names:
+        path = os.path.join(root, name)
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+          if damage == "truncate":
+            f.truncate(size // 2)
+          else:
+            f.write(b"\0" * size)
+  with pytest.raises(train.RunError, match=r"stage 'regression': cannot read the checkpoint "
+                     r"in .*checkpoints/regression .*delete that folder"):
+    train.train_stage(_regression_stage(40), params, data, workdir=str(tmp_path), seed=1)
