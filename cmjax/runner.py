@@ -38,16 +38,19 @@ import numpy as np
 
 from cmjax import data as data_lib
 from cmjax import evaluation, files, hashing, plotting, preprocess, train
+from cmjax.configs import ConfigError
 from cmjax.files import RunError
 
 __all__ = [
     "FitContext",
     "Fitted",
     "RESULT_KEYS",
+    "MAX_SEED",
     "RunError",
     "Workdir",
     "data_fingerprint",
     "read_results",
+    "check_seed",
     "run",
     "score_warnings",
     "stage_facts",
@@ -111,6 +114,21 @@ class Fitted:
   alternatives: Mapping[str, Similarity] = dataclasses.field(default_factory=dict)
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   codes: Callable[[data_lib.Split], tuple[np.ndarray, np.ndarray]] | None = None
+
+
+# Stages seed their keys with seed * 1000 + a small offset, and JAX keys hold 32
+# bits: a larger seed would wrap onto another seed's keys.
+MAX_SEED = (2**32 - 1000) // 1000
+
+
+def check_seed(seed: Any) -> int:
+  """`seed` if it is an int in [0, MAX_SEED], else a `ConfigError`."""
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    raise ConfigError(f"seed must be an integer, got {seed!r}")
+  if not 0 <= seed <= MAX_SEED:
+    raise ConfigError(f"seed must be in [0, {MAX_SEED}] (stage keys are seed * 1000 + k in "
+                      f"JAX's 32 bits), got {seed}")
+  return int(seed)
 
 
 def hashing_protocol(codes, dataset: data_lib.Dataset) -> dict:
@@ -342,6 +360,7 @@ def run(
     cmjax.train.NonFiniteError: training diverged.
   """
   start = time.time()
+  seed = check_seed(seed)
   mesh = mesh or train.data_mesh()
   data_lib.check_evaluable(dataset.test, dataset.metadata.get("source", dataset.name))
   identity = {"method": spec.name, "dataset": dataset.name,

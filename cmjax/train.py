@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -37,6 +39,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from cmjax.configs import ConfigError
 from cmjax.files import RunError
 from cmjax.metric_writer import MetricWriter
 
@@ -148,16 +151,53 @@ def to_host(tree: Any) -> Any:
                       else np.asarray(a), tree)
 
 
-def initialize_distributed(coordinator_address: str, num_processes: int,
-                           process_id: int) -> None:
+def _check_distributed(coordinator_address: str | None, num_processes: int,
+                       process_id: int, timeout_s: float) -> None:
+  if not coordinator_address:
+    raise ConfigError(f"--num_processes={num_processes} --process_id={process_id} need "
+                      "--coordinator_address=HOST:PORT (process 0's address)")
+  host, _, port = coordinator_address.rpartition(":")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ConfigError(f"--coordinator_address={coordinator_address!r} must be HOST:PORT with "
+                      "a port in 1..65535")
+  if num_processes < 1:
+    raise ConfigError(f"--num_processes must be >= 1, got {num_processes}")
+  if not 0 <= process_id < num_processes:
+    raise ConfigError(f"--process_id must be in [0, {num_processes}), got {process_id}")
+  if not timeout_s > 0:
+    raise ConfigError(f"--distributed_timeout_s must be > 0, got {timeout_s}")
+
+
+def initialize_distributed(coordinator_address: str | None, num_processes: int,
+                           process_id: int, timeout_s: float = 120.0) -> None:
   """Joins a multi-process run (`jax.distributed.initialize`) before any computation.
 
   Every process runs the same command; the mesh then spans `jax.devices()` of
-  all of them. On CPU the cross-process collectives use gloo.
+  all of them. On CPU the cross-process collectives use gloo. If not every
+  process has joined within `timeout_s` (a coordinator that cannot be
+  reached, a peer that never starts), the process prints one line and exits
+  with status 1 (JAX itself would abort with a C++ dump after 5 minutes).
+
+  Raises:
+    ConfigError: a missing or malformed address, a process id out of range.
   """
+  _check_distributed(coordinator_address, num_processes, process_id, timeout_s)
+  joined = threading.Event()
+
+  def watchdog():
+    if not joined.wait(timeout_s):
+      print(f"error: multi-process start: process {process_id} of {num_processes} did not "
+            f"connect every process through the coordinator {coordinator_address} within "
+            f"{timeout_s:g} s (--distributed_timeout_s); check the address and that every "
+            "process was started", file=sys.stderr, flush=True)
+      os._exit(1)  # The main thread is blocked inside JAX's C++ client.
+
+  threading.Thread(target=watchdog, daemon=True).start()
   jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU backend only.
   jax.distributed.initialize(coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
+                             process_id=process_id,
+                             initialization_timeout=int(timeout_s) + 60)
+  joined.set()
 
 
 def init_state(params: Params, optimizer: optax.GradientTransformation) -> dict:
@@ -229,11 +269,11 @@ def _check_finite(stage: str, first_step: int, metrics: Mapping[str, np.ndarray]
 
 def _check_batch_splits(stage: Stage, key: jax.Array, data: Any,
                         mesh: jax.sharding.Mesh) -> None:
-  """Raises ValueError unless every batch leaf's rows split evenly over the mesh."""
+  """Raises ConfigError unless every batch leaf's rows split evenly over the mesh."""
   batch = jax.eval_shape(stage.sample_fn, key, data)
   for leaf in jax.tree.leaves(batch):
     if not leaf.shape or leaf.shape[0] % mesh.size:
-      raise ValueError(
+      raise ConfigError(
           f"stage '{stage.name}': a batch of {leaf.shape[0] if leaf.shape else 0} rows does "
           f"not split over {mesh.size} devices; use a batch size divisible by {mesh.size}")
 

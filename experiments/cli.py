@@ -19,6 +19,7 @@ imported together.
 
 from __future__ import annotations
 
+import contextlib
 import logging as std_logging
 import os
 import sys
@@ -28,15 +29,16 @@ from absl import app, flags
 from absl import logging
 from ml_collections import config_flags
 
-from cmjax import configs, data, runner, train
+from cmjax import configs, data, files, runner, train
 from cmjax.methods import registry
 
-__all__ = ["exit_with_error", "main", "setup_logging", "write_report"]
+__all__ = ["USER_ERRORS", "exit_with_error", "main", "run_app", "setup_logging",
+           "write_report"]
 
 FLAGS = flags.FLAGS
-# Errors a user can cause; they end the command with one line, not a traceback.
-USER_ERRORS = (configs.ConfigError, data.DataError, runner.RunError, train.NonFiniteError,
-               ValueError, OSError)
+# The project's own errors: what a user's input or a run's state causes. They end
+# the command with one line; anything else (a bug) keeps its traceback.
+USER_ERRORS = (configs.ConfigError, data.DataError, files.RunError, train.NonFiniteError)
 
 
 def setup_logging() -> None:
@@ -56,10 +58,59 @@ def write_report(lines: list[str], output: str | None) -> None:
   report = "\n".join(lines) + "\n"
   print(report)
   if output:
-    tmp = output + ".tmp"
-    with open(tmp, "w") as f:
-      f.write(report)
-    os.replace(tmp, output)
+    files.write_atomic(output, lambda f: f.write(report))
+
+
+@contextlib.contextmanager
+def flag_errors():
+  """Every bad flag (a config override naming no field, an unknown preset, a value
+  of the wrong type) ends the command in one line. ml_collections applies
+  `--config.<field>` overrides both when the flag is defined and when parsed."""
+  try:
+    yield
+  except flags.Error as e:
+    # ml_collections wraps an error of the config file (in a copy whose text holds
+    # the whole traceback, then in a flag error): the innermost one is the message.
+    chain, cause = [], e
+    while cause is not None:
+      chain.append(cause)
+      cause = cause.__cause__ or cause.__context__
+    ours = [c for c in chain if isinstance(c, USER_ERRORS)]
+    exit_with_error(ours[-1] if ours else str(e).strip().splitlines()[-1])
+  except USER_ERRORS as e:
+    exit_with_error(e)
+  except (AttributeError, KeyError) as e:  # ml_collections: an override naming no field.
+    text = " ".join(str(e).strip("\"'").replace("\\'", "'").split("\\n"))
+    exit_with_error(f"--config: no such config field: {text}")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing under `flag_errors`."""
+  with flag_errors():
+    return FLAGS(argv)
+
+
+def run_app(main_fn) -> None:
+  """`app.run(main_fn)` with `parse_flags`; the project's errors are one line."""
+  def guarded(argv):
+    try:
+      main_fn(argv)
+    except USER_ERRORS as e:
+      exit_with_error(e)
+  app.run(guarded, flags_parser=parse_flags)
+
+
+def parse_seeds(values: Sequence[str], flag: str) -> list[int]:
+  """`--seeds` values as ints, each a valid seed (`runner.check_seed`)."""
+  if not values:
+    raise configs.ConfigError(f"--{flag} needs at least one seed")
+  try:
+    seeds = [int(v) for v in values]
+  except ValueError:
+    raise configs.ConfigError(f"--{flag} takes integers, got {','.join(values)}") from None
+  for seed in seeds:
+    runner.check_seed(seed)
+  return seeds
 
 
 def argv_value(name: str, default: str | None = None) -> str | None:
@@ -78,7 +129,7 @@ def argv_value(name: str, default: str | None = None) -> str | None:
 
 
 LOOP_FLAGS = ("steps_per_call", "checkpoint_every", "import_modules", "coordinator_address",
-              "num_processes", "process_id")
+              "num_processes", "process_id", "distributed_timeout_s")
 
 
 def define_loop_flags() -> None:
@@ -87,12 +138,16 @@ def define_loop_flags() -> None:
   flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints.")
   flags.DEFINE_list("import_modules", [],
                     "Python modules to import first; they register more methods "
-                    "(see cmjax.methods.registry).")
+                    "(see cmjax.methods.registry). Importing a module EXECUTES ITS CODE: "
+                    "name only modules you trust.")
   flags.DEFINE_string("coordinator_address", None,
                       "host:port of process 0 in a multi-process run (jax.distributed); "
                       "every process runs the same command with its own --process_id.")
   flags.DEFINE_integer("num_processes", 1, "Processes of a multi-process run.")
   flags.DEFINE_integer("process_id", 0, "This process's index in a multi-process run.")
+  flags.DEFINE_float("distributed_timeout_s", 120.0,
+                     "A multi-process run stops with one line when not every process has "
+                     "reached the coordinator within this many seconds.")
 
 
 def start(argv: Sequence[str]) -> None:
@@ -100,9 +155,9 @@ def start(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   setup_logging()
-  if FLAGS.coordinator_address:
+  if FLAGS.coordinator_address or FLAGS.num_processes != 1 or FLAGS.process_id != 0:
     train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                 FLAGS.process_id)
+                                 FLAGS.process_id, FLAGS.distributed_timeout_s)
 
 
 def loop_config() -> train.LoopConfig:
@@ -118,7 +173,8 @@ def _config_help(methods: Sequence[str]) -> str:
     spec = registry.get(name)
     classes.setdefault(spec.config_class, spec)
   parts = ["Config file and preset, '<file>:<preset>'; override one field with "
-           "--config.<field>=<value> (tuples as '(1,2)'). Fields:"]
+           "--config.<field>=<value> (tuples as '(1,2)'). A config file is Python: loading "
+           "it EXECUTES ITS CODE, so name only files you trust. Fields:"]
   for cls, spec in classes.items():
     parts.append(f"{cls.__name__} ({spec.config_file}; presets: {', '.join(spec.presets)})\n"
                  + configs.help_text(cls, registry.make_config(spec, "default")))
@@ -172,12 +228,21 @@ def _run() -> tuple[dict, str]:
           f"method {spec.name} fixes config field '{field}' to {value!r}; got "
           f"--config.{field}={overrides[field]!r} (choose the method that has it)")
   config = registry.make_config(spec, FLAGS.config)
+  runner.check_seed(FLAGS.seed)
   loop = loop_config()
   preset = _preset()
   dataset = registry.load_data(spec, config, FLAGS.dataset, FLAGS.data_dir)
   workdir = FLAGS.workdir or os.path.join("/tmp/cmjax", spec.name, FLAGS.dataset, preset,
                                           f"seed{FLAGS.seed}")
   return runner.run(spec, config, dataset, workdir, FLAGS.seed, preset=preset, loop=loop), workdir
+
+
+def import_method_modules() -> None:
+  """The modules of `--import_modules`, imported before the flags that list methods."""
+  try:
+    registry.import_modules([m for m in (argv_value("import_modules") or "").split(",") if m])
+  except configs.ConfigError as e:
+    exit_with_error(e)
 
 
 def main(methods: Sequence[str] | None = None, default_method: str | None = None) -> None:
@@ -187,19 +252,19 @@ def main(methods: Sequence[str] | None = None, default_method: str | None = None
     methods: the `--method` choices (default: every registered method).
     default_method: `--method`'s default (default: the first choice).
   """
-  registry.import_modules([m for m in (argv_value("import_modules") or "").split(",") if m])
+  import_method_modules()
   methods = tuple(methods or registry.names())
-  _define_run_flags(methods, default_method or methods[0])
+  with flag_errors():
+    _define_run_flags(methods, default_method or methods[0])
 
   def _main(argv):
     start(argv)
-    try:
-      out, workdir = _run()
-    except USER_ERRORS as e:
-      exit_with_error(e)
+    out, workdir = _run()
     m = out["map"]
     print(f"{out['method']} on {out['dataset']} seed {out['seed']}: MAP i2t {m['i2t']:.4f} "
           f"t2i {m['t2i']:.4f} avg {m['avg']:.4f}, pair ROC AUC {out['roc_auc']:.4f} "
           f"({out['wall_s']:.0f}s) -> {workdir}")
+    for warning in out.get("warnings", []):
+      print(f"warning: {warning}")
 
-  app.run(_main)
+  run_app(_main)

@@ -25,7 +25,7 @@ import time
 from absl import app, flags
 import numpy as np
 
-from cmjax import data, plotting, runner
+from cmjax import configs, data, plotting, runner
 from cmjax.methods import registry
 from experiments import cli
 
@@ -62,7 +62,7 @@ def _pr_figure(runs_by_method: dict, path: str, title: str) -> str:
 def _run(dataset: str, method: str, bits: int) -> list[dict]:
   spec = registry.get(method)
   if not spec.hashing:
-    raise ValueError(f"method {method} is not a hashing method")
+    raise configs.ConfigError(f"method {method} is not a hashing method")
   config = dataclasses.replace(registry.make_config(spec, FLAGS.preset), bits=bits)
   data_dir = os.path.join(FLAGS.data_root, dataset) if FLAGS.data_root else None
   loaded = registry.load_data(spec, config, dataset, data_dir)
@@ -72,15 +72,26 @@ def _run(dataset: str, method: str, bits: int) -> list[dict]:
           for seed in range(FLAGS.seeds)]
 
 
+def _parse_bits(values: list[str]) -> list[int]:
+  """`--bits` as positive integers."""
+  try:
+    bits = [int(b) for b in values]
+  except ValueError:
+    raise configs.ConfigError(f"--bits takes code lengths (integers), got "
+                              f"{','.join(values)}") from None
+  if not bits or min(bits) <= 0:
+    raise configs.ConfigError(f"--bits takes positive code lengths, got {','.join(values)}")
+  return bits
+
+
 def main(argv):
   cli.start(argv)
   start = time.time()
-  bits_list = [int(b) for b in FLAGS.bits]
-  try:
-    results = {(d, m, b): _run(d, m, b) for d in FLAGS.datasets for m in FLAGS.methods
-               for b in bits_list}
-  except cli.USER_ERRORS as e:
-    cli.exit_with_error(e)
+  bits_list = _parse_bits(FLAGS.bits)
+  if FLAGS.seeds <= 0:
+    raise configs.ConfigError(f"--seeds must be > 0, got {FLAGS.seeds}")
+  results = {(d, m, b): _run(d, m, b) for d in FLAGS.datasets for m in FLAGS.methods
+             for b in bits_list}
   lines = ["# Cross-modal hashing" + ("" if FLAGS.preset == "default" else
                                       f" (preset '{FLAGS.preset}': smoke run)"), "",
            f"Regenerate: `python -m experiments.hashing_leaderboard --datasets="
@@ -120,6 +131,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  registry.import_modules([m for m in (cli.argv_value("import_modules") or "").split(",") if m])
+  cli.import_method_modules()
   _define_flags()
-  app.run(main)
+  cli.run_app(main)

@@ -48,6 +48,18 @@ def _define_flags() -> None:
   cli.show_in_help(cli.LOOP_FLAGS)
 
 
+def flag_mark(runs: list[dict]) -> str:
+  """' (!)' after a method whose runs carry warnings (constant scores...), else ''."""
+  return " (!)" if any(r.get("warnings") for r in runs) else ""
+
+
+def flag_notes(table: dict[str, list[dict]]) -> list[str]:
+  """One line per flagged method and seed: what its run's warnings say."""
+  notes = [f"- (!) {method} seed {r['seed']}: {'; '.join(r['warnings'])}"
+           for method, runs in table.items() for r in runs if r.get("warnings")]
+  return ["", *notes] if notes else []
+
+
 def _cell(runs: list[dict], direction: str, key: str = "map") -> str:
   values = [r[key][direction] if direction else r[key] for r in runs]
   return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
@@ -56,6 +68,8 @@ def _cell(runs: list[dict], direction: str, key: str = "map") -> str:
 def read_reference(path: str) -> dict[tuple[str, str], float]:
   """`{(dataset, method): avg MAP}` of an earlier leaderboard markdown file."""
   table, dataset = {}, None
+  if not os.path.isfile(path):
+    raise configs.ConfigError(f"--reference={path}: file not found")
   with open(path) as f:
     for line in f:
       heading = re.match(r"^## (\S+)", line)
@@ -76,13 +90,14 @@ def _table(dataset: str, table: dict[str, list[dict]], reference: dict) -> list[
   for method in sorted(table, key=lambda m: -mean_avg(m)):
     runs = table[method]
     published = registry.get(method).published.get(dataset)
-    cells = [method, _cell(runs, "i2t"), _cell(runs, "t2i"), _cell(runs, "avg"),
+    cells = [method + flag_mark(runs), _cell(runs, "i2t"), _cell(runs, "t2i"), _cell(runs, "avg"),
              f"{published[0]:.4f} / {published[1]:.4f}" if published else "",
              _cell(runs, None, "roc_auc"), f"{np.mean([r['wall_s'] for r in runs]):.0f}"]
     if reference:
       old = reference.get((dataset, method))
       cells.append("" if old is None else f"{mean_avg(method) - old:+.4f}")
     lines.append("| " + " | ".join(cells) + " |")
+  lines += flag_notes(table)
   families = {}
   for method in table:
     family = registry.get(method).family
@@ -169,6 +184,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  registry.import_modules([m for m in (cli.argv_value("import_modules") or "").split(",") if m])
+  cli.import_method_modules()
   _define_flags()
-  app.run(main)
+  cli.run_app(main)

@@ -25,7 +25,7 @@ import numpy as np
 
 from cmjax import configs, data, runner
 from cmjax.methods import registry
-from experiments import cli
+from experiments import cli, leaderboard
 
 FLAGS = flags.FLAGS
 
@@ -56,7 +56,7 @@ def _row(label: str, runs: list[dict], get=lambda r: r["map"]) -> str:
           f"{len(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} |")
 
 
-def _run_presets(spec) -> tuple[dict[str, tuple[str, list[dict]]], data.Dataset]:
+def _run_presets(spec, seeds: list[int]) -> tuple[dict[str, tuple[str, list[dict]]], data.Dataset]:
   default = registry.make_config(spec, "default")
   views, table = {}, {}
   for preset in FLAGS.presets:
@@ -68,23 +68,23 @@ def _run_presets(spec) -> tuple[dict[str, tuple[str, list[dict]]], data.Dataset]
     table[preset] = (_changes(config, default), [
         runner.run(spec, config, views[key],
                    os.path.join(FLAGS.root, FLAGS.dataset, spec.name, preset, f"seed{seed}"),
-                   int(seed), preset=preset, loop=cli.loop_config())
-        for seed in FLAGS.seeds])
+                   seed, preset=preset, loop=cli.loop_config())
+        for seed in seeds])
   return table, next(iter(views.values()))
 
 
 def main(argv):
   cli.start(argv)
   start = time.time()
-  try:
-    spec = registry.get(FLAGS.method)
-    for preset in FLAGS.presets:
-      if preset not in spec.presets:
-        raise configs.ConfigError(f"method {spec.name} has no preset {preset!r} (it has "
-                                  f"{', '.join(spec.presets)})")
-    table, dataset = _run_presets(spec)
-  except cli.USER_ERRORS as e:
-    cli.exit_with_error(e)
+  spec = registry.get(FLAGS.method)
+  if not FLAGS.presets:
+    raise configs.ConfigError("--presets needs at least one preset")
+  for preset in FLAGS.presets:
+    if preset not in spec.presets:
+      raise configs.ConfigError(f"method {spec.name} has no preset {preset!r} (it has "
+                                f"{', '.join(spec.presets)})")
+  seeds = cli.parse_seeds(FLAGS.seeds, "seeds")
+  table, dataset = _run_presets(spec, seeds)
   first = next(iter(table.values()))[1][0]
   env = first["environment"]
   lines = [
@@ -105,7 +105,7 @@ def main(argv):
       "|---|---|---|---|---|---|---|",
   ]
   for preset, (changes, runs) in table.items():
-    label = f"{preset} ({changes})"
+    label = f"{preset} ({changes}){leaderboard.flag_mark(runs)}"
     lines.append(_row(label, runs))
     for name in runs[0]["alternatives"]:
       if runs[0]["config"].get("similarity") != name:
@@ -124,6 +124,7 @@ def main(argv):
                    f"{cell('t2i', 'map@50')} | {cell('i2t', 'map')} | {cell('t2i', 'map')} | "
                    f"{cell('i2t', 'map_tie_aware')} | {cell('i2t', 'precision_radius2')} | "
                    f"{cell('t2i', 'precision_radius2')} |")
+  lines += leaderboard.flag_notes({preset: runs for preset, (_, runs) in table.items()})
   lines += ["", "Per run (seed: avg MAP; stage steps and best validation avg MAP):", ""]
   for preset, (_, runs) in table.items():
     for r in runs:
@@ -138,6 +139,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  registry.import_modules([m for m in (cli.argv_value("import_modules") or "").split(",") if m])
+  cli.import_method_modules()
   _define_flags()
-  app.run(main)
+  cli.run_app(main)

@@ -30,8 +30,11 @@ import ml_collections
 
 __all__ = [
     "ConfigError",
+    "MAX_BATCH_SIZE",
+    "check_batch_size",
     "check_choice",
     "check_fraction",
+    "check_nonempty",
     "check_non_negative",
     "check_positive",
     "config_file",
@@ -39,6 +42,7 @@ __all__ = [
     "from_dict",
     "help_text",
     "load_preset",
+    "preset_values",
     "presets",
     "to_config_dict",
 ]
@@ -177,6 +181,36 @@ def from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
     raise ConfigError(f"unknown config field '{unknown[0]}' for {cls.__name__}; "
                       f"known fields: {', '.join(known)}")
   return cls(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+
+
+def preset_values(presets: Mapping[str, Mapping[str, Any]], name: str,
+                  config_file: str) -> Mapping[str, Any]:
+  """`presets[name]`, or a `ConfigError` listing the presets of `config_file`."""
+  if name not in presets:
+    raise ConfigError(f"unknown preset '{name}' in {config_file}; choose from "
+                      f"{', '.join(presets)}")
+  return presets[name]
+
+
+def check_nonempty(config: Any, *names: str) -> None:
+  """Every named tuple field has at least one element (a network needs a layer)."""
+  for name in names:
+    if not getattr(config, name):
+      raise ConfigError(f"config field '{name}' needs at least one value, got "
+                        f"{getattr(config, name)!r}")
+
+
+# Largest batch of any stage: its rows are gathered on every device at once.
+MAX_BATCH_SIZE = 1 << 16
+
+
+def check_batch_size(config: Any, *names: str) -> None:
+  """Every named batch-size field is in [1, MAX_BATCH_SIZE]."""
+  check_positive(config, *names)
+  for name in names:
+    if getattr(config, name) > MAX_BATCH_SIZE:
+      raise ConfigError(f"config field '{name}' must be at most {MAX_BATCH_SIZE:,} (rows "
+                        f"gathered per step), got {getattr(config, name):,}")
 
 
 def to_config_dict(config: Any) -> ml_collections.ConfigDict:

@@ -27,4 +27,4 @@ PRESETS = {
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(DBRCConfig(**PRESETS[preset]))
+  return configs.to_config_dict(DBRCConfig(**configs.preset_values(PRESETS, preset, __file__)))

@@ -20,4 +20,4 @@ PRESETS = {
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(DeepConfig(**PRESETS[preset]))
+  return configs.to_config_dict(DeepConfig(**configs.preset_values(PRESETS, preset, __file__)))

@@ -23,4 +23,4 @@ PRESETS = {
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(EMDCNNConfig(**PRESETS[preset]))
+  return configs.to_config_dict(EMDCNNConfig(**configs.preset_values(PRESETS, preset, __file__)))

@@ -18,4 +18,4 @@ PRESETS = {
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(HashingBaselineConfig(**PRESETS[preset]))
+  return configs.to_config_dict(HashingBaselineConfig(**configs.preset_values(PRESETS, preset, __file__)))

@@ -14,4 +14,4 @@ PRESETS = {"default": {}, "quick": {}}
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(LinearConfig(**PRESETS[preset]))
+  return configs.to_config_dict(LinearConfig(**configs.preset_values(PRESETS, preset, __file__)))

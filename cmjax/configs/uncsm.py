@@ -44,4 +44,4 @@ PRESETS = {
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(UNCSMConfig(**PRESETS[preset]))
+  return configs.to_config_dict(UNCSMConfig(**configs.preset_values(PRESETS, preset, __file__)))

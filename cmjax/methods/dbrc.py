@@ -101,6 +101,7 @@ class DBRCConfig:
     configs.check_non_negative(self, "alpha_penalty", "label_weight", "weight_decay",
                                "patience")
     configs.check_fraction(self, "dropout", "modality_dropout", "validation_fraction")
+    configs.check_batch_size(self, "batch_size")
 
 
 class AdaptiveTanh(nn.Module):

@@ -119,6 +119,8 @@ class DeepConfig:
         "mdbn_doc_length", "mdbn_mean_field_steps")
     configs.check_non_negative(self, "weight_decay", "dccae_reconstruction", "patience")
     configs.check_fraction(self, "validation_fraction")
+    configs.check_batch_size(self, "batch_size", "dcca_batch_size")
+    configs.check_nonempty(self, "hidden")
     if not 0.0 <= self.corr_alpha <= 1.0:
       raise configs.ConfigError(f"config field 'corr_alpha' must be in [0, 1], "
                                 f"got {self.corr_alpha}")

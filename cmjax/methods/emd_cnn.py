@@ -152,6 +152,8 @@ class EMDCNNConfig:
         "eval_every")
     configs.check_non_negative(self, "margin", "weight_decay", "patience")
     configs.check_fraction(self, "dropout", "validation_fraction")
+    configs.check_batch_size(self, "batch_size")
+    configs.check_nonempty(self, "hidden", "image_channels", "text_widths")
     for name in ("image_bins", "text_bins"):
       if getattr(self, name) < 2:
         raise configs.ConfigError(f"config field '{name}' must be >= 2 (a histogram needs "
@@ -384,12 +386,12 @@ def prepare(config: EMDCNNConfig, dataset: data_lib.Dataset, seed: int) -> prepr
     transform = "none"
   if config.encoder == "identity":
     if pixels:
-      raise ValueError("encoder='identity' needs histogram features, not pixels")
+      raise configs.ConfigError("encoder='identity' needs histogram features, not pixels")
     if np.any(dataset.train.image < 0) or np.any(dataset.train.text < 0):
-      raise ValueError("encoder='identity' needs non-negative (histogram) features")
+      raise data_lib.DataError("encoder='identity' needs non-negative (histogram) features")
     sizes = (dataset.train.image.shape[1], dataset.train.text.shape[1])
     if config.bins != sizes:
-      raise ValueError(f"encoder='identity' compares the input histograms themselves: set "
+      raise configs.ConfigError(f"encoder='identity' compares the input histograms themselves: set "
                        f"--config.image_bins={sizes[0]} --config.text_bins={sizes[1]}")
   return preprocess.prepare(dataset, transform, config.validation_fraction, seed)
 

@@ -132,6 +132,7 @@ class FGLConfig:
     configs.check_non_negative(self, "beta", "distribution_lambda", "distribution_margin",
                                "weight_decay", "patience")
     configs.check_fraction(self, "dropout", "validation_fraction")
+    configs.check_batch_size(self, "batch_size")
     if not -1.0 <= self.siamese_margin < 1.0:
       raise configs.ConfigError(f"config field 'siamese_margin' must be in [-1, 1), got "
                                 f"{self.siamese_margin}")
@@ -239,7 +240,7 @@ def matching_loss(logits: jax.Array, relevant: jax.Array, weights: jax.Array,
 def _text_kind(config: FGLConfig, dataset: data_lib.Dataset) -> str:
   graph = dataset.metadata.get("graph")
   if config.text_encoder == "gcn" and graph is None:
-    raise ValueError("text_encoder='gcn' needs the words_graph view (raw captions)")
+    raise configs.ConfigError("text_encoder='gcn' needs the words_graph view (raw captions)")
   return "gcn" if graph is not None and config.text_encoder != "mlp" else "mlp"
 
 

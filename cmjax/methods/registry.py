@@ -143,7 +143,7 @@ def import_modules(modules: list[str] | tuple[str, ...]) -> None:
     try:
       importlib.import_module(module)
     except ImportError as e:
-      raise ValueError(f"cannot import method module {module!r}: {e}") from None
+      raise configs.ConfigError(f"cannot import method module {module!r}: {e}") from None
 
 
 def _load_builtins() -> None:
@@ -163,11 +163,11 @@ def get(name: str) -> MethodSpec:
   """The spec of `name`.
 
   Raises:
-    ValueError: unknown name (the message lists the known ones).
+    ConfigError: unknown name (the message lists the known ones).
   """
   _load_builtins()
   if name not in _REGISTRY:
-    raise ValueError(f"unknown method {name!r}; choose from {', '.join(_REGISTRY)}")
+    raise configs.ConfigError(f"unknown method {name!r}; choose from {', '.join(_REGISTRY)}")
   return _REGISTRY[name]
 
 

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cmjax import data as data_lib
 from cmjax import configs, dbn, evaluation, optim, preprocess, runner, sampling, similarity, train
 from cmjax.methods import registry
 from cmjax.models import MLP
@@ -153,6 +154,8 @@ class UNCSMConfig:
     configs.check_non_negative(self, "image_triplet_margin", "text_triplet_margin", "momentum",
                                "weight_decay", "patience")
     configs.check_fraction(self, "dropout", "validation_fraction")
+    configs.check_batch_size(self, "batch_size", "metric_batch_size")
+    configs.check_nonempty(self, "hidden", "metric_hidden")
 
   @property
   def metric_steps(self) -> int:
@@ -436,7 +439,7 @@ def _dbn_encoder(config: UNCSMConfig, modality: str, train_x: np.ndarray, labels
   else:
     kinds, sizes = ("replicated_softmax", "binary"), config.dbn_text_hidden
     if np.any(train_x < 0):
-      raise ValueError("the replicated softmax DBN layer needs non-negative text "
+      raise data_lib.DataError("the replicated softmax DBN layer needs non-negative text "
                        "features (counts, tf-idf or topic proportions)")
     visible = lambda x: config.dbn_doc_length * x / np.maximum(x.sum(1, keepdims=True), 1e-12)
   common = dict(workdir=context.workdir, batch_size=config.batch_size, mesh=context.mesh,
