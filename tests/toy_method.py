@@ -36,7 +36,8 @@ PRESETS = {"default": {}, "quick": {"dims": 8}}
 
 
 def get_config(preset="default"):
-  return configs.to_config_dict(RandomProjectionConfig(**PRESETS[preset]))
+  values = configs.preset_values(PRESETS, preset, __file__)
+  return configs.to_config_dict(RandomProjectionConfig(**values))
 
 
 def fit(config, prepared, context):

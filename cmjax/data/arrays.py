@@ -106,7 +106,7 @@ def _class_names(arrays: dict[str, np.ndarray], path: str) -> tuple[str, ...]:
     top = labels.max() if labels.size else -1
     if top >= 2**31:
       raise DataError(f"{path}: field 'label_train' has the class id {top:.20g}; without "
-                      "class_names the classes are 0..max id: number them 0..C-1")
+                      "class_names the classes are 0..max id: number the classes 0..C-1")
     count = int(top) + 1
   check_num_classes(count, path)
   return tuple(f"class_{c}" for c in range(count))
