@@ -80,6 +80,8 @@ class Case:
     check: `Outcome -> str`: further checks (asserts); returns the line to show
       for a command that succeeds.
     timeout: seconds before the case is killed (and fails).
+    leaves_workdir: a failing command may leave `{tmp}/run` behind (it failed
+      after training); otherwise a failure must leave nothing there.
   """
 
   item: str
@@ -90,6 +92,8 @@ class Case:
   setup: Callable[[str], None] = lambda tmp: None
   check: Callable[[Outcome], str] | None = None
   timeout: float = 120.0
+  leaves_workdir: bool = False
+  described: str = ""
 
 
 # ---------------------------------------------------------------------------
@@ -265,22 +269,33 @@ def npz_members(name="data.npz", members=None, drop=()):
 
 
 def _big_zero_member(tmp):
-  """A field of 400 MB of zeros (deflated to well under 1 MB) and a missing field."""
+  """A field of 200 MB of zeros (deflated to well under 1 MB) and a missing field."""
   with zipfile.ZipFile(os.path.join(tmp, "big.npz"), "w", zipfile.ZIP_DEFLATED) as z:
     with z.open("image_train.npy", "w", force_zip64=True) as f:
       np.lib.format.write_array_header_1_0(
-          f, {"descr": "<f8", "fortran_order": False, "shape": (50_000_000,)})
+          f, {"descr": "<f8", "fortran_order": False, "shape": (25_000_000,)})
       block = bytes(1 << 22)
-      for _ in range(400_000_000 // len(block)):
+      for _ in range(200_000_000 // len(block)):
         f.write(block)
-      f.write(bytes(400_000_000 % len(block)))
+      f.write(bytes(200_000_000 % len(block)))
 
 
-def workdir_run(tmp, extra_args=()):
-  """Runs UNCSM's quick preset on a small npz into `{tmp}/run` (for damaged-workdir cases)."""
+_FINISHED: list[str] = []  # The folder of one finished QUICK run, made once.
+
+
+def workdir_run(tmp):
+  """A finished run of UNCSM's quick preset on the small npz in `{tmp}/run`.
+
+  It is trained once (in a folder of its own) and copied for each case.
+  """
+  if not _FINISHED:
+    folder = tempfile.mkdtemp(prefix="cmjax_bad_finished_")
+    npz()(folder)
+    outcome = run_command(QUICK, folder, 300)
+    assert outcome.status == 0, outcome.stderr[-2000:]
+    _FINISHED.append(folder)
   npz()(tmp)
-  outcome = run_command(QUICK + list(extra_args), tmp, 300)
-  assert outcome.status == 0, outcome.stderr[-2000:]
+  shutil.copytree(os.path.join(_FINISHED[0], "run"), os.path.join(tmp, "run"), symlinks=True)
 
 
 QUICK = ["experiments.uncsm", "--dataset=arrays", "--data_dir={tmp}/data.npz",
@@ -326,9 +341,8 @@ def _replace_json(name, payload):
 def _kill_and_resume(outcome: Outcome) -> str:
     """kill -9 a run after its first checkpoint, resume it; byte-identical to a straight run."""
     tmp = outcome.tmp
-    npz()(tmp)
-    straight = run_command([a.replace("{tmp}/run", "{tmp}/straight") for a in QUICK], tmp, 300)
-    assert straight.status == 0, straight.stderr[-2000:]
+    workdir_run(tmp)
+    os.rename(os.path.join(tmp, "run"), os.path.join(tmp, "straight"))
     kills = 0
     for wait_for in ("pretrain", "finetune"):  # Killed in two different stages.
       command = [part.replace("{tmp}", tmp) for part in QUICK]
@@ -352,13 +366,15 @@ def _kill_and_resume(outcome: Outcome) -> str:
     ra, rb = (json.load(open(os.path.join(tmp, d, "results.json"))) for d in ("straight", "run"))
     for r in (ra, rb):
       r.pop("wall_s")
+      r["data"]["metadata"].pop("source")  # The reference run was trained elsewhere.
       for stage in r["stages"].values():
         stage.pop("wall_s"), stage.pop("resumed_from")
     assert ra == rb, "results differ after kill -9 and resume"
     for stage in os.listdir(os.path.join(tmp, "run", "logs")):
       logdir = os.path.join(tmp, "run", "logs", stage)
-      steps = [json.loads(l)["step"] for l in open(os.path.join(logdir, "metrics.jsonl"))]
-      assert steps == sorted(set(steps)), f"{stage}: repeated log rows {steps}"
+      rows = [json.loads(l) for l in open(os.path.join(logdir, "metrics.jsonl"))]
+      keys = [(r["step"], tuple(sorted(r))) for r in rows]  # Train and val rows share steps.
+      assert keys == sorted(set(keys)), f"{stage}: repeated log rows {keys}"
       assert sum(f.startswith("events.out") for f in os.listdir(logdir)) == 1
     return (f"killed with SIGKILL {kills} times (in pretrain, then finetune), resumed: "
             "test_scores.npy byte-identical and results.json equal to a straight run; each "
@@ -572,7 +588,7 @@ def cases() -> list[Case]:
       c("11", ".npz member whose header claims 8 TB", CCA, expect="claims shape "
         r"\(1000000000000,\) of float64 \(8,000,000,000,000 bytes\) but its member holds 16",
         setup=npz_members("data.npz", {"image_train": _npy_claiming((10**12,))})),
-      c("11", ".npz with a 400 MB zero member (deflated) and a missing field",
+      c("11", ".npz with a 200 MB zero member (deflated) and a missing field",
         ["experiments.run", "--method=cca", "--dataset=arrays", "--data_dir={tmp}/big.npz",
          "--workdir={tmp}/run"], expect="missing field", setup=_big_zero_member),
       c("11", "--config.batch_size=1000000000", QUICK + ["--config.batch_size=1000000000"],
@@ -681,7 +697,8 @@ def cases() -> list[Case]:
         check=_check_constant),
       # 18 and the resume guarantee.
       c("18", "kill -9 twice during training, then resume", ["-c", "pass"], status=0,
-        check=_kill_and_resume),
+        check=_kill_and_resume, described=" ".join(["python -m " + QUICK[0], *QUICK[1:]])
+        .replace("{tmp}", "$TMP") + ", killed twice, then again to resume"),
       # Cases handled before this audit (kept, so that they stay handled).
       c("handled", "a missing .npz field", CCA, expect="missing field\\(s\\) text_train",
         setup=npz(text_train=None)),
@@ -708,7 +725,42 @@ def cases() -> list[Case]:
          "--workdir={tmp}/run", "--config.reg_grid=(1.0,)", "--config.dims=2"], status=0,
         setup=web_news_fixture(_broken_jpeg), check=_shows("dropped 1 of 12 listed pairs")),
       c("handled", "non-finite scores", TOY + ["--config.nan_scores=True"],
-        expect="test scores are not finite"),
+        expect="test scores are not finite", leaves_workdir=True),
+      c("handled", "a NaN label", TOY + ARRAYS, expect="field 'label_train' has a non-finite value",
+        setup=npz(label_train=np.where(np.arange(120) == 3, np.nan, 1.0))),
+      c("handled", "string labels", TOY + ARRAYS, expect="field 'label_train' is not numeric",
+        setup=npz(label_train=np.array(["a"] * 120))),
+      c("handled", "3-D image features", TOY + ARRAYS, expect="field 'image_train' must be 2-D",
+        setup=npz(image_train=np.zeros((120, 4, 4)))),
+      c("handled", "an empty test split", TOY + ARRAYS, expect="field 'image_test' is empty",
+        setup=npz(image_test=np.zeros((0, 64)), text_test=np.zeros((0, 32)),
+                  label_test=np.zeros(0, int))),
+      *[c("handled", f"config: {' '.join(args)}", [module, "--workdir={tmp}/run", *args],
+          expect=message) for module, args, message in [
+              ("experiments.uncsm", ["--config.pretrain_steps=-5"],
+               "'pretrain_steps' must be > 0"),
+              ("experiments.uncsm", ["--config.batch_size=0"], "'batch_size' must be > 0"),
+              ("experiments.uncsm", ["--config.validation_fraction=1.0"],
+               r"'validation_fraction' must be in \[0, 1\)"),
+              ("experiments.uncsm", ["--config.learning_rat=0.1"],
+               "no such config field: 'learning_rat'"),
+              ("experiments.emd_cnn", ["--config.epsilon=0"], "'epsilon' must be > 0"),
+              ("experiments.emd_cnn", ["--config.text_bins=1"], "'text_bins' must be >= 2"),
+              ("experiments.emd_cnn", ["--method=emd_cnn_cosine", "--config.distance=emd"],
+               "fixes config field 'distance'"),
+              ("experiments.baselines", ["--method=cca", "--config.dims=0"],
+               "'dims' must be > 0"),
+              ("experiments.uncsm", ["--steps_per_call=0"], "--steps_per_call")]],
+      c("handled", "leaderboard --methods=nope",
+        ["experiments.leaderboard", "--methods=nope", "--root={tmp}/runs", "--seeds=1"],
+        expect="unknown method 'nope'"),
+      c("handled", "leaderboard --datasets=nope",
+        ["experiments.leaderboard", "--datasets=nope", "--methods=cca", "--root={tmp}/runs",
+         "--seeds=1"], expect="unknown dataset 'nope'"),
+      c("handled", "leaderboard with a missing data root",
+        ["experiments.leaderboard", "--datasets=wikipedia", "--methods=cca",
+         "--data_root={tmp}/missing", "--root={tmp}/runs", "--seeds=1"],
+        expect="file not found"),
   ]
 
 
@@ -742,7 +794,11 @@ def run_case(case: Case) -> tuple[Outcome, str, list[str]]:
   problems = []
   try:
     case.setup(tmp)
+    had_workdir = os.path.exists(os.path.join(tmp, "run"))
     outcome = run_command(case.command, tmp, case.timeout)
+    if (case.status and not had_workdir and not case.leaves_workdir
+        and os.path.exists(os.path.join(tmp, "run", "config.json"))):
+      problems.append("a failed command left a half-written workdir")
     shown = outcome.last_line
     if outcome.status != case.status:
       problems.append(f"exit {outcome.status}, expected {case.status}: {outcome.stderr[-1500:]}")
@@ -766,6 +822,8 @@ def run_case(case: Case) -> tuple[Outcome, str, list[str]]:
 
 
 def _command_text(case: Case) -> str:
+  if case.described:
+    return case.described
   if case.command[0] == "-c":
     return "python -c '<snippet in tests/bad_inputs.py>'"
   return " ".join(["python -m " + case.command[0]] + case.command[1:]).replace("{tmp}", "$TMP")
@@ -796,7 +854,7 @@ def report(selected: list[Case]) -> tuple[list[str], list[str]]:
           file=sys.stderr, flush=True)
   items = sorted({c.item for c in selected if c.item != "handled"}, key=int)
   lines += ["", f"{len(selected)} cases: {sum(c.item != 'handled' for c in selected)} for the "
-            f"audit's items {', '.join(items)}, {sum(c.item == 'handled' for c in selected)} "
+            f"audit's items {', '.join(items)}; {sum(c.item == 'handled' for c in selected)} "
             "handled before it."]
   return lines, failures
 
@@ -818,6 +876,8 @@ def main() -> int:
     print(text)
   for failure in failures:
     print("FAILED " + failure, file=sys.stderr)
+  for folder in _FINISHED:
+    shutil.rmtree(folder, ignore_errors=True)
   return 1 if failures else 0
 
 

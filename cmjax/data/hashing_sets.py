@@ -60,20 +60,20 @@ def _split(image, text, labels, source, name, fields, num_classes=None) -> Split
 def to_pixels(images: np.ndarray, source: str, field: str) -> np.ndarray:
   """Images as uint8 pixels, converted exactly or refused (never wrapped or clipped).
 
-  uint8 stays as it is; integer-valued arrays in [0, 255] (any dtype) are cast;
-  real-valued arrays within [0, 1] are read as intensities and scaled by 255
-  (rounded; logged). Anything else is a `DataError`.
+  uint8 stays as it is; floating-point arrays within [0, 1] are read as
+  intensities and scaled by 255 (rounded; logged); other integer-valued arrays
+  in [0, 255] (any dtype) are cast. Anything else is a `DataError`.
   """
   images = check_array(images, source, field)
   if images.dtype == np.uint8:
     return images
   low, high = images.min(), images.max()
-  if np.all(np.mod(images, 1) == 0) and low >= 0 and high <= 255:
-    return images.astype(np.uint8)
   if np.issubdtype(images.dtype, np.floating) and low >= 0 and high <= 1:
     logging.info("%s: field '%s' holds intensities in [0, 1]: scaled by 255 to pixels",
                  source, field)
     return np.round(images * 255).astype(np.uint8)
+  if np.all(np.mod(images, 1) == 0) and low >= 0 and high <= 255:
+    return images.astype(np.uint8)
   raise DataError(f"{source}: field '{field}' must hold pixels (integers in [0, 255], or "
                   f"intensities in [0, 1]); found values in [{low:.6g}, {high:.6g}] "
                   f"({images.dtype})")
