@@ -406,10 +406,11 @@ def run(
         "num_test": len(prepared.test),
         "config": identity["config"],
         "data": {**identity["data"], "metadata": _json_safe(dataset.metadata),
-                 "input_transforms": dict(prepared.transforms)},
+                 "input_transforms": dict(prepared.transforms),
+                 "input_transform_notes": list(prepared.notes)},
         "extras": dict(fitted.extras),
         "environment": _environment(mesh),
-        "warnings": list(prepared.notes) + score_warnings(scores),
+        "warnings": score_warnings(scores),
     }
     for warning in results["warnings"]:
       logging.warning("%s on %s (seed %d): %s", spec.name, dataset.name, seed, warning)

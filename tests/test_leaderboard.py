@@ -1,6 +1,7 @@
 """The leaderboard commands run, write their tables and figures, and reuse finished runs."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,9 @@ def test_leaderboard_quick_and_resume(tmp_path):
   subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
   table = (tmp_path / "board.md").read_text()
   for method in ("uncsm", "emd_cnn", "cca", "sm", "corr_ae"):
-    assert f"| {method} |" in table
+    # A row flagged by its runs' warnings (constant score rows of the tiny quick
+    # networks) carries a mark and a note below the table.
+    assert re.search(rf"^\| {method}( \(!\))? \|", table, re.M), table
   assert "Best of the Corr-AE family" in table
   assert (tmp_path / "board_synthetic.png").stat().st_size > 10_000
   # A second invocation reuses every finished run: it retrains nothing.

@@ -62,6 +62,9 @@ def read_npz(path: str, required: tuple[str, ...]) -> dict[str, np.ndarray]:
   if not os.path.isfile(path):
     raise DataError(f"{path}: file not found (expected a .npz with {', '.join(required)})")
   if not zipfile.is_zipfile(path):
+    with open(path, "rb") as f:
+      if f.read(4) == b"PK\x03\x04":
+        raise DataError(f"{path}: cannot read .npz file (a truncated or damaged zip archive)")
     raise DataError(f"{path}: not a .npz (zip) archive; save one with numpy.savez (cmjax "
                     "never loads pickled files)")
   try:
