@@ -11,22 +11,24 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "absl-py>=2.1,<3",
-        "chex>=0.1.87,<0.2",
         "flax>=0.10,<0.13",
-        "importlib_resources>=6,<8",  # Needed by TFDS builders defined outside TFDS.
         "jax>=0.5,<0.11",
         "matplotlib>=3.8,<4",
         "ml-collections>=0.1.1,<2",
         "numpy>=1.26,<3",
-        "optax>=0.2.3,<0.3",
+        "optax>=0.2.5,<0.3",  # optax.tree.norm (cmjax.train) first shipped in 0.2.5.
         "orbax-checkpoint>=0.11,<0.13",
         "ott-jax>=0.5,<0.7",
         "pillow>=10,<14",
         "scipy>=1.11,<2",
-        "tensorflow-datasets>=4.9.6,<5",
     ],
     extras_require={
+        # cmjax.data.tfds_builders only; importlib_resources is needed by TFDS
+        # builders defined outside TFDS.
+        "tfds": ["tensorflow-datasets>=4.9.6,<5", "importlib_resources>=6,<8"],
         "test": [
+            "tensorflow-datasets>=4.9.6,<5",
+            "importlib_resources>=6,<8",
             "pytest>=8,<10",
             "pytest-xdist>=3.5,<4",
             "tensorboard>=2.15,<3",  # Only to check that our event files read back.
