@@ -1,23 +1,29 @@
-"""The one runner of cmjax: claim the workdir, load, prepare, fit, evaluate, write.
+"""The one runner of cmjax: prepare, claim the workdir, fit, evaluate, write.
 
 Every registered method (`cmjax.methods.registry`) runs through `run`:
 
-1. claim: the workdir is created and locked (a second concurrent run in it
-   stops with one line); its identity (method, config, dataset, data
-   fingerprint, seed) is recorded in `config.json`, and a workdir made for
-   another identity is refused, so a run never resumes checkpoints trained on
-   other data or with other settings. A finished workdir (a `results.json`)
-   is reported as it is: nothing is retrained or rewritten.
-2. prepare: the method's `prepare` (default: a stratified validation split
-   carved from train, then the config's `input_transform` fitted on train).
+1. prepare, before anything is written: the seed and the test labels are
+   checked (`check_seed`, `cmjax.data.check_evaluable`), then the method's
+   `prepare` runs (default: a stratified validation split carved from train,
+   then the config's `input_transform` fitted on train, or a transform that
+   fits the data, `cmjax.preprocess.choose_transform`).
+2. claim: the workdir is created and locked (a second concurrent run in it
+   stops with one line; a folder other users could write to or own is
+   refused, `cmjax.files.check_private`); its identity (method, config,
+   dataset, data fingerprint, seed) is recorded in `config.json`, and a
+   workdir made for another identity is refused, so a run never resumes
+   checkpoints trained on other data or with other settings. A finished
+   workdir (a `results.json`) is reported as it is: nothing is retrained or
+   rewritten.
 3. fit: the method's `fit(config, prepared, context) -> Fitted`, training
    through `cmjax.train.train_stage` (checkpoints and resume are per stage).
 4. evaluate: `Fitted.similarity` scores every test image against every test
    text; MAP, MAP@50, PR curves both ways and the ROC AUC of pair
    classification, by `cmjax.evaluation`. Hashing methods (`Fitted.codes`) add
    the hashing protocol: test queries against the training items as database.
-5. write (process 0 only): `results.json` (one schema for every method, see
-   `RESULT_KEYS`), `pr_curves.png`, `test_scores.npy`.
+5. write (process 0 only, atomically, never through a symlink):
+   `results.json` (one schema for every method, see `RESULT_KEYS`; suspect
+   scores are named in its `warnings`), `pr_curves.png`, `test_scores.npy`.
 """
 
 from __future__ import annotations
