@@ -339,46 +339,46 @@ def _replace_json(name, payload):
 
 
 def _kill_and_resume(outcome: Outcome) -> str:
-    """kill -9 a run after its first checkpoint, resume it; byte-identical to a straight run."""
-    tmp = outcome.tmp
-    workdir_run(tmp)
-    os.rename(os.path.join(tmp, "run"), os.path.join(tmp, "straight"))
-    kills = 0
-    for wait_for in ("pretrain", "finetune"):  # Killed in two different stages.
-      command = [part.replace("{tmp}", tmp) for part in QUICK]
-      pid = os.fork()
-      if pid == 0:
-        os.setsid()
-        _child(command, os.path.join(tmp, ".kout"), os.path.join(tmp, ".kerr"))
-      target = os.path.join(tmp, "run", "checkpoints", wait_for)
-      deadline = time.time() + 120
-      while time.time() < deadline and not (os.path.isdir(target) and any(
-          s.isdigit() for s in os.listdir(target))):
-        time.sleep(0.02)
-      os.killpg(pid, signal.SIGKILL)
-      os.waitpid(pid, 0)
-      kills += 1
-    resumed = run_command(QUICK, tmp, 300)
-    assert resumed.status == 0, resumed.stderr[-2000:]
-    a = open(os.path.join(tmp, "straight", "test_scores.npy"), "rb").read()
-    b = open(os.path.join(tmp, "run", "test_scores.npy"), "rb").read()
-    assert a == b, "test scores differ after kill -9 and resume"
-    ra, rb = (json.load(open(os.path.join(tmp, d, "results.json"))) for d in ("straight", "run"))
-    for r in (ra, rb):
-      r.pop("wall_s")
-      r["data"]["metadata"].pop("source")  # The reference run was trained elsewhere.
-      for stage in r["stages"].values():
-        stage.pop("wall_s"), stage.pop("resumed_from")
-    assert ra == rb, "results differ after kill -9 and resume"
-    for stage in os.listdir(os.path.join(tmp, "run", "logs")):
-      logdir = os.path.join(tmp, "run", "logs", stage)
-      rows = [json.loads(l) for l in open(os.path.join(logdir, "metrics.jsonl"))]
-      keys = [(r["step"], tuple(sorted(r))) for r in rows]  # Train and val rows share steps.
-      assert keys == sorted(set(keys)), f"{stage}: repeated log rows {keys}"
-      assert sum(f.startswith("events.out") for f in os.listdir(logdir)) == 1
-    return (f"killed with SIGKILL {kills} times (in pretrain, then finetune), resumed: "
-            "test_scores.npy byte-identical and results.json equal to a straight run; each "
-            "stage's log has every step once, in one events file")
+  """kill -9 a run after its first checkpoint, resume it; byte-identical to a straight run."""
+  tmp = outcome.tmp
+  workdir_run(tmp)
+  os.rename(os.path.join(tmp, "run"), os.path.join(tmp, "straight"))
+  kills = 0
+  for wait_for in ("pretrain", "finetune"):  # Killed in two different stages.
+    command = [part.replace("{tmp}", tmp) for part in QUICK]
+    pid = os.fork()
+    if pid == 0:
+      os.setsid()
+      _child(command, os.path.join(tmp, ".kout"), os.path.join(tmp, ".kerr"))
+    target = os.path.join(tmp, "run", "checkpoints", wait_for)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.isdir(target) and any(
+        s.isdigit() for s in os.listdir(target))):
+      time.sleep(0.02)
+    os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    kills += 1
+  resumed = run_command(QUICK, tmp, 300)
+  assert resumed.status == 0, resumed.stderr[-2000:]
+  a = open(os.path.join(tmp, "straight", "test_scores.npy"), "rb").read()
+  b = open(os.path.join(tmp, "run", "test_scores.npy"), "rb").read()
+  assert a == b, "test scores differ after kill -9 and resume"
+  ra, rb = (json.load(open(os.path.join(tmp, d, "results.json"))) for d in ("straight", "run"))
+  for r in (ra, rb):
+    r.pop("wall_s")
+    r["data"]["metadata"].pop("source")  # The reference run was trained elsewhere.
+    for stage in r["stages"].values():
+      stage.pop("wall_s"), stage.pop("resumed_from")
+  assert ra == rb, "results differ after kill -9 and resume"
+  for stage in os.listdir(os.path.join(tmp, "run", "logs")):
+    logdir = os.path.join(tmp, "run", "logs", stage)
+    rows = [json.loads(l) for l in open(os.path.join(logdir, "metrics.jsonl"))]
+    keys = [(r["step"], tuple(sorted(r))) for r in rows]  # Train and val rows share steps.
+    assert keys == sorted(set(keys)), f"{stage}: repeated log rows {keys}"
+    assert sum(f.startswith("events.out") for f in os.listdir(logdir)) == 1
+  return (f"killed with SIGKILL {kills} times (in pretrain, then finetune), resumed: "
+          "test_scores.npy byte-identical and results.json equal to a straight run; each "
+          "stage's log has every step once, in one events file")
 
 
 def _shows(pattern):
