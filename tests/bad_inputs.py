@@ -534,8 +534,7 @@ def cases() -> list[Case]:
       # 4. Train and test label formats.
       c("4", "MIRFlickr features file: LTest with 4 columns, LTrain with 6",
         ["experiments.run", "--method=cca", "--dataset=mirflickr", "--data_dir={tmp}/flickr.mat",
-         "--workdir={tmp}/run"], expect="field 'LTest' has 4 label columns but the training "
-        "labels have 6", setup=features_mat(ltest_columns=4)),
+         "--workdir={tmp}/run"], expect="field 'LTest' has 4 columns, expected 6", setup=features_mat(ltest_columns=4)),
       c("4", ".npz: multi-hot train labels, class-id test labels", CCA,
         expect="field 'label_test' holds class ids",
         setup=npz(label_train=np.eye(10)[_synthetic_arrays()["label_train"]])),
@@ -546,7 +545,7 @@ def cases() -> list[Case]:
         setup=features_mat(ltrain=lambda l: np.where(np.arange(6) == 2, np.nan, l))),
       c("5", "cleared set: a label of 2",
         ["experiments.run", "--method=cca", "--dataset=mirflickr", "--data_dir={tmp}",
-         "--workdir={tmp}/run"], expect="field 'LAll' must hold 0 or 1, found 2.0",
+         "--workdir={tmp}/run"], expect="field 'LAll' multi-hot rows must be 0/1, found 2.0",
         setup=cleared_set(labels=lambda l: np.where(l > 0, 2.0, 0.0))),
       c("5", "cleared set: a label of -1",
         ["experiments.run", "--method=cca", "--dataset=mirflickr", "--data_dir={tmp}",

@@ -20,6 +20,7 @@ __all__ = [
     "Split",
     "check_array",
     "check_evaluable",
+    "check_multi_hot",
     "check_num_classes",
     "check_splits_agree",
     "validate_split",
@@ -138,7 +139,7 @@ def _check_ids(labels: np.ndarray, num_classes: int, source: str, field: str) ->
   return labels.astype(np.int32)
 
 
-def _check_multi_hot(labels: np.ndarray, num_classes: int, source: str,
+def check_multi_hot(labels: np.ndarray, num_classes: int, source: str,
                      field: str) -> np.ndarray:
   """`[n, C]` rows of 0 and 1 only, C = num_classes; -> float32."""
   if labels.shape[1] != num_classes:
@@ -190,7 +191,7 @@ def validate_split(split: Split, num_classes: int, source: str, name: str) -> Sp
   if labels.ndim == 1:
     labels = _check_ids(labels, num_classes, source, f"label_{name}")
   elif labels.ndim == 2:
-    labels = _check_multi_hot(labels, num_classes, source, f"label_{name}")
+    labels = check_multi_hot(labels, num_classes, source, f"label_{name}")
   else:
     raise DataError(
         f"{source}: field 'label_{name}' must be [n] ids or [n, classes] "

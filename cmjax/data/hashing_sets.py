@@ -27,7 +27,8 @@ from absl import logging
 import numpy as np
 
 from cmjax import features
-from cmjax.data.core import DataError, Dataset, Split, check_array, validate_split
+from cmjax.data.core import (DataError, Dataset, Split, check_array, check_multi_hot,
+                             validate_split)
 from cmjax.data.listfiles import read_mat
 
 __all__ = ["load_mirflickr", "load_nus_wide", "to_pixels"]
@@ -43,17 +44,10 @@ def _split(image, text, labels, source, name, fields, num_classes=None) -> Split
   if labels.ndim != 2:
     raise DataError(f"{source}: field '{fields[2]}' must be [n, C] multi-hot labels, got "
                     f"shape {labels.shape}")
-  if num_classes is not None and labels.shape[1] != num_classes:
-    raise DataError(f"{source}: field '{fields[2]}' has {labels.shape[1]} label columns but the "
-                    f"training labels have {num_classes}")
-  bad = (labels != 0) & (labels != 1)
-  if bad.any():
-    index = tuple(int(i) for i in np.argwhere(bad)[0])
-    raise DataError(f"{source}: field '{fields[2]}' must hold 0 or 1, found {labels[index]} at "
-                    f"index {index}")
+  labels = check_multi_hot(labels, num_classes or labels.shape[1], source, fields[2])
   image, text = check_array(image, source, fields[0]), check_array(text, source, fields[1])
   split = Split(image=np.asarray(image, np.float32), text=np.asarray(text, np.float32),
-                labels=labels.astype(np.float32))
+                labels=labels)
   return validate_split(split, labels.shape[1], source, name)
 
 
