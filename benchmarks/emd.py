@@ -259,7 +259,8 @@ def _training_throughput(sizes=((8, 4), (16, 8), (32, 16), (64, 32), (128, 10)))
                                    for _ in range(3)])
       rates.append(3 * b / seconds)
     reduced = np.asarray(cmot.reduce_cost(cost)[0])
-    domain = "scaling" if reduced.max() / FLAGS.train_epsilon <= cmot._SCALING_LIMIT else "log"
+    scaling = reduced.max() / FLAGS.train_epsilon <= cmot.entropic.SCALING_LIMIT
+    domain = "scaling" if scaling else "log"
     out[(m, n)] = (rates[0], domain, rates[1])
   return out
 

@@ -18,7 +18,9 @@ Conventions:
 
 Memory: only a `[chunk, num_items]` block of scores and ranks exists at a time,
 and scores may come from a function of the query rows (`score_fn`), so a
-100k x 100k evaluation never holds the full matrix.
+100k x 100k evaluation never holds the full matrix. Blocks a function returns
+on device stay there: ranking, the finiteness check and each query's score
+range are computed in one jitted function per block.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 import scipy.stats
 
 __all__ = [
+    "NonFiniteScoresError",
     "RetrievalMetrics",
     "average_precision",
     "cross_modal_map",
@@ -60,6 +63,8 @@ class RetrievalMetrics:
     precision_curve: `[R]` mean interpolated precision at those levels.
     average_precisions: `[num_queries]` AP per query (NaN: no relevant item).
     num_queries_without_relevant: queries left out of the means.
+    score_range: `[num_queries, 2]` lowest and highest score of each query
+      (a query whose two are equal ranks by database order alone).
   """
 
   map: float
@@ -69,6 +74,7 @@ class RetrievalMetrics:
   precision_curve: np.ndarray
   average_precisions: np.ndarray
   num_queries_without_relevant: int
+  score_range: np.ndarray
 
   def summary(self) -> dict[str, float]:
     out = {"map": self.map}
@@ -89,12 +95,28 @@ def relevance(query_labels: jax.Array, item_labels: jax.Array) -> jax.Array:
   return (query_labels.astype(jnp.float32) @ item_labels.astype(jnp.float32).T) > 0
 
 
+class NonFiniteScoresError(FloatingPointError):
+  """Scores that are NaN or infinite: `count` of `total` (a ranking of them means nothing)."""
+
+  def __init__(self, count: int, total: int, first_query: int):
+    super().__init__(f"non-finite scores: {count} of {total}, the first for query {first_query}")
+    self.count, self.total = count, total
+
+
 @functools.partial(jax.jit, static_argnames=("ks", "recall_levels"))
 def _chunk_metrics(scores, query_labels, item_labels, ks, recall_levels):
-  """Per-query metrics of a `[B, N]` score block; see module docstring."""
+  """Per-query metrics of a `[B, N]` score block; see module docstring.
+
+  Any real dtype ranks exactly in its own precision (no cast). Returns AP,
+  AP@k, P@k, the PR curve, the number of non-finite scores and the score
+  range of each query.
+  """
   num_items = scores.shape[1]
-  # Stable sort of -scores: equal scores keep database order.
-  order = jnp.argsort(-scores, axis=1, stable=True)
+  nonfinite = (jnp.sum(~jnp.isfinite(scores), axis=1) if jnp.issubdtype(scores.dtype, jnp.inexact)
+               else jnp.zeros(scores.shape[0], jnp.int32))
+  score_range = jnp.stack([jnp.min(scores, axis=1), jnp.max(scores, axis=1)], axis=1)
+  # Stable descending sort: equal scores keep database order.
+  order = jnp.argsort(scores, axis=1, stable=True, descending=True)
   rel = jnp.take_along_axis(relevance(query_labels, item_labels), order, axis=1)
   rel = rel.astype(jnp.float32)
   hits = jnp.cumsum(rel, axis=1)
@@ -116,7 +138,7 @@ def _chunk_metrics(scores, query_labels, item_labels, ks, recall_levels):
   first = jax.vmap(lambda r: jnp.searchsorted(r, levels - 1e-6, side="left"))(recall)
   first = jnp.minimum(first, num_items - 1)
   curve = jnp.take_along_axis(best_after, first, axis=1)
-  return ap, jnp.stack(ap_at, 1), jnp.stack(p_at, 1), curve
+  return ap, jnp.stack(ap_at, 1), jnp.stack(p_at, 1), curve, nonfinite, score_range
 
 
 def _float32_order(scores: np.ndarray) -> np.ndarray:
@@ -126,7 +148,8 @@ def _float32_order(scores: np.ndarray) -> np.ndarray:
   bits) are only cast. Wider ones (float64, int32, int64) would merge
   near-ties when cast, so they become their dense ranks
   per row (0 for the lowest score, equal scores equal ranks), exact in
-  float32 up to 2^24 distinct values per row.
+  float32 up to 2^24 distinct values per row; a non-finite score stays NaN
+  (so it is counted, not ranked).
   """
   kind, size = scores.dtype.kind, scores.dtype.itemsize
   if (kind == "f" and size <= 4) or (kind in "iub" and size <= 2):
@@ -136,6 +159,8 @@ def _float32_order(scores: np.ndarray) -> np.ndarray:
   dense = np.concatenate([np.zeros((scores.shape[0], 1)), np.diff(ordered, axis=1) > 0], 1)
   ranks = np.empty(scores.shape, np.float32)
   np.put_along_axis(ranks, order, np.cumsum(dense, axis=1).astype(np.float32), axis=1)
+  if kind == "f":
+    ranks[~np.isfinite(scores)] = np.nan
   return ranks
 
 
@@ -153,12 +178,17 @@ def retrieval_metrics(
   Args:
     score_fn: either a `[Q, N]` score matrix, or a function mapping an array
       of query row indices `[B]` to their `[B, N]` scores (so the full matrix
-      never exists). Higher score = more similar.
+      never exists), on host or on device. Higher score = more similar.
     query_labels: `[Q]` ids or `[Q, C]` multi-hot.
     item_labels: `[N]` ids or `[N, C]` multi-hot.
     ks: cut-offs for MAP@k and precision@k.
     recall_levels: recall levels of the PR curve.
     chunk_size: queries per block; memory is O(chunk_size * N).
+
+  Raises:
+    NonFiniteScoresError: some score is NaN or infinite (all blocks are
+      scored first, so the count is complete).
+    ValueError: a block of the wrong shape.
   """
   query_labels = np.asarray(query_labels)
   item_labels = jnp.asarray(item_labels)
@@ -179,13 +209,20 @@ def retrieval_metrics(
   for start in range(0, num_queries, chunk_size):
     rows = np.arange(start, min(start + chunk_size, num_queries))
     padded = np.concatenate([rows, np.full(chunk_size - len(rows), rows[-1])])
-    scores = np.asarray(get_scores(padded))
-    if not np.all(np.isfinite(scores)):
-      raise FloatingPointError(f"non-finite scores for queries {rows[0]}..{rows[-1]}")
-    scores = jnp.asarray(_float32_order(scores))
-    block = _chunk_metrics(scores, jnp.asarray(query_labels[padded]), item_labels, ks, levels)
-    results.append([np.asarray(x)[: len(rows)] for x in block])
-  ap, ap_at, p_at, curve = (np.concatenate(parts) for parts in zip(*results))
+    scores = get_scores(padded)
+    if scores.shape != (chunk_size, item_labels.shape[0]):
+      raise ValueError(f"a block of scores has shape {scores.shape}, expected "
+                       f"[{chunk_size}, {item_labels.shape[0]}] (queries x items)")
+    if isinstance(scores, np.ndarray):  # Host scores rank exactly as float32 on device.
+      scores = _float32_order(scores)
+    block = _chunk_metrics(scores, query_labels[padded], item_labels, ks, levels)
+    results.append(block)
+  results = [[np.asarray(x)[: min(chunk_size, num_queries - start)] for x in block]
+             for start, block in zip(range(0, num_queries, chunk_size), results)]
+  ap, ap_at, p_at, curve, nonfinite, score_range = (np.concatenate(p) for p in zip(*results))
+  if nonfinite.any():
+    raise NonFiniteScoresError(int(nonfinite.sum()), num_queries * int(item_labels.shape[0]),
+                               int(np.flatnonzero(nonfinite)[0]))
   valid = ~np.isnan(ap)
   mean = lambda x: float(np.mean(x[valid])) if valid.any() else float("nan")
   return RetrievalMetrics(
@@ -196,6 +233,7 @@ def retrieval_metrics(
       precision_curve=curve[valid].mean(0) if valid.any() else np.full(len(levels), np.nan),
       average_precisions=ap,
       num_queries_without_relevant=int((~valid).sum()),
+      score_range=score_range,
   )
 
 

@@ -33,7 +33,7 @@ import scipy.special
 from cmjax import evaluation
 
 __all__ = [
-    "codes_similarity",
+    "codes_score",
     "distance_counts",
     "hamming",
     "hashing_metrics",
@@ -316,13 +316,9 @@ def hashing_metrics(query_codes: np.ndarray, database_codes: np.ndarray,
   }
 
 
-def codes_similarity(codes_fn):
-  """A hashing method's test-vs-test similarity: -Hamming distance of its +-1 codes.
-
-  `codes_fn(split) -> (image codes, text codes)`, both `[n, K]` +-1; the
-  result maps a split to `[n_images, n_texts]` (exact in float32).
-  """
-  def similarity(split) -> np.ndarray:
-    image, text = codes_fn(split)
-    return -(image.shape[1] - image @ text.T) / 2
-  return similarity
+def codes_score(image_codes: jax.Array, text_codes: jax.Array) -> jax.Array:
+  """`[a, K] x [b, K]` +-1 codes -> `[a, b]` minus their Hamming distances (a block
+  scorer, `cmjax.runner.ScoreFn`), exact: the products are summed in float32
+  at full precision (not TF32 or bfloat16), integers up to 2^24."""
+  inner = jnp.matmul(image_codes, text_codes.T, precision=jax.lax.Precision.HIGHEST)
+  return -(image_codes.shape[1] - inner) / 2

@@ -17,13 +17,17 @@ Every registered method (`cmjax.methods.registry`) runs through `run`:
    rewritten.
 3. fit: the method's `fit(config, prepared, context) -> Fitted`, training
    through `cmjax.train.train_stage` (checkpoints and resume are per stage).
-4. evaluate: `Fitted.similarity` scores every test image against every test
-   text; MAP, MAP@50, PR curves both ways and the ROC AUC of pair
-   classification, by `cmjax.evaluation`. Hashing methods (`Fitted.codes`) add
-   the hashing protocol: test queries against the training items as database.
+4. evaluate: the fitted encoders encode the prepared test split once; the
+   block scorer `Fitted.score` ranks every test text for blocks of image
+   queries and the reverse, on device (`evaluate`: the matrix is computed whole
+   only when small, `MAX_DENSE_PAIRS`); MAP, MAP@50, PR curves both ways and
+   the ROC AUC of pair classification, by `cmjax.evaluation`. Hashing methods
+   (encodings are +-1 codes) add the hashing protocol: test queries against
+   the training items as database.
 5. write (process 0 only, atomically, never through a symlink):
    `results.json` (one schema for every method, see `RESULT_KEYS`; suspect
-   scores are named in its `warnings`), `pr_curves.png`, `test_scores.npy`.
+   scores are named in its `warnings`), `pr_curves.png`, and `test_scores.npy`
+   when the matrix was computed whole.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ __all__ = [
     "RunError",
     "Workdir",
     "data_fingerprint",
+    "evaluate",
+    "in_blocks",
     "read_results",
     "check_seed",
     "run",
@@ -65,14 +71,18 @@ __all__ = [
 
 # The keys of every results.json.
 RESULT_KEYS = (
-    "method", "preset", "dataset", "view", "seed", "map", "map@50", "roc_auc", "alternatives",
+    "method", "preset", "dataset", "view", "seed", "map", "map@50", "roc_auc", "roc_auc_queries",
+    "alternatives",
     "hashing", "pr_curve", "wall_s", "stages", "num_train", "num_val", "num_test", "config",
     "data", "extras", "environment", "warnings",
 )
 
-# The scores of a split as loaded (untransformed): `[n_images, n_texts]`, higher =
-# more similar.
-Similarity = Callable[[data_lib.Split], np.ndarray]
+# A block scorer: `(images [a, ...], texts [b, ...]) -> [a, b]` scores of every
+# image/text pair of two blocks of encodings, on device; higher = more similar.
+ScoreFn = Callable[[Any, Any], jax.Array]
+# An encoder: prepared inputs of one modality `[n, ...]` -> encodings `[n, ...]`
+# (embeddings, histograms, +-1 codes).
+EncodeFn = Callable[[np.ndarray], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,24 +112,50 @@ class FitContext:
 
 @dataclasses.dataclass(frozen=True)
 class Fitted:
-  """A fitted method.
+  """A fitted method: an encoder per modality and a block scorer.
+
+  The runner encodes each prepared split once (`encode_image`, `encode_text`)
+  and streams the evaluation over blocks of queries through `score`, so no
+  `[n, n]` matrix exists unless it is small (`max_dense_pairs` of `run`).
 
   Attributes:
-    similarity: scores `[n_images, n_texts]` of a split as loaded (the method
-      applies its own fitted transform, `Prepared.transform`).
+    encode_image: prepared images `[n, ...]` -> encodings `[n, ...]`.
+    encode_text: prepared texts `[n, ...]` -> encodings `[n, ...]`.
+    score: the block scorer (`ScoreFn`) of those encodings.
     stages: training facts per stage (`stage_facts`).
-    alternatives: other similarities reported beside the main one (ablations
-      evaluated on the same fitted model, e.g. UNCSM's cosine row).
+    alternatives: other scorers of the same encodings reported beside the main
+      one (ablations of the same fitted model, e.g. UNCSM's cosine row).
     extras: further JSON-able facts (selected hyper-parameters...).
-    codes: hashing methods: `[n, K]` +-1 codes of a split's images and texts (as
-      loaded); the runner then adds the hashing protocol (`hashing_protocol`).
   """
 
-  similarity: Similarity
+  encode_image: EncodeFn
+  encode_text: EncodeFn
+  score: ScoreFn
   stages: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-  alternatives: Mapping[str, Similarity] = dataclasses.field(default_factory=dict)
+  alternatives: Mapping[str, ScoreFn] = dataclasses.field(default_factory=dict)
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  codes: Callable[[data_lib.Split], tuple[np.ndarray, np.ndarray]] | None = None
+
+
+def in_blocks(fn: Callable[[jax.Array], jax.Array], inputs: np.ndarray,
+              block_size: int = 4096) -> jax.Array:
+  """`fn` over consecutive row blocks of `inputs` `[n, ...]`, concatenated on device.
+
+  For encoders: memory is that of one block, and every block (the last
+  padded with copies of its last row, then cut) has one shape, so `fn`
+  compiles once.
+  """
+  inputs = np.asarray(inputs)
+  n = len(inputs)
+  if n <= block_size:
+    return fn(jax.device_put(inputs))
+  out = []
+  for start in range(0, n, block_size):
+    block = inputs[start:start + block_size]
+    pad = block_size - len(block)
+    if pad:
+      block = np.concatenate([block, np.repeat(block[-1:], pad, axis=0)])
+    out.append(fn(jax.device_put(block))[: block_size - pad])
+  return jax.numpy.concatenate(out)
 
 
 # Stages seed their keys with seed * 1000 + a small offset, and JAX keys hold 32
@@ -137,19 +173,19 @@ def check_seed(seed: Any) -> int:
   return int(seed)
 
 
-def hashing_protocol(codes, dataset: data_lib.Dataset) -> dict:
+def hashing_protocol(image_queries: np.ndarray, text_queries: np.ndarray,
+                     image_db: np.ndarray, text_db: np.ndarray, query_labels: np.ndarray,
+                     db_labels: np.ndarray) -> dict:
   """The cross-modal hashing protocol: the test items query the training items.
 
   Image queries rank the training texts by Hamming distance and text queries
   the training images (MAP over the full ranking, MAP@50, tie-aware MAP,
   precision within radius 2, PR curves; `cmjax.hashing.hashing_metrics`).
+  All codes are `[n, K]` +-1.
   """
-  image_q, text_q = codes(dataset.test)
-  image_db, text_db = codes(dataset.train)
-  test, train = dataset.test.labels, dataset.train.labels
-  return {"bits": int(image_q.shape[1]),
-          "i2t": hashing.hashing_metrics(image_q, text_db, test, train),
-          "t2i": hashing.hashing_metrics(text_q, image_db, test, train)}
+  return {"bits": int(image_queries.shape[1]),
+          "i2t": hashing.hashing_metrics(image_queries, text_db, query_labels, db_labels),
+          "t2i": hashing.hashing_metrics(text_queries, image_db, query_labels, db_labels)}
 
 
 def stage_facts(result: train.StageResult) -> dict:
@@ -325,17 +361,74 @@ def _environment(mesh: jax.sharding.Mesh) -> dict:
           "num_processes": jax.process_count()}
 
 
-def _evaluate(similarity: Similarity, split: data_lib.Split, what: str):
-  scores = np.asarray(similarity(split))
-  if scores.shape != (len(split), len(split)):
-    raise RunError(f"{what}: scores of shape {scores.shape}, expected "
-                   f"[{len(split)}, {len(split)}] (test images x test texts)")
-  bad = ~np.isfinite(scores)
-  if bad.any():
-    raise RunError(f"{what}: {int(bad.sum())} of {scores.size} test scores are not finite "
-                   "(NaN or Inf); the model diverged or the input has extreme values")
-  metrics = evaluation.cross_modal_metrics(scores, scores.T, split.labels, split.labels)
-  return scores, metrics
+# Score matrices of up to this many pairs are computed whole: kept, written to
+# `test_scores.npy` and ranked for the exact ROC AUC. Larger ones are streamed.
+MAX_DENSE_PAIRS = 2**24
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """The test evaluation of one scorer.
+
+  Attributes:
+    metrics: `cmjax.evaluation.cross_modal_metrics` (`"i2t"`, `"t2i"`).
+    roc_auc: ROC AUC of pair classification by score.
+    roc_auc_queries: the image queries whose pairs the ROC AUC ranks (all of
+      them when the matrix is dense, else an evenly spaced subset).
+    scores: the `[n_images, n_texts]` matrix on host when it was dense, else None.
+  """
+
+  metrics: Mapping[str, evaluation.RetrievalMetrics]
+  roc_auc: float
+  roc_auc_queries: int
+  scores: np.ndarray | None
+
+
+def evaluate(score: ScoreFn, images: Any, texts: Any, labels: np.ndarray, what: str,
+             max_dense_pairs: int = MAX_DENSE_PAIRS) -> Evaluation:
+  """Both retrieval directions of `score` over the encoded test split.
+
+  Up to `max_dense_pairs` pairs, the matrix is scored in one call and both
+  directions read it; beyond, each direction streams blocks of queries
+  against the whole other side (`score(images[rows], texts)`,
+  `score(images, texts[rows]).T`), and the ROC AUC ranks the pairs of an
+  evenly spaced subset of at most `max_dense_pairs` pairs' image queries.
+
+  Raises:
+    RunError: a score that is NaN or infinite (naming `what`).
+  """
+  n_images, n_texts = len(labels), len(labels)
+  matrix = None
+  if n_images * n_texts <= max_dense_pairs:
+    matrix = score(images, texts)
+    if matrix.shape != (n_images, n_texts):
+      raise ValueError(f"{what}: scores of shape {matrix.shape}, expected "
+                       f"[{n_images}, {n_texts}] (test images x test texts)")
+    matrix_t = matrix.T
+    i2t, t2i = (lambda rows: matrix[rows]), (lambda rows: matrix_t[rows])
+  else:
+    i2t = lambda rows: score(images[rows], texts)
+    t2i = lambda rows: score(images, texts[rows]).T
+  try:
+    metrics = evaluation.cross_modal_metrics(i2t, t2i, labels, labels)
+  except evaluation.NonFiniteScoresError as e:
+    raise RunError(f"{what}: {e.count} of {e.total} test scores are not finite (NaN or Inf); "
+                   "the model diverged or the input has extreme values") from None
+  if matrix is not None:
+    rows, sample = np.arange(n_images), np.asarray(matrix)
+  else:
+    rows = np.unique(np.linspace(0, n_images - 1, max(1, max_dense_pairs // n_texts)).round()
+                     .astype(np.int64))
+    sample = np.asarray(score(images[rows], texts))
+  relevant = np.asarray(evaluation.relevance(labels[rows], labels))
+  return Evaluation(metrics=metrics, roc_auc=evaluation.roc_auc(sample, relevant),
+                    roc_auc_queries=len(rows), scores=None if matrix is None else sample)
+
+
+def _encode(fitted: Fitted, split: data_lib.Split) -> tuple[Any, Any]:
+  """A prepared split's encodings, on device."""
+  return (jax.device_put(fitted.encode_image(split.image)),
+          jax.device_put(fitted.encode_text(split.text)))
 
 
 def run(
@@ -348,6 +441,7 @@ def run(
     preset: str | None = None,
     mesh: jax.sharding.Mesh | None = None,
     loop: train.LoopConfig = train.LoopConfig(),
+    max_dense_pairs: int = MAX_DENSE_PAIRS,
 ) -> dict:
   """Runs one method on one dataset view; returns its `results.json` dict.
 
@@ -360,6 +454,9 @@ def run(
     preset: the name of the preset the config came from (recorded only).
     mesh: device mesh; default every device of every process.
     loop: loop settings.
+    max_dense_pairs: test score matrices up to this many pairs are computed
+      whole (written to `test_scores.npy`, exact ROC AUC); larger ones are
+      streamed over query blocks (`evaluate`).
 
   Raises:
     RunError: a workdir of another run or in use, non-finite scores.
@@ -384,14 +481,21 @@ def run(
       return done
     context = FitContext(dataset=dataset, workdir=wd.path, seed=seed, mesh=mesh, loop=loop)
     fitted = spec.fit(config, prepared, context)
-    # Similarities take items as loaded: each method applies its own fitted transform.
-    test = dataset.test
-    scores, metrics = _evaluate(fitted.similarity, test, spec.name)
-    relevant = np.asarray(evaluation.relevance(test.labels, test.labels))
+    test = prepared.test
+    images, texts = _encode(fitted, test)
+    main = evaluate(fitted.score, images, texts, test.labels, spec.name, max_dense_pairs)
+    metrics, i2t = main.metrics, main.metrics["i2t"]
     alternatives = {
-        name: evaluation.map_summary(_evaluate(similarity, test, f"{spec.name}/{name}")[1])
-        for name, similarity in fitted.alternatives.items()}
-    i2t = metrics["i2t"]
+        name: evaluation.map_summary(
+            evaluate(score, images, texts, test.labels, f"{spec.name}/{name}",
+                     max_dense_pairs).metrics)
+        for name, score in fitted.alternatives.items()}
+    hashing_results = None
+    if spec.hashing:  # The encodings are +-1 codes; the training items are the database.
+      database = _encode(fitted, prepared.transform(dataset.train))
+      hashing_results = hashing_protocol(np.asarray(images), np.asarray(texts),
+                                         *map(np.asarray, database), test.labels,
+                                         dataset.train.labels)
     results = {
         "method": spec.name,
         "preset": preset,
@@ -400,9 +504,10 @@ def run(
         "seed": seed,
         "map": evaluation.map_summary(metrics),
         **{f"map@{k}": evaluation.map_summary(metrics, k) for k in i2t.map_at},
-        "roc_auc": evaluation.roc_auc(scores, relevant),
+        "roc_auc": main.roc_auc,
+        "roc_auc_queries": main.roc_auc_queries,
         "alternatives": alternatives,
-        "hashing": hashing_protocol(fitted.codes, dataset) if fitted.codes else None,
+        "hashing": hashing_results,
         "pr_curve": {"recall": i2t.recall_levels, "i2t": i2t.precision_curve,
                      "t2i": metrics["t2i"].precision_curve},
         "wall_s": time.time() - start,
@@ -416,13 +521,14 @@ def run(
                  "input_transform_notes": list(prepared.notes)},
         "extras": dict(fitted.extras),
         "environment": _environment(mesh),
-        "warnings": score_warnings(scores),
+        "warnings": score_warnings(i2t.score_range),
     }
     for warning in results["warnings"]:
       logging.warning("%s on %s (seed %d): %s", spec.name, dataset.name, seed, warning)
     if jax.process_index() == 0:
-      files.write_atomic(os.path.join(wd.path, "test_scores.npy"),
-                         lambda f: np.save(f, scores), binary=True)
+      if main.scores is not None:
+        files.write_atomic(os.path.join(wd.path, "test_scores.npy"),
+                           lambda f: np.save(f, main.scores), binary=True)
       plotting.plot_pr_curves(
           {d: {spec.name: (m.recall_levels, m.precision_curve)} for d, m in metrics.items()},
           os.path.join(wd.path, "pr_curves.png"),
@@ -434,19 +540,21 @@ def run(
   return json.loads(json.dumps(results, default=_to_builtin))
 
 
-def score_warnings(scores: np.ndarray) -> list[str]:
-  """What makes a run's `[n_images, n_texts]` test scores suspect (empty: nothing).
+def score_warnings(score_range: np.ndarray) -> list[str]:
+  """What makes a run's test scores suspect (empty: nothing), from the `[n_images, 2]`
+  lowest and highest score of each image query (`RetrievalMetrics.score_range`).
 
   Constant scores (every pair equal) rank by database index alone: the
   MAP is that of a fixed order and the ROC AUC exactly 0.5, whatever the
   labels. The model learned nothing, or collapsed.
   """
-  if scores.size and np.all(scores == scores.flat[0]):
-    return [f"constant test scores: every pair scores {scores.flat[0]:.6g}, so the ranking is "
+  low, high = np.asarray(score_range).T
+  if low.size and np.all(low == high) and np.all(low == low[0]):
+    return [f"constant test scores: every pair scores {low[0]:.6g}, so the ranking is "
             "the database order and ROC AUC is 0.5; the model learned nothing"]
-  constant_rows = int(np.sum(np.all(scores == scores[:, :1], axis=1)))
+  constant_rows = int(np.sum(low == high))
   if constant_rows:
-    return [f"{constant_rows} of {scores.shape[0]} image queries score every text equally "
+    return [f"{constant_rows} of {len(low)} image queries score every text equally "
             "(ranked by database order)"]
   return []
 

@@ -7,8 +7,8 @@ Each run writes the same workdir files as experiments.uncsm and resumes from
 its workdir. `--help` lists every flag and every config field.
 """
 
-from cmjax.methods import baselines
+from cmjax.methods import deep, linear
 from experiments import cli
 
 if __name__ == "__main__":
-  cli.main(baselines.BASELINES)
+  cli.main(linear.METHODS + deep.METHODS)

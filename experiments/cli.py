@@ -199,12 +199,19 @@ def _define_run_flags(methods: Sequence[str], default_method: str) -> None:
                       "../shared/data/<dataset>.")
   flags.DEFINE_string("workdir", None,
                       "Run folder (config.json, checkpoints/, logs/ for TensorBoard, "
-                      "results.json, pr_curves.png, test_scores.npy). Running again in it "
+                      "results.json, pr_curves.png, test_scores.npy when the test score "
+                      "matrix is computed whole, see --max_dense_pairs). Running again in it "
                       "resumes; a finished one is reported as it is. Default: "
                       "/tmp/cmjax/<method>/<dataset>/<preset>/seed<seed>.")
   flags.DEFINE_integer("seed", 0, "Random seed: same config and seed, same numbers.")
+  flags.DEFINE_integer("max_dense_pairs", runner.MAX_DENSE_PAIRS,
+                       "Test score matrices of up to this many image/text pairs are computed "
+                       "whole, written to test_scores.npy and ranked for the exact ROC AUC; "
+                       "larger ones are streamed over query blocks (the ROC AUC then ranks an "
+                       "evenly spaced subset of image queries).", lower_bound=0)
   define_loop_flags()
-  show_in_help(["method", "config", "dataset", "data_dir", "workdir", "seed", *LOOP_FLAGS])
+  show_in_help(["method", "config", "dataset", "data_dir", "workdir", "seed", "max_dense_pairs",
+                *LOOP_FLAGS])
 
 
 def show_in_help(names: Sequence[str]) -> None:
@@ -234,7 +241,8 @@ def _run() -> tuple[dict, str]:
   dataset = registry.load_data(spec, config, FLAGS.dataset, FLAGS.data_dir)
   workdir = FLAGS.workdir or os.path.join("/tmp/cmjax", spec.name, FLAGS.dataset, preset,
                                           f"seed{FLAGS.seed}")
-  return runner.run(spec, config, dataset, workdir, FLAGS.seed, preset=preset, loop=loop), workdir
+  return runner.run(spec, config, dataset, workdir, FLAGS.seed, preset=preset, loop=loop,
+                    max_dense_pairs=FLAGS.max_dense_pairs), workdir
 
 
 def import_method_modules() -> None:

@@ -18,14 +18,12 @@ config and data match.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
-from absl import app, flags
-import numpy as np
+from absl import flags
 
-from cmjax import configs, data, plotting, runner
+from cmjax import configs, data, reports
 from cmjax.methods import registry
 from experiments import cli
 
@@ -46,32 +44,6 @@ def _define_flags() -> None:
   cli.show_in_help(cli.LOOP_FLAGS)
 
 
-def _cell(runs, direction, key):
-  values = [r["hashing"][direction][key] for r in runs]
-  return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
-
-def _pr_figure(runs_by_method: dict, path: str, title: str) -> str:
-  """Every method's hashing PR curves (mean precision over seeds), both directions."""
-  curves = {d: {m: (np.asarray(runs[0]["hashing"][d]["pr_curve"]["recall"]),
-                    np.mean([r["hashing"][d]["pr_curve"]["precision"] for r in runs], 0))
-                for m, runs in runs_by_method.items()} for d in ("i2t", "t2i")}
-  return plotting.plot_pr_curves(curves, path, title=title)
-
-
-def _run(dataset: str, method: str, bits: int) -> list[dict]:
-  spec = registry.get(method)
-  if not spec.hashing:
-    raise configs.ConfigError(f"method {method} is not a hashing method")
-  config = dataclasses.replace(registry.make_config(spec, FLAGS.preset), bits=bits)
-  data_dir = os.path.join(FLAGS.data_root, dataset) if FLAGS.data_root else None
-  loaded = registry.load_data(spec, config, dataset, data_dir)
-  return [runner.run(spec, config, loaded, os.path.join(
-      FLAGS.root, dataset, method, FLAGS.preset, f"bits{bits}", f"seed{seed}"), seed,
-                     preset=FLAGS.preset, loop=cli.loop_config())
-          for seed in range(FLAGS.seeds)]
-
-
 def _parse_bits(values: list[str]) -> list[int]:
   """`--bits` as positive integers."""
   try:
@@ -90,40 +62,17 @@ def main(argv):
   bits_list = _parse_bits(FLAGS.bits)
   if FLAGS.seeds <= 0:
     raise configs.ConfigError(f"--seeds must be > 0, got {FLAGS.seeds}")
-  results = {(d, m, b): _run(d, m, b) for d in FLAGS.datasets for m in FLAGS.methods
-             for b in bits_list}
-  lines = ["# Cross-modal hashing" + ("" if FLAGS.preset == "default" else
-                                      f" (preset '{FLAGS.preset}': smoke run)"), "",
-           f"Regenerate: `python -m experiments.hashing_leaderboard --datasets="
-           f"{','.join(FLAGS.datasets)} --bits={','.join(FLAGS.bits)} --seeds={FLAGS.seeds} "
-           f"--methods={','.join(FLAGS.methods)} --output=<this file>`", "",
-           "Database = training items, queries = test items, relevant = same class. mAP@50: "
-           "AP over the relevant items within the top 50; MAP: over the full Hamming ranking "
-           "(ties by database index); P@r2: precision within Hamming radius 2. Mean ± std "
-           f"over {FLAGS.seeds} seeds; {os.cpu_count()} CPU cores.", ""]
-  for dataset in FLAGS.datasets:
-    for bits in bits_list:
-      lines += [f"## {dataset}, {bits} bits", "",
-                "| method | mAP@50 I->T | mAP@50 T->I | MAP I->T | MAP T->I | P@r2 I->T | "
-                "P@r2 T->I | published mAP@50 I->T / T->I | wall s / run |",
-                "|---|---|---|---|---|---|---|---|---|"]
-      for method in FLAGS.methods:
-        runs = results[(dataset, method, bits)]
-        ref = registry.get(method).published_hashing.get(dataset, {}).get(bits)
-        lines.append(
-            f"| {method} | {_cell(runs, 'i2t', 'map@50')} | {_cell(runs, 't2i', 'map@50')} | "
-            f"{_cell(runs, 'i2t', 'map')} | {_cell(runs, 't2i', 'map')} | "
-            f"{_cell(runs, 'i2t', 'precision_radius2')} | "
-            f"{_cell(runs, 't2i', 'precision_radius2')} | "
-            + (f"{ref[0]:.3f} / {ref[1]:.3f}" if ref else "")
-            + f" | {np.mean([r['wall_s'] for r in runs]):.0f} |")
-      lines.append("")
-      if FLAGS.output:
-        figure = _pr_figure(
-            {m: results[(dataset, m, bits)] for m in FLAGS.methods},
-            f"{os.path.splitext(FLAGS.output)[0]}_{dataset}_{bits}bits.png",
-            title=f"Hamming-ranking PR curves, {dataset}, {bits} bits")
-        lines += [f"![PR curves, {dataset}, {bits} bits]({os.path.basename(figure)})", ""]
+  data_dir = lambda d: os.path.join(FLAGS.data_root, d) if FLAGS.data_root else None
+  results = {(d, m, b): reports.hashing_runs(d, m, b, FLAGS.seeds, preset=FLAGS.preset,
+                                             root=FLAGS.root, data_dir=data_dir(d),
+                                             loop=cli.loop_config())
+             for d in FLAGS.datasets for m in FLAGS.methods for b in bits_list}
+  command = (f"python -m experiments.hashing_leaderboard --datasets={','.join(FLAGS.datasets)} "
+             f"--bits={','.join(FLAGS.bits)} --seeds={FLAGS.seeds} "
+             f"--methods={','.join(FLAGS.methods)} --output=<this file>")
+  lines = reports.hashing_markdown(
+      results, seeds=FLAGS.seeds, preset=FLAGS.preset, command=command,
+      figure_stem=os.path.splitext(FLAGS.output)[0] if FLAGS.output else None)
   total = sum(r["wall_s"] for runs in results.values() for r in runs)
   lines.append(f"Sum of the run wall times: {total:.0f} s; this invocation: "
                f"{time.time() - start:.0f} s (finished runs are reused).")

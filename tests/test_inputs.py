@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cmjax import data, files, preprocess, runner
+from cmjax import data, evaluation, files, preprocess, runner
 from cmjax.data import core, hashing_sets, web_news
 
 
@@ -97,11 +97,18 @@ def test_workdir_in_a_folder_others_can_write_is_refused(tmp_path):
     pass
 
 
+def _warnings(scores):
+  """`runner.score_warnings` of the score ranges the streamed evaluation computes."""
+  q, n = scores.shape
+  ranges = evaluation.retrieval_metrics(scores, np.arange(q) % 2, np.arange(n) % 2).score_range
+  return runner.score_warnings(ranges)
+
+
 def test_constant_scores_are_flagged():
-  assert runner.score_warnings(np.random.default_rng(0).random((4, 4))) == []
-  assert "constant test scores" in runner.score_warnings(np.full((4, 4), 0.5))[0]
-  assert "2 of 3 image queries" in runner.score_warnings(
-      np.array([[1.0, 1.0], [2.0, 3.0], [0.0, 0.0]]))[0]
+  assert _warnings(np.random.default_rng(0).random((4, 4))) == []
+  assert "constant test scores" in _warnings(np.full((4, 4), 0.5, np.float32))[0]
+  assert "2 of 3 image queries" in _warnings(
+      np.array([[1.0, 1.0], [2.0, 3.0], [0.0, 0.0]], np.float32))[0]
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 10**20, 1.5, True])

@@ -126,3 +126,51 @@ def test_a_config_field_added_later_matches_only_at_its_default(tmp_path):
     wd.claim(identity, {"a": 1, "new": False})  # The default: the old behaviour.
     with pytest.raises(runner.RunError, match=r"config.new: None -> True"):
       wd.claim({**identity, "config": {"a": 1, "new": True}}, {"a": 1, "new": False})
+
+
+def test_registry_run_converts_overrides_as_strictly_as_the_cli(tmp_path):
+  dataset = data.make_synthetic(num_train=60, num_test=30)
+  with pytest.raises(configs.ConfigError, match="'pretrain' must be bool, got 'no'"):
+    registry.run("uncsm", dataset, str(tmp_path / "run"), preset="quick", pretrain="no")
+  with pytest.raises(configs.ConfigError, match="unknown config field 'stpes'"):
+    registry.run("uncsm", dataset, str(tmp_path / "run"), preset="quick", stpes=10)
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("codes", [False, True])
+def test_streamed_evaluation_equals_the_dense_one(codes):
+  """Blocks of queries scored against everything rank exactly as the whole matrix,
+  ties included (Hamming scores of 4-bit codes tie everywhere)."""
+  from cmjax import hashing, similarity
+  rng = np.random.default_rng(0)
+  n = 300  # Not a multiple of the query block: the last block is padded.
+  labels = rng.integers(0, 5, n)
+  if codes:
+    images, texts = (np.where(rng.normal(size=(n, 4)) > 0, 1.0, -1.0).astype(np.float32)
+                     for _ in range(2))
+    score = hashing.codes_score
+  else:
+    images, texts = (rng.normal(size=(n, 8)).astype(np.float32) for _ in range(2))
+    score = similarity.cosine
+  dense = runner.evaluate(score, images, texts, labels, "dense", max_dense_pairs=n * n)
+  streamed = runner.evaluate(score, images, texts, labels, "streamed", max_dense_pairs=n * n - 1)
+  assert dense.scores is not None and streamed.scores is None
+  for direction in ("i2t", "t2i"):
+    a, b = dense.metrics[direction], streamed.metrics[direction]
+    np.testing.assert_array_equal(a.average_precisions, b.average_precisions)
+    np.testing.assert_array_equal(a.precision_curve, b.precision_curve)
+    np.testing.assert_array_equal(a.score_range, b.score_range)
+  assert (dense.roc_auc_queries, streamed.roc_auc_queries) == (n, n - 1)
+  assert abs(dense.roc_auc - streamed.roc_auc) < 0.01
+
+
+def test_a_streamed_run_reports_what_a_dense_run_does(tmp_path):
+  dataset = data.make_synthetic(num_train=200, num_test=90)
+  spec = registry.get("cca")
+  config = registry.make_config(spec, "default", reg_grid=(0.01,))
+  dense = runner.run(spec, config, dataset, str(tmp_path / "dense"))
+  streamed = runner.run(spec, config, dataset, str(tmp_path / "streamed"), max_dense_pairs=0)
+  assert streamed["map"] == dense["map"] and streamed["pr_curve"] == dense["pr_curve"]
+  assert (tmp_path / "dense" / "test_scores.npy").exists()
+  assert not (tmp_path / "streamed" / "test_scores.npy").exists()
+  assert streamed["roc_auc_queries"] == 1 and dense["roc_auc_queries"] == 90

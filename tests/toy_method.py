@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 
-from cmjax import configs, runner
+from cmjax import configs, runner, similarity
 from cmjax.methods import registry
 
 
@@ -44,15 +44,9 @@ def fit(config, prepared, context):
   rng = np.random.default_rng(context.seed)
   a = rng.normal(size=(prepared.train.image.shape[1], config.dims))
   b = rng.normal(size=(prepared.train.text.shape[1], config.dims))
-  unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
-
-  def similarity(raw):
-    split = prepared.transform(raw)
-    scores = unit(split.image @ a) @ unit(split.text @ b).T
-    return np.full_like(scores, np.nan) if config.nan_scores else scores
-
-  return runner.Fitted(similarity=similarity)
-
+  nan = np.nan if config.nan_scores else 1.0
+  return runner.Fitted(encode_image=lambda x: x @ a, encode_text=lambda z: z @ b,
+                       score=lambda fi, ft: similarity.cosine(fi, ft) * nan)
 
 registry.register(registry.MethodSpec(
     name="random_projection", description="Toy: random projections, cosine similarity.",

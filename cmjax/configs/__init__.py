@@ -3,9 +3,11 @@
 Every method's settings are one frozen dataclass (e.g. `UNCSMConfig`): its
 field defaults, its `Attributes:` docstring (shown by `--help`) and its
 validation (`__post_init__`, through the `check_*` helpers below) live there.
-Named presets live in config files beside this module, one per method family,
-in the big_vision / scenic style: `cmjax/configs/uncsm.py` has
-`get_config("paper")`, and the command line picks and overrides them:
+The class and its named presets live in one config file beside this module,
+one per method family, in the big_vision / scenic style; a config file
+imports no method module (the methods import their config classes from it).
+`cmjax/configs/uncsm.py` has `get_config("paper")`, and the command line picks
+and overrides it:
 
   python -m experiments.uncsm --config=cmjax/configs/uncsm.py:paper \
       --config.learning_rate=0.01

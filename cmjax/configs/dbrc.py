@@ -13,8 +13,74 @@ r"""DBRC presets (Hu, Nie, Li 2019).
 - `quick`: tiny budgets (smoke runs); not for reporting.
 """
 
-from cmjax import configs
-from cmjax.methods.dbrc import DBRCConfig
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from cmjax import configs, preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class DBRCConfig:
+  """Every setting of a DBRC run; presets in `cmjax/configs/dbrc.py`.
+
+  Attributes:
+    bits: code length K.
+    hashing_layer: plain tanh, linear or nonlinear adaptive tanh.
+    alpha_penalty: weight of mean(1 / alpha^2), which drives the scales up.
+    hidden: width of each modality's dense layer (batch norm, ReLU, dropout).
+    dropout: dropout after each modality's layer.
+    decoder_hidden: hidden width of the two decoders.
+    modality_dropout: probability that a training example has one modality
+      zeroed (image or text, equally likely).
+    balance_modalities: reconstruction error as the mean over each modality's
+      dimensions (each modality weighs the same) instead of the sum (a
+      modality weighs by its dimension).
+    supervised: add a label classifier on the code (a variant; the paper's
+      method is unsupervised).
+    label_weight: weight of the classifier's cross entropy (supervised only).
+    optimizer: rmsprop (as a public implementation) or adam.
+    learning_rate: learning rate.
+    weight_decay: weight decay (an L2 term for rmsprop).
+    batch_size: items per step.
+    steps: training steps.
+    input_transform: transform of both modalities' features, fitted on train.
+    validation_fraction: share of train carved out (stratified) to select the
+      parameters by validation MAP of the sign codes; 0 disables.
+    eval_every: steps between validation evaluations.
+    patience: stop after this many evaluations without improvement (0: never).
+  """
+
+  bits: int = 64
+  hashing_layer: Literal["plain", "linear", "nonlinear"] = "linear"
+  alpha_penalty: float = 1e-3
+  hidden: int = 512
+  dropout: float = 0.2
+  decoder_hidden: int = 512
+  modality_dropout: float = 0.5
+  balance_modalities: bool = False
+  supervised: bool = False
+  label_weight: float = 1.0
+  optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+  learning_rate: float = 1e-3
+  weight_decay: float = 0.0
+  batch_size: int = 128
+  steps: int = 3000
+  input_transform: preprocess.InputTransform = "sqrt_standardize"
+  validation_fraction: float = 0.15
+  eval_every: int = 250
+  patience: int = 4
+
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(self, "bits", "hidden", "decoder_hidden", "learning_rate",
+                           "batch_size", "steps", "eval_every")
+    configs.check_non_negative(self, "alpha_penalty", "label_weight", "weight_decay",
+                               "patience")
+    configs.check_fraction(self, "dropout", "modality_dropout", "validation_fraction")
+    configs.check_batch_size(self, "batch_size")
+
 
 PRESETS = {
     "default": {},

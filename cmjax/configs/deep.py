@@ -8,8 +8,88 @@ corr_full_ae, bimodal_ae, multimodal_dbn).
 - `quick`: tiny networks and 100 steps (smoke runs); not for reporting.
 """
 
-from cmjax import configs
-from cmjax.methods.deep import DeepConfig
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from cmjax import configs, preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepConfig:
+  """Settings of the deep baselines; presets in `cmjax/configs/deep.py`.
+
+  Attributes:
+    hidden: hidden layer widths of the encoders (bimodal_ae: its modality layer
+      width is the first).
+    code_dim: code width of the autoencoders.
+    dcca_dim: output and CCA dimension of dcca/dccae.
+    activation: hidden activation.
+    learning_rate: AdamW learning rate.
+    weight_decay: AdamW weight decay.
+    batch_size: batch of the autoencoders and the DBNs.
+    dcca_batch_size: batch of dcca/dccae (the correlation needs large batches).
+    dcca_reg: covariance ridge inside the DCCA objective.
+    dccae_reconstruction: lambda: weight of DCCAE's reconstruction term.
+    corr_alpha: alpha of Corr-AE: (1 - alpha) reconstruction + alpha code distance.
+    steps: training steps of the deep methods.
+    input_transform: feature transform fitted on train (multimodal_dbn reads
+      untransformed features).
+    validation_fraction: share of train carved out (stratified) for model
+      selection and early stopping; 0 disables.
+    eval_every: steps between validation evaluations.
+    patience: stop after this many evaluations without improvement (0: never).
+    mdbn_image_hidden: multimodal_dbn: image DBN layer widths.
+    mdbn_text_hidden: multimodal_dbn: text DBN layer widths.
+    mdbn_joint_hidden: multimodal_dbn: joint RBM hidden units.
+    mdbn_steps: multimodal_dbn: CD-1 steps per RBM.
+    mdbn_learning_rate: multimodal_dbn: RBM learning rate.
+    mdbn_doc_length: multimodal_dbn: non-negative text features are scaled to
+      this many 'words' for the replicated softmax.
+    mdbn_mean_field_steps: multimodal_dbn: mean-field updates that infer the
+      missing modality at query time.
+  """
+
+  hidden: tuple[int, ...] = (512,)
+  code_dim: int = 32
+  dcca_dim: int = 10
+  activation: Literal["relu", "sigmoid", "tanh"] = "sigmoid"
+  learning_rate: float = 1e-3
+  weight_decay: float = 1e-4
+  batch_size: int = 256
+  dcca_batch_size: int = 1024
+  dcca_reg: float = 1e-3
+  dccae_reconstruction: float = 0.1
+  corr_alpha: float = 0.2
+  steps: int = 3000
+  input_transform: preprocess.InputTransform = "sqrt_standardize"
+  validation_fraction: float = 0.15
+  eval_every: int = 250
+  patience: int = 4
+  mdbn_image_hidden: tuple[int, int] = (512, 256)
+  mdbn_text_hidden: tuple[int, int] = (256, 256)
+  mdbn_joint_hidden: int = 512
+  mdbn_steps: int = 2000
+  mdbn_learning_rate: float = 1e-3
+  mdbn_doc_length: float = 100.0
+  mdbn_mean_field_steps: int = 5
+
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(
+        self, "hidden", "code_dim", "dcca_dim", "learning_rate", "batch_size",
+        "dcca_batch_size", "dcca_reg", "steps", "eval_every", "mdbn_image_hidden",
+        "mdbn_text_hidden", "mdbn_joint_hidden", "mdbn_steps", "mdbn_learning_rate",
+        "mdbn_doc_length", "mdbn_mean_field_steps")
+    configs.check_non_negative(self, "weight_decay", "dccae_reconstruction", "patience")
+    configs.check_fraction(self, "validation_fraction")
+    configs.check_batch_size(self, "batch_size", "dcca_batch_size")
+    configs.check_nonempty(self, "hidden")
+    if not 0.0 <= self.corr_alpha <= 1.0:
+      raise configs.ConfigError(f"config field 'corr_alpha' must be in [0, 1], "
+                                f"got {self.corr_alpha}")
+
 
 PRESETS = {
     "default": {},

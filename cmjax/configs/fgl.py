@@ -13,8 +13,107 @@ r"""FGL presets (Xu et al. 2019).
 - `quick`: tiny budgets (smoke runs); not for reporting.
 """
 
-from cmjax import configs
-from cmjax.methods.fgl import FGLConfig
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from cmjax import configs, preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class FGLConfig:
+  """Every setting of an FGL run; presets in `cmjax/configs/fgl.py`.
+
+  Attributes:
+    text_encoder: gcn (Chebyshev graph convolutions on the word graph of the
+      `words_graph` view), mlp (an MLP on the text feature vectors), or auto
+      (gcn where the dataset has raw captions, else mlp).
+    tokens: words_graph: caption tokens, characters or character bigrams.
+    vocab_size: words_graph: graph nodes (the most frequent training tokens).
+    embedding_dim: words_graph: dimension of the PPMI-SVD word embeddings.
+    neighbors: words_graph: k of the kNN word graph.
+    window: words_graph: co-occurrence window of the word embeddings.
+    gcn_filters: graph-convolution channels per node.
+    gcn_order: Chebyshev terms K.
+    text_hidden: MLP text path: hidden widths before the `embed` layer.
+    image_hidden: image path: hidden widths before the `embed` layer (none: one
+      dense layer, as in the group's model).
+    embed: width of both paths' output (paper: 1024).
+    activation: activation of both paths' output layer.
+    dropout: dropout in both paths.
+    labels: fine_grained (weights from the siamese network) or binary (all
+      pairs weigh 1: the ablation).
+    beta: strength of the fine-grained labels (weight+ = 1 + beta (1 - s),
+      weight- = 1 + beta s).
+    loss: pairwise (weighted cross entropy) or distribution (variances and a
+      margin on the mean gap).
+    distribution_lambda: weight of the mean-gap hinge of the distribution loss.
+    distribution_margin: margin of the mean gap of the distribution loss.
+    siamese_dim: output width of the siamese text network.
+    siamese_margin: different-class texts are pushed to cosine <= this.
+    siamese_steps: steps of the siamese stage.
+    learning_rate: Adam(W) learning rate of both stages.
+    weight_decay: AdamW weight decay.
+    batch_size: documents per step; all batch_size^2 pairs are used.
+    steps: steps of the matching stage.
+    input_transform: transform of feature vectors fitted on train (graph
+      signals are never transformed).
+    validation_fraction: share of train carved out (stratified) for model
+      selection and early stopping; 0 disables.
+    eval_every: steps between validation evaluations.
+    patience: stop after this many evaluations without improvement (0: never).
+  """
+
+  text_encoder: Literal["auto", "gcn", "mlp"] = "auto"
+  tokens: Literal["chars", "bigrams"] = "bigrams"
+  vocab_size: int = 2000
+  embedding_dim: int = 64
+  neighbors: int = 8
+  window: int = 5
+  gcn_filters: int = 4
+  gcn_order: int = 3
+  text_hidden: tuple[int, ...] = (512,)
+  image_hidden: tuple[int, ...] = ()
+  embed: int = 1024
+  activation: Literal["relu", "sigmoid", "tanh"] = "tanh"
+  dropout: float = 0.2
+  labels: Literal["fine_grained", "binary"] = "fine_grained"
+  beta: float = 1.0
+  loss: Literal["pairwise", "distribution"] = "pairwise"
+  distribution_lambda: float = 1.0
+  distribution_margin: float = 0.5
+  siamese_dim: int = 256
+  siamese_margin: float = 0.0
+  siamese_steps: int = 1000
+  learning_rate: float = 1e-3
+  weight_decay: float = 1e-4
+  batch_size: int = 64
+  steps: int = 3000
+  input_transform: preprocess.InputTransform = "sqrt_standardize"
+  validation_fraction: float = 0.15
+  eval_every: int = 250
+  patience: int = 4
+
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(self, "vocab_size", "embedding_dim", "neighbors", "window",
+                           "gcn_filters", "gcn_order", "text_hidden", "image_hidden", "embed",
+                           "siamese_dim", "siamese_steps", "learning_rate", "batch_size",
+                           "steps", "eval_every")
+    configs.check_non_negative(self, "beta", "distribution_lambda", "distribution_margin",
+                               "weight_decay", "patience")
+    configs.check_fraction(self, "dropout", "validation_fraction")
+    configs.check_batch_size(self, "batch_size")
+    if not -1.0 <= self.siamese_margin < 1.0:
+      raise configs.ConfigError(f"config field 'siamese_margin' must be in [-1, 1), got "
+                                f"{self.siamese_margin}")
+
+
+# ---------------------------------------------------------------------------
+# Models.
+# ---------------------------------------------------------------------------
+
 
 PRESETS = {
     "default": {},

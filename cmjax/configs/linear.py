@@ -7,8 +7,49 @@ r"""Presets of the closed-form baselines (cca, cfa, kcca_poly, kcca_rbf, sm, scm
   `--preset=quick` names one preset for every method.
 """
 
-from cmjax import configs
-from cmjax.methods.baselines import LinearConfig
+from __future__ import annotations
+
+import dataclasses
+
+from cmjax import configs, preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearConfig:
+  """Settings of the closed-form baselines; presets in `cmjax/configs/linear.py`.
+
+  The covariance ridge of cca, kcca and scm is chosen from `reg_grid` by the
+  validation avg MAP on a stratified `validation_fraction` of train, then the
+  method is refit on all of train.
+
+  Attributes:
+    dims: common-space dimension of cca, cfa, kcca, scm.
+    reg_grid: covariance ridges (relative to the mean eigenvalue) tried by
+      cca, kcca and scm; the best on validation is refit on all of train.
+    landmarks: Nystroem landmarks of kcca (low-rank solution).
+    degree: degree of kcca_poly's kernel (gamma x.y + 1)^degree.
+    l2: L2 penalty of the logistic regressions of sm and scm.
+    input_transform: feature transform (none: as published).
+    validation_fraction: share of train carved out (stratified) to choose the
+      ridge; 0 takes the first of reg_grid.
+  """
+
+  dims: int = 10
+  reg_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+  landmarks: int = 512
+  degree: int = 2
+  l2: float = 1e-3
+  input_transform: preprocess.InputTransform = "none"
+  validation_fraction: float = 0.15
+
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(self, "dims", "reg_grid", "landmarks", "degree")
+    configs.check_non_negative(self, "l2")
+    configs.check_fraction(self, "validation_fraction")
+    if not self.reg_grid:
+      raise configs.ConfigError("config field 'reg_grid' needs at least one value")
+
 
 PRESETS = {"default": {}, "quick": {}}
 

@@ -17,8 +17,121 @@ r"""UNCSM presets (Qi, Huang, Peng 2017).
   and the same on the paper recipe: `paper_relu`, `paper_nopretrain`, `paper_dbn`.
 """
 
-from cmjax import configs
-from cmjax.methods.uncsm import UNCSMConfig
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from cmjax import configs, preprocess
+
+Activation = Literal["relu", "sigmoid", "tanh"]
+
+
+@dataclasses.dataclass(frozen=True)
+class UNCSMConfig:
+  """Every setting of an UNCSM run; presets in `cmjax/configs/uncsm.py`.
+
+  Attributes:
+    hidden: pathway layer widths (paper: 1024, 512, 256).
+    activation: pathway hidden activation (not stated in the paper).
+    output_activation: activation of the pathway output (the shared representation).
+    dropout: dropout on the pathway hidden layers.
+    branch_size: width of the sigmoid triplet branches (paper: 256).
+    metric_hidden: metric network layer widths (paper: 3 x 512).
+    similarity: ranking similarity: the metric network's p_hat (paper) or the
+      cosine of the shared representations (Table 5 ablation).
+    pretrain: run stage 1 (contrastive pretraining); False is the Table 6 ablation.
+    dbn: run the optional DBN preprocessing stage (paper sec. 4.4): Gaussian RBM
+      / replicated softmax + binary RBM per modality (CD-1), then a softmax
+      net; its top hidden layer feeds the pathways.
+    contrastive_margin: lambda of eq. 1.
+    image_triplet_margin: alpha of eq. 2.
+    text_triplet_margin: beta of eq. 3.
+    negatives: online triplet sampling: a random irrelevant item, or the closest
+      of `negative_candidates` random ones under the current network.
+    negative_candidates: candidates per anchor for negatives=hardest.
+    optimizer: sgd (momentum, weight decay as an L2 gradient term, as Caffe) or
+      adam (AdamW, decoupled weight decay).
+    learning_rate: learning rate of all stages.
+    momentum: SGD momentum (0: plain SGD).
+    weight_decay: weight decay.
+    batch_size: pairs (stage 1) or triplets per modality (stage 2) per step;
+      split over all devices, so it must be divisible by their number.
+    pretrain_steps: steps of stage 1.
+    finetune_steps: steps of stage 2.
+    metric_pairs: pairs sampled to train the metric network (paper: about 300K, 1:1).
+    metric_batch_size: metric network batch.
+    dbn_image_hidden: DBN layer widths of the image modality (paper: 2048, 1024).
+    dbn_text_hidden: DBN layer widths of the text modality (paper: 1024, 1024).
+    dbn_steps: CD-1 steps per RBM layer.
+    dbn_learning_rate: RBM learning rate.
+    dbn_doc_length: replicated softmax: text features are scaled to this many 'words'.
+    softmax_steps: steps of the softmax net fine-tuned on top of each DBN.
+    input_transform: feature transform fitted on train: none, standardize,
+      sqrt_standardize (Hellinger map then standardise, for histograms), l2.
+    validation_fraction: share of train carved out (stratified) for model
+      selection and early stopping; 0 disables. The test split is never used.
+    eval_every: steps between validation evaluations.
+    patience: stop after this many evaluations without improvement (0: never).
+  """
+
+  hidden: tuple[int, ...] = (1024, 512, 256)
+  activation: Activation = "relu"
+  output_activation: Literal["none", "relu", "sigmoid", "tanh"] = "none"
+  dropout: float = 0.0
+  branch_size: int = 256
+  metric_hidden: tuple[int, ...] = (512, 512, 512)
+  similarity: Literal["metric", "cosine"] = "metric"
+  pretrain: bool = True
+  dbn: bool = False
+  contrastive_margin: float = 1.0
+  image_triplet_margin: float = 1.0
+  text_triplet_margin: float = 1.0
+  negatives: Literal["random", "hardest"] = "random"
+  negative_candidates: int = 8
+  optimizer: Literal["sgd", "adam"] = "sgd"
+  learning_rate: float = 0.001
+  momentum: float = 0.9
+  weight_decay: float = 0.004
+  batch_size: int = 128
+  pretrain_steps: int = 10000
+  finetune_steps: int = 10000
+  metric_pairs: int = 300000
+  metric_batch_size: int = 256
+  dbn_image_hidden: tuple[int, int] = (2048, 1024)
+  dbn_text_hidden: tuple[int, int] = (1024, 1024)
+  dbn_steps: int = 2000
+  dbn_learning_rate: float = 0.001
+  dbn_doc_length: float = 100.0
+  softmax_steps: int = 2000
+  input_transform: preprocess.InputTransform = "standardize"
+  validation_fraction: float = 0.0
+  eval_every: int = 500
+  patience: int = 0
+
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(
+        self, "hidden", "branch_size", "metric_hidden", "contrastive_margin",
+        "negative_candidates", "learning_rate", "batch_size", "pretrain_steps",
+        "finetune_steps", "metric_pairs", "metric_batch_size", "dbn_image_hidden",
+        "dbn_text_hidden", "dbn_steps", "dbn_learning_rate", "dbn_doc_length", "softmax_steps",
+        "eval_every")
+    configs.check_non_negative(self, "image_triplet_margin", "text_triplet_margin", "momentum",
+                               "weight_decay", "patience")
+    configs.check_fraction(self, "dropout", "validation_fraction")
+    configs.check_batch_size(self, "batch_size", "metric_batch_size")
+    configs.check_nonempty(self, "hidden", "metric_hidden")
+
+  @property
+  def metric_steps(self) -> int:
+    return max(1, self.metric_pairs // self.metric_batch_size)
+
+
+# ---------------------------------------------------------------------------
+# Models.
+# ---------------------------------------------------------------------------
+
 
 _DEFAULT = dict(
     input_transform="sqrt_standardize", activation="sigmoid", optimizer="adam",

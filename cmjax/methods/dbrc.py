@@ -26,7 +26,6 @@ every method are both reported.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Literal
 
@@ -36,72 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cmjax import configs, evaluation, hashing, optim, preprocess, runner, sampling, train
-from cmjax import data as data_lib
+from cmjax import evaluation, hashing, optim, preprocess, runner, sampling, train
+from cmjax.configs.dbrc import DBRCConfig
 from cmjax.methods import registry
 
 __all__ = ["AdaptiveTanh", "DBRCConfig", "DBRCNet", "fit"]
-
-
-@dataclasses.dataclass(frozen=True)
-class DBRCConfig:
-  """Every setting of a DBRC run; presets in `cmjax/configs/dbrc.py`.
-
-  Attributes:
-    bits: code length K.
-    hashing_layer: plain tanh, linear or nonlinear adaptive tanh.
-    alpha_penalty: weight of mean(1 / alpha^2), which drives the scales up.
-    hidden: width of each modality's dense layer (batch norm, ReLU, dropout).
-    dropout: dropout after each modality's layer.
-    decoder_hidden: hidden width of the two decoders.
-    modality_dropout: probability that a training example has one modality
-      zeroed (image or text, equally likely).
-    balance_modalities: reconstruction error as the mean over each modality's
-      dimensions (each modality weighs the same) instead of the sum (a
-      modality weighs by its dimension).
-    supervised: add a label classifier on the code (a variant; the paper's
-      method is unsupervised).
-    label_weight: weight of the classifier's cross entropy (supervised only).
-    optimizer: rmsprop (as a public implementation) or adam.
-    learning_rate: learning rate.
-    weight_decay: weight decay (an L2 term for rmsprop).
-    batch_size: items per step.
-    steps: training steps.
-    input_transform: transform of both modalities' features, fitted on train.
-    validation_fraction: share of train carved out (stratified) to select the
-      parameters by validation MAP of the sign codes; 0 disables.
-    eval_every: steps between validation evaluations.
-    patience: stop after this many evaluations without improvement (0: never).
-  """
-
-  bits: int = 64
-  hashing_layer: Literal["plain", "linear", "nonlinear"] = "linear"
-  alpha_penalty: float = 1e-3
-  hidden: int = 512
-  dropout: float = 0.2
-  decoder_hidden: int = 512
-  modality_dropout: float = 0.5
-  balance_modalities: bool = False
-  supervised: bool = False
-  label_weight: float = 1.0
-  optimizer: Literal["rmsprop", "adam"] = "rmsprop"
-  learning_rate: float = 1e-3
-  weight_decay: float = 0.0
-  batch_size: int = 128
-  steps: int = 3000
-  input_transform: preprocess.InputTransform = "sqrt_standardize"
-  validation_fraction: float = 0.15
-  eval_every: int = 250
-  patience: int = 4
-
-  def __post_init__(self):
-    configs.check_literals(self)
-    configs.check_positive(self, "bits", "hidden", "decoder_hidden", "learning_rate",
-                           "batch_size", "steps", "eval_every")
-    configs.check_non_negative(self, "alpha_penalty", "label_weight", "weight_decay",
-                               "patience")
-    configs.check_fraction(self, "dropout", "modality_dropout", "validation_fraction")
-    configs.check_batch_size(self, "batch_size")
 
 
 class AdaptiveTanh(nn.Module):
@@ -181,13 +119,13 @@ def _stage(config: DBRCConfig, model: DBRCNet, eval_fn) -> train.Stage:
       select_metric="avg" if eval_fn else None, patience=config.patience)
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _codes(model: DBRCNet, params, x: jax.Array, z: jax.Array):
-  """Sign codes of images (text zeroed) and texts (image zeroed), `[n, K]` +-1."""
-  image_h = model.apply(params, x, jnp.zeros_like(z))[0]
-  text_h = model.apply(params, jnp.zeros_like(x), z)[0]
-  sign = lambda h: jnp.where(h >= 0, 1.0, -1.0)
-  return sign(image_h), sign(text_h)
+@functools.partial(jax.jit, static_argnames=("model", "modality"))
+def _codes(model: DBRCNet, params, inputs: jax.Array, modality: str) -> jax.Array:
+  """`[n, d]` inputs of one modality (the other zeroed) -> `[n, K]` +-1 sign codes."""
+  zeros = lambda dim: jnp.zeros((inputs.shape[0], dim), inputs.dtype)
+  x, z = ((inputs, zeros(model.text_dim)) if modality == "image"
+          else (zeros(model.image_dim), inputs))
+  return jnp.where(model.apply(params, x, z)[0] >= 0, 1.0, -1.0)
 
 
 def fit(config: DBRCConfig, prepared: preprocess.Prepared,
@@ -203,23 +141,20 @@ def fit(config: DBRCConfig, prepared: preprocess.Prepared,
   val = prepared.val
 
   def validation_map(p):
-    image, text = (np.asarray(c) for c in _codes(model, p, jnp.asarray(val.image),
-                                                 jnp.asarray(val.text)))
+    image, text = (np.asarray(_codes(model, p, jnp.asarray(getattr(val, m)), m))
+                   for m in ("image", "text"))
     return evaluation.cross_modal_map(image @ text.T, val.labels, val.labels)
 
   eval_fn = validation_map if len(val) else None
   result = context.train(_stage(config, model, eval_fn), params, data, context.seed * 1000 + 1)
 
-  def codes(raw: data_lib.Split) -> tuple[np.ndarray, np.ndarray]:
-    split = prepared.transform(raw)
-    return tuple(np.asarray(c) for c in _codes(model, result.params, jnp.asarray(split.image),
-                                                jnp.asarray(split.text)))
-
+  encode = lambda modality: functools.partial(
+      runner.in_blocks, lambda v: _codes(model, result.params, v, modality))
   alpha = result.params["params"].get("AdaptiveTanh_0", {}).get("alpha")
   extras = {} if alpha is None else {"mean_alpha": float(np.mean(np.logaddexp(0, alpha)))}
-  return runner.Fitted(similarity=hashing.codes_similarity(codes), codes=codes,
-                       stages={"dbrc": runner.stage_facts(result)}, extras=extras)
-
+  return runner.Fitted(encode_image=encode("image"), encode_text=encode("text"),
+                       score=hashing.codes_score, stages={"dbrc": runner.stage_facts(result)},
+                       extras=extras)
 
 registry.register(registry.MethodSpec(
     name="dbrc",

@@ -23,12 +23,15 @@
 
 All items are compared by the cosine of their representations. Model selection
 and early stopping use the validation MAP on a split carved from train, as
-for UNCSM.
+for UNCSM. The autoencoder family is data: `VARIANTS` maps each method name to
+its `DeepVariant` (network, objective, reconstructions), one `fit` serves all
+of them, and every method of this module is registered here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Literal, Sequence
 
 import flax.linen as nn
@@ -36,94 +39,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmjax import configs, dbn, evaluation, optim, preprocess, rbm, runner, sampling, train
-from cmjax.methods import linear
+from cmjax import data as data_lib
+from cmjax import dbn, evaluation, optim, preprocess, rbm, runner, sampling, train
+from cmjax.configs.deep import DeepConfig
+from cmjax.methods import linear, registry
 from cmjax.models import ACTIVATIONS, MLP
 
 __all__ = [
     "AUTOENCODER_METHODS",
     "DeepConfig",
+    "DeepVariant",
+    "METHODS",
+    "VARIANTS",
     "cca_objective",
+    "fit",
     "fit_deep",
     "fit_multimodal_dbn",
 ]
-
-AUTOENCODER_METHODS = ("dcca", "dccae", "corr_ae", "corr_cross_ae", "corr_full_ae", "bimodal_ae")
-
-
-@dataclasses.dataclass(frozen=True)
-class DeepConfig:
-  """Settings of the deep baselines; presets in `cmjax/configs/deep.py`.
-
-  Attributes:
-    hidden: hidden layer widths of the encoders (bimodal_ae: its modality layer
-      width is the first).
-    code_dim: code width of the autoencoders.
-    dcca_dim: output and CCA dimension of dcca/dccae.
-    activation: hidden activation.
-    learning_rate: AdamW learning rate.
-    weight_decay: AdamW weight decay.
-    batch_size: batch of the autoencoders and the DBNs.
-    dcca_batch_size: batch of dcca/dccae (the correlation needs large batches).
-    dcca_reg: covariance ridge inside the DCCA objective.
-    dccae_reconstruction: lambda: weight of DCCAE's reconstruction term.
-    corr_alpha: alpha of Corr-AE: (1 - alpha) reconstruction + alpha code distance.
-    steps: training steps of the deep methods.
-    input_transform: feature transform fitted on train (multimodal_dbn reads
-      untransformed features).
-    validation_fraction: share of train carved out (stratified) for model
-      selection and early stopping; 0 disables.
-    eval_every: steps between validation evaluations.
-    patience: stop after this many evaluations without improvement (0: never).
-    mdbn_image_hidden: multimodal_dbn: image DBN layer widths.
-    mdbn_text_hidden: multimodal_dbn: text DBN layer widths.
-    mdbn_joint_hidden: multimodal_dbn: joint RBM hidden units.
-    mdbn_steps: multimodal_dbn: CD-1 steps per RBM.
-    mdbn_learning_rate: multimodal_dbn: RBM learning rate.
-    mdbn_doc_length: multimodal_dbn: non-negative text features are scaled to
-      this many 'words' for the replicated softmax.
-    mdbn_mean_field_steps: multimodal_dbn: mean-field updates that infer the
-      missing modality at query time.
-  """
-
-  hidden: tuple[int, ...] = (512,)
-  code_dim: int = 32
-  dcca_dim: int = 10
-  activation: Literal["relu", "sigmoid", "tanh"] = "sigmoid"
-  learning_rate: float = 1e-3
-  weight_decay: float = 1e-4
-  batch_size: int = 256
-  dcca_batch_size: int = 1024
-  dcca_reg: float = 1e-3
-  dccae_reconstruction: float = 0.1
-  corr_alpha: float = 0.2
-  steps: int = 3000
-  input_transform: preprocess.InputTransform = "sqrt_standardize"
-  validation_fraction: float = 0.15
-  eval_every: int = 250
-  patience: int = 4
-  mdbn_image_hidden: tuple[int, int] = (512, 256)
-  mdbn_text_hidden: tuple[int, int] = (256, 256)
-  mdbn_joint_hidden: int = 512
-  mdbn_steps: int = 2000
-  mdbn_learning_rate: float = 1e-3
-  mdbn_doc_length: float = 100.0
-  mdbn_mean_field_steps: int = 5
-
-  def __post_init__(self):
-    configs.check_literals(self)
-    configs.check_positive(
-        self, "hidden", "code_dim", "dcca_dim", "learning_rate", "batch_size",
-        "dcca_batch_size", "dcca_reg", "steps", "eval_every", "mdbn_image_hidden",
-        "mdbn_text_hidden", "mdbn_joint_hidden", "mdbn_steps", "mdbn_learning_rate",
-        "mdbn_doc_length", "mdbn_mean_field_steps")
-    configs.check_non_negative(self, "weight_decay", "dccae_reconstruction", "patience")
-    configs.check_fraction(self, "validation_fraction")
-    configs.check_batch_size(self, "batch_size", "dcca_batch_size")
-    configs.check_nonempty(self, "hidden")
-    if not 0.0 <= self.corr_alpha <= 1.0:
-      raise configs.ConfigError(f"config field 'corr_alpha' must be in [0, 1], "
-                                f"got {self.corr_alpha}")
 
 
 def cca_objective(h1: jax.Array, h2: jax.Array, reg: float = 1e-3) -> jax.Array:
@@ -211,27 +143,73 @@ def _mse(a, b):
   return jnp.mean(jnp.sum((a - b) ** 2, -1))
 
 
-def _loss_fn(method: str, model: nn.Module, config: DeepConfig):
-  """`(params, context, batch, rng) -> (loss, metrics)` of one autoencoder method."""
+@dataclasses.dataclass(frozen=True)
+class DeepVariant:
+  """One deep baseline of the family, as data (one `fit` reads it).
+
+  Attributes:
+    name: the method's registry name (and its training stage's).
+    network: `towers` (an encoder and a decoder per modality, `TwoTowers`) or
+      `bimodal` (one code of both modalities, `BimodalAE`).
+    objective: `correlation` (DCCA: minus the total canonical correlation of
+      the two outputs; linear CCA on the trained outputs gives the space),
+      `correspondence` (Corr-AE: reconstructions and the code distance,
+      weighted by `corr_alpha`) or `reconstruction` (both inputs from the
+      shared code, one input zeroed a third of the time each way).
+    reconstruct: the reconstructions in the loss: `own` (each input from its
+      own code), `cross` (each from the other modality's code). With the
+      correlation objective, `own` adds them weighted by
+      `dccae_reconstruction` (DCCAE).
+    description: one line for `--help` and reports.
+    family: the leaderboard's "best of" group, if any.
+  """
+
+  name: str
+  network: Literal["towers", "bimodal"]
+  objective: Literal["correlation", "correspondence", "reconstruction"]
+  reconstruct: tuple[str, ...] = ()
+  description: str = ""
+  family: str | None = None
+
+
+VARIANTS = {v.name: v for v in (
+    DeepVariant("dcca", "towers", "correlation",
+                description="Deep CCA (Andrew et al. 2013)."),
+    DeepVariant("dccae", "towers", "correlation", ("own",),
+                description="Deep canonically correlated autoencoders (Wang et al. 2015)."),
+    DeepVariant("corr_ae", "towers", "correspondence", ("own",),
+                description="Correspondence autoencoder (Feng et al. 2014).", family="Corr-AE"),
+    DeepVariant("corr_cross_ae", "towers", "correspondence", ("cross",),
+                description="Correspondence cross-modal autoencoder (Feng et al. 2014).",
+                family="Corr-AE"),
+    DeepVariant("corr_full_ae", "towers", "correspondence", ("own", "cross"),
+                description="Correspondence full-modal autoencoder (Feng et al. 2014).",
+                family="Corr-AE"),
+    DeepVariant("bimodal_ae", "bimodal", "reconstruction",
+                description="Bimodal autoencoder (Ngiam et al. 2011)."),
+)}
+AUTOENCODER_METHODS = tuple(VARIANTS)
+
+
+def _loss_fn(variant: DeepVariant, model: nn.Module, config: DeepConfig):
+  """`(params, context, batch, rng) -> (loss, metrics)` of one autoencoder variant."""
 
   def loss_fn(params, context, batch, rng):
     x, z = batch["image"], batch["text"]
-    if method == "bimodal_ae":
+    if variant.objective == "reconstruction":
       mode = jax.random.randint(rng, (x.shape[0], 1), 0, 3)  # 0 both, 1 image, 2 text.
       x_hat, z_hat = model.apply(params, x * (mode != 2), z * (mode != 1))
       rec = _mse(x, x_hat) + _mse(z, z_hat)
       return rec, {"reconstruction": rec}
     cx, cz, x_own, z_own, x_cross, z_cross = model.apply(params, x, z)
-    if method in ("dcca", "dccae"):
+    if variant.objective == "correlation":
       corr = cca_objective(cx, cz, config.dcca_reg)
       rec = _mse(x, x_own) + _mse(z, z_own)
-      weight = config.dccae_reconstruction if method == "dccae" else 0.0
+      weight = config.dccae_reconstruction if "own" in variant.reconstruct else 0.0
       return -corr + weight * rec, {"correlation": corr, "reconstruction": rec}
-    rec = {
-        "corr_ae": _mse(x, x_own) + _mse(z, z_own),
-        "corr_cross_ae": _mse(x, x_cross) + _mse(z, z_cross),
-        "corr_full_ae": _mse(x, x_own) + _mse(z, z_own) + _mse(x, x_cross) + _mse(z, z_cross),
-    }[method]
+    outputs = {"own": (x_own, z_own), "cross": (x_cross, z_cross)}
+    terms = [_mse(a, b) for kind in variant.reconstruct for a, b in zip((x, z), outputs[kind])]
+    rec = sum(terms[1:], terms[0])
     tie = _mse(cx, cz)
     loss = (1 - config.corr_alpha) * rec + config.corr_alpha * tie
     return loss, {"reconstruction": rec, "code_distance": tie}
@@ -239,10 +217,11 @@ def _loss_fn(method: str, model: nn.Module, config: DeepConfig):
   return loss_fn
 
 
-def _model(method: str, config: DeepConfig, image_dim: int, text_dim: int) -> nn.Module:
-  if method == "bimodal_ae":
+def _model(variant: DeepVariant, config: DeepConfig, image_dim: int,
+           text_dim: int) -> nn.Module:
+  if variant.network == "bimodal":
     return BimodalAE(config.hidden[0], config.code_dim, config.activation, image_dim, text_dim)
-  code = config.dcca_dim if method in ("dcca", "dccae") else config.code_dim
+  code = config.dcca_dim if variant.objective == "correlation" else config.code_dim
   return TwoTowers(config.hidden, code, config.activation, image_dim, text_dim)
 
 
@@ -258,15 +237,14 @@ def _cosine_val_eval(encode: Callable, val: Any):
   return eval_fn
 
 
-def fit_deep(method: str, prepared: preprocess.Prepared, config: DeepConfig,
+def fit_deep(variant: DeepVariant, prepared: preprocess.Prepared, config: DeepConfig,
              context: runner.FitContext) -> tuple[linear.Projection, train.StageResult]:
-  """Trains one of `AUTOENCODER_METHODS`; returns its projection of (prepared) items."""
-  if method not in AUTOENCODER_METHODS:
-    raise ValueError(f"unknown method {method!r}; choose from {AUTOENCODER_METHODS}")
+  """Trains one autoencoder variant; returns its projection of (prepared) items."""
   tr = prepared.train
-  model = _model(method, config, tr.image.shape[1], tr.text.shape[1])
+  model = _model(variant, config, tr.image.shape[1], tr.text.shape[1])
   params = model.init(jax.random.key(context.seed), tr.image[:1], tr.text[:1])
-  batch = config.dcca_batch_size if method in ("dcca", "dccae") else config.batch_size
+  correlation = variant.objective == "correlation"
+  batch = config.dcca_batch_size if correlation else config.batch_size
 
   @jax.jit
   def encode(params, x, z):
@@ -275,7 +253,7 @@ def fit_deep(method: str, prepared: preprocess.Prepared, config: DeepConfig,
 
   eval_fn = _cosine_val_eval(encode, prepared.val)
   stage = train.Stage(
-      name=method, loss_fn=_loss_fn(method, model, config),
+      name=variant.name, loss_fn=_loss_fn(variant, model, config),
       sample_fn=lambda rng, data: sampling.sample_rows(rng, data, batch),
       optimizer=optim.make_optimizer("adam", config.learning_rate, config.weight_decay),
       num_steps=config.steps, eval_fn=eval_fn, eval_every=config.eval_every,
@@ -287,7 +265,7 @@ def fit_deep(method: str, prepared: preprocess.Prepared, config: DeepConfig,
                                          jnp.asarray(tr.text[:1]))[0])
   to_text = lambda v: np.asarray(encode(params, jnp.asarray(tr.image[:1]),
                                         jnp.asarray(v, jnp.float32))[1])
-  if method in ("dcca", "dccae"):  # Linear CCA on the trained network outputs.
+  if correlation:  # Linear CCA on the trained network outputs.
     cca = linear.fit_cca(to_image(tr.image), to_text(tr.text), config.dcca_dim, config.dcca_reg)
     return linear.Projection(image=lambda v: cca.image(to_image(v)),
                              text=lambda v: cca.text(to_text(v)),
@@ -349,3 +327,39 @@ def fit_multimodal_dbn(prepared: preprocess.Prepared, config: DeepConfig,
       joint, dbn.dbn_forward(text_dbn, z), "text", width, steps))
   return linear.Projection(image=lambda v: np.asarray(to_image(jnp.asarray(image_in(v)))),
                            text=lambda v: np.asarray(to_text(jnp.asarray(text_in(v)))))
+
+
+# ---------------------------------------------------------------------------
+# Registration: every variant, and the Multimodal DBN.
+# ---------------------------------------------------------------------------
+
+
+def fit(variant: DeepVariant, config: DeepConfig, prepared: preprocess.Prepared,
+        context: runner.FitContext) -> runner.Fitted:
+  """Trains `variant`; the runner's encoders are its projections."""
+  projection, result = fit_deep(variant, prepared, config, context)
+  return projection.fitted(stages={variant.name: runner.stage_facts(result)})
+
+
+def fit_dbn(config: DeepConfig, prepared: preprocess.Prepared,
+            context: runner.FitContext) -> runner.Fitted:
+  """Trains the Multimodal DBN (`fit_multimodal_dbn`)."""
+  return fit_multimodal_dbn(prepared, config, context).fitted()
+
+
+def prepare_untransformed(config: DeepConfig, dataset: data_lib.Dataset,
+                          seed: int) -> preprocess.Prepared:
+  """The Multimodal DBN models raw features (it standardises or scales them itself)."""
+  return preprocess.prepare(dataset, "none", config.validation_fraction, seed)
+
+
+METHODS = AUTOENCODER_METHODS + ("multimodal_dbn",)
+for _variant in VARIANTS.values():
+  registry.register(registry.MethodSpec(
+      name=_variant.name, description=_variant.description, config_class=DeepConfig,
+      config_module="cmjax.configs.deep", fit=functools.partial(fit, _variant),
+      family=_variant.family))
+registry.register(registry.MethodSpec(
+    name="multimodal_dbn", description="Multimodal DBN (Srivastava & Salakhutdinov 2012).",
+    config_class=DeepConfig, config_module="cmjax.configs.deep", fit=fit_dbn,
+    prepare=prepare_untransformed))

@@ -49,6 +49,7 @@ import numpy as np
 
 from cmjax import data as data_lib
 from cmjax import configs, evaluation, optim, ot, preprocess, runner, sampling, similarity, train
+from cmjax.configs.emd_cnn import EMDCNNConfig
 from cmjax.methods import registry
 from cmjax.models import MLP, ImageCNN, TextCNN
 
@@ -62,114 +63,6 @@ __all__ = [
     "pair_losses",
     "training_stage",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class EMDCNNConfig:
-  """Every setting of an EMD-CNN run; presets in `cmjax/configs/emd_cnn.py`.
-
-  Attributes:
-    distance: cross-modal dissimilarity: EMD between histograms of different
-      sizes (the method), or the cosine / Euclidean control rows (equal sizes);
-      fixed by the method name (emd_cnn, emd_cnn_cosine, emd_cnn_euclidean).
-    image_bins: histogram size of the image network (also both sizes of the controls).
-    text_bins: histogram size of the text network (EMD only).
-    ground_cost: EMD ground cost: fixed |i/(m-1) - j/(n-1)|, a learned positive
-      matrix, or distances of learned bin embeddings; all scaled to mean 1.
-    cost_embedding_dim: dimension of the bin embeddings of ground_cost=embedding.
-    epsilon: entropic regularisation of the Sinkhorn EMD, in units of the mean cost.
-    sinkhorn_iterations: Sinkhorn iterations unrolled in each training step.
-    sinkhorn_domain: training Sinkhorn updates: scaling (fast; needs max cost /
-      epsilon <= 40), log-sum-exp (stable for any epsilon), or auto (scaling
-      when safe, decided each step).
-    eval_max_iterations: Sinkhorn iteration budget when ranking a database.
-    eval_threshold: marginal error at which retrieval Sinkhorn stops;
-      non-converged problems are counted in a warning.
-    loss: margin loss over the batch's image/text pairs: hinge on every
-      relevant / irrelevant pair per anchor (triplet), or contrastive.
-    margin: margin of the loss (distances have mean cost 1).
-    encoder: network: learned encoders; identity: the (histogram) input
-      features are the histograms and only the ground cost is learned.
-    hidden: feature MLP hidden widths.
-    activation: feature MLP activation.
-    dropout: dropout before each network's output layer(s).
-    image_channels: image CNN: channels of the stride-2 3x3 convolutions.
-    char_embedding: text CNN: character embedding size.
-    text_widths: text CNN: convolution widths (characters).
-    text_filters: text CNN: filters per width.
-    max_chars: web_news: captions are truncated to this many characters
-      (counted in the log).
-    char_vocab: web_news: characters in the vocabulary (most frequent in train).
-    learning_rate: AdamW learning rate.
-    weight_decay: AdamW weight decay.
-    batch_size: documents per step; all batch_size^2 image/text pairs are scored.
-    steps: training steps.
-    input_transform: feature transform fitted on train (feature datasets,
-      network encoder; pixels and characters are never transformed).
-    validation_fraction: share of train carved out (stratified) for model
-      selection and early stopping; 0 disables.
-    eval_every: steps between validation evaluations.
-    patience: stop after this many evaluations without improvement (0: never).
-  """
-
-  distance: Literal["emd", "cosine", "euclidean"] = "emd"
-  image_bins: int = 16
-  text_bins: int = 8
-  ground_cost: Literal["fixed", "matrix", "embedding"] = "matrix"
-  cost_embedding_dim: int = 4
-  epsilon: float = 0.1
-  sinkhorn_iterations: int = 50
-  sinkhorn_domain: Literal["auto", "scaling", "log"] = "auto"
-  eval_max_iterations: int = 2000
-  eval_threshold: float = 1e-3
-  loss: Literal["triplet", "contrastive"] = "triplet"
-  margin: float = 0.1
-  encoder: Literal["network", "identity"] = "network"
-  hidden: tuple[int, ...] = (512,)
-  activation: Literal["relu", "sigmoid", "tanh"] = "relu"
-  dropout: float = 0.2
-  image_channels: tuple[int, ...] = (16, 32, 64)
-  char_embedding: int = 32
-  text_widths: tuple[int, ...] = (2, 3, 4)
-  text_filters: int = 64
-  max_chars: int = 256
-  char_vocab: int = 4000
-  learning_rate: float = 1e-3
-  weight_decay: float = 1e-4
-  batch_size: int = 32
-  steps: int = 2000
-  input_transform: preprocess.InputTransform = "sqrt_standardize"
-  validation_fraction: float = 0.15
-  eval_every: int = 250
-  patience: int = 4
-
-  def __post_init__(self):
-    configs.check_literals(self)
-    configs.check_positive(
-        self, "cost_embedding_dim", "epsilon", "sinkhorn_iterations", "eval_max_iterations",
-        "eval_threshold", "hidden", "image_channels", "char_embedding", "text_widths",
-        "text_filters", "max_chars", "char_vocab", "learning_rate", "batch_size", "steps",
-        "eval_every")
-    configs.check_non_negative(self, "margin", "weight_decay", "patience")
-    configs.check_fraction(self, "dropout", "validation_fraction")
-    configs.check_batch_size(self, "batch_size")
-    configs.check_nonempty(self, "hidden", "image_channels", "text_widths")
-    for name in ("image_bins", "text_bins"):
-      if getattr(self, name) < 2:
-        raise configs.ConfigError(f"config field '{name}' must be >= 2 (a histogram needs "
-                                  f"two bins), got {getattr(self, name)}")
-
-  @property
-  def bins(self) -> tuple[int, int]:
-    """(image, text) output sizes: different for EMD, equal for the controls."""
-    if self.distance == "emd":
-      return self.image_bins, self.text_bins
-    return self.image_bins, self.image_bins
-
-
-# ---------------------------------------------------------------------------
-# Encoders.
-# ---------------------------------------------------------------------------
 
 
 class EMDCNN(nn.Module):
@@ -309,12 +202,12 @@ def pair_losses(distances: jax.Array, relevant: jax.Array, margin: float,
 
 
 def distance_matrix(config: EMDCNNConfig, p: jax.Array, q: jax.Array, cost: jax.Array,
-                    on_nonconvergence: Literal["raise", "warn"] = "warn") -> np.ndarray:
+                    on_nonconvergence: Literal["raise", "warn"] = "warn") -> jax.Array:
   """`[Q, m]` x `[N, n]` -> `[Q, N]` distances for retrieval (EMD to convergence)."""
   if config.distance == "emd":
-    return np.asarray(ot.pairwise_emd(p, q, cost, _solver_config(config, False),
-                                      solver="shared_cost", on_nonconvergence=on_nonconvergence))
-  return np.asarray(_plain_distances(config.distance, p, q))
+    return ot.pairwise_emd(p, q, cost, _solver_config(config, False), solver="shared_cost",
+                           on_nonconvergence=on_nonconvergence)
+  return _plain_distances(config.distance, p, q)
 
 
 # ---------------------------------------------------------------------------
@@ -328,12 +221,15 @@ def _histogram_block(model: EMDCNN, params, inputs: jax.Array, modality: str) ->
   return model.apply(params, inputs, method=method)
 
 
-def histograms(model: EMDCNN, params, image: np.ndarray, text: np.ndarray, block: int = 256):
-  """All `[N, m]` image and `[N, n]` text histograms and the `[m, n]` cost, in blocks."""
-  in_blocks = lambda a, modality: jnp.concatenate(
-      [_histogram_block(model, params, jnp.asarray(a[s:s + block]), modality)
-       for s in range(0, len(a), block)])
-  return (in_blocks(image, "image"), in_blocks(text, "text"),
+def encoder(model: EMDCNN, params, modality: str, block: int = 256):
+  """Inputs of `modality` `[N, ...]` -> their `[N, bins]` histograms, in blocks."""
+  return lambda inputs: runner.in_blocks(
+      lambda x: _histogram_block(model, params, x, modality), inputs, block)
+
+
+def histograms(model: EMDCNN, params, image: np.ndarray, text: np.ndarray):
+  """All `[N, m]` image and `[N, n]` text histograms and the `[m, n]` cost."""
+  return (encoder(model, params, "image")(image), encoder(model, params, "text")(text),
           model.apply(params, method=EMDCNN.cost))
 
 
@@ -428,8 +324,11 @@ def fit(config: EMDCNNConfig, prepared: preprocess.Prepared,
         context: runner.FitContext) -> runner.Fitted:
   """Trains EMD-CNN (or a control) on `prepared.train`; similarity = -distance."""
   model, params, result = train_model(config, prepared, context)
-  similarity = lambda raw: -_distances(config, model, params, prepared.transform(raw))
-  return runner.Fitted(similarity=similarity, stages={"emd_cnn": runner.stage_facts(result)})
+  cost = model.apply(params, method=EMDCNN.cost)
+  return runner.Fitted(encode_image=encoder(model, params, "image"),
+                       encode_text=encoder(model, params, "text"),
+                       score=lambda p, q: -distance_matrix(config, p, q, cost),
+                       stages={"emd_cnn": runner.stage_facts(result)})
 
 
 for _name, _distance, _description in (

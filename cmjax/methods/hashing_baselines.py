@@ -40,73 +40,17 @@ from typing import Callable
 
 import numpy as np
 
-from cmjax import configs, hashing, preprocess, runner
-from cmjax import data as data_lib
+from cmjax import hashing, preprocess, runner
+from cmjax.configs.hashing_baselines import HashingBaselineConfig
 from cmjax.methods import registry
 
 __all__ = [
-    "HashingBaselineConfig", "fit_cca_itq", "fit_cmfh", "fit_cvh", "fit_imh", "fit_lssh",
+    "HashingBaselineConfig", "HashingVariant", "VARIANTS", "fit", "fit_cca_itq", "fit_cmfh",
+    "fit_cvh", "fit_imh", "fit_lssh",
 ]
 
 # A fitted baseline: centred linear maps of each modality to K real values.
 Linear = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (mean_x, W_x, mean_z, W_z)
-
-
-@dataclasses.dataclass(frozen=True)
-class HashingBaselineConfig:
-  """Settings of the hashing baselines; presets in `cmjax/configs/hashing_baselines.py`.
-
-  Attributes:
-    bits: code length K.
-    input_transform: transform of both modalities' features, fitted on train.
-    validation_fraction: unused (the baselines have no selection step); kept 0.
-    reg: ridge of the covariances (cvh, cca_itq), relative to their mean eigenvalue.
-    itq_iterations: alternations of cca_itq's rotation.
-    cmfh_lambda: cmfh: weight of the image factorisation (1 - lambda: text).
-    cmfh_mu: cmfh: weight of the hash-projection terms.
-    cmfh_gamma: cmfh: ridge of all factors.
-    cmfh_iterations: cmfh: alternating least-squares rounds.
-    imh_neighbors: imh: k of each modality's kNN graph.
-    imh_lambda: imh: weight of the graph smoothness.
-    imh_beta: imh: ridge of the hash regressions.
-    lssh_atoms: lssh: dictionary size of the image sparse coding.
-    lssh_lambda: lssh: L1 weight of the sparse codes (relative to the data's scale).
-    lssh_mu: lssh: weight of the text factorisation.
-    lssh_gamma: lssh: weight of the link A ~ R S.
-    lssh_iterations: lssh: alternating rounds.
-    lssh_ista_steps: lssh: ISTA steps per sparse-coding solve.
-  """
-
-  bits: int = 64
-  input_transform: preprocess.InputTransform = "sqrt_standardize"
-  validation_fraction: float = 0.0
-  reg: float = 1e-3
-  itq_iterations: int = 50
-  cmfh_lambda: float = 0.5
-  cmfh_mu: float = 100.0
-  cmfh_gamma: float = 0.01
-  cmfh_iterations: int = 30
-  imh_neighbors: int = 10
-  imh_lambda: float = 1.0
-  imh_beta: float = 1.0
-  lssh_atoms: int = 256
-  lssh_lambda: float = 0.05
-  lssh_mu: float = 1.0
-  lssh_gamma: float = 1.0
-  lssh_iterations: int = 10
-  lssh_ista_steps: int = 30
-
-  def __post_init__(self):
-    configs.check_literals(self)
-    configs.check_positive(self, "bits", "reg", "itq_iterations", "cmfh_mu", "cmfh_gamma",
-                           "cmfh_iterations", "imh_neighbors", "imh_beta", "lssh_atoms",
-                           "lssh_lambda", "lssh_mu", "lssh_gamma", "lssh_iterations",
-                           "lssh_ista_steps")
-    configs.check_non_negative(self, "imh_lambda")
-    configs.check_fraction(self, "validation_fraction")
-    if not 0.0 < self.cmfh_lambda < 1.0:
-      raise configs.ConfigError(f"config field 'cmfh_lambda' must be in (0, 1), got "
-                                f"{self.cmfh_lambda}")
 
 
 def _centre(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -260,60 +204,73 @@ def fit_lssh(x: np.ndarray, z: np.ndarray, config: HashingBaselineConfig,
   return image, text
 
 
-def _codes_from_maps(image_map: Callable, text_map: Callable,
-                     prepared: preprocess.Prepared) -> Callable:
-  """Sign codes of each modality's real-valued map, thresholded at its training mean."""
-  tx = image_map(prepared.train.image).mean(0)
-  tz = text_map(prepared.train.text).mean(0)
-  sign = lambda v: np.where(v >= 0, 1.0, -1.0).astype(np.float32)
+def _fitted(image_map: Callable, text_map: Callable,
+            prepared: preprocess.Prepared) -> runner.Fitted:
+  """Encoders: the sign of each modality's real-valued map, thresholded at its
+  training mean; scorer: minus the Hamming distance."""
+  def sign_encoder(fn: Callable, train: np.ndarray) -> Callable:
+    mean = fn(train).mean(0)
+    return lambda v: np.where(fn(v) - mean >= 0, 1.0, -1.0).astype(np.float32)
 
-  def codes(raw: data_lib.Split):
-    split = prepared.transform(raw)
-    return sign(image_map(split.image) - tx), sign(text_map(split.text) - tz)
-
-  return codes
+  return runner.Fitted(encode_image=sign_encoder(image_map, prepared.train.image),
+                       encode_text=sign_encoder(text_map, prepared.train.text),
+                       score=hashing.codes_score)
 
 
-def _codes_fn(linear: Linear, prepared: preprocess.Prepared) -> Callable:
+def _linear_maps(linear: Linear) -> tuple[Callable, Callable]:
   mx, wx, mz, wz = linear
-  return _codes_from_maps(lambda v: (np.asarray(v, np.float64) - mx) @ wx,
-                          lambda v: (np.asarray(v, np.float64) - mz) @ wz, prepared)
+  return (lambda v: (np.asarray(v, np.float64) - mx) @ wx,
+          lambda v: (np.asarray(v, np.float64) - mz) @ wz)
 
 
-def fit(method: str, config: HashingBaselineConfig, prepared: preprocess.Prepared,
+@dataclasses.dataclass(frozen=True)
+class HashingVariant:
+  """One hashing baseline.
+
+  Attributes:
+    maps: `(image train [n, d_x], text train [n, d_z], config, seed) -> (image map,
+      text map)`, real-valued functions of features whose signs (about their
+      training mean) are the codes.
+    description: one line for `--help` and reports.
+    published: mAP@50 (I->T, T->I) on Wikipedia at 16, 32, 64, 128 bits.
+  """
+
+  maps: Callable[[np.ndarray, np.ndarray, HashingBaselineConfig, int], tuple[Callable, Callable]]
+  description: str
+  published: tuple | None = None
+
+
+def fit(variant: HashingVariant, config: HashingBaselineConfig, prepared: preprocess.Prepared,
         context: runner.FitContext) -> runner.Fitted:
-  x, z = prepared.train.image, prepared.train.text
-  if method == "lssh":
-    codes = _codes_from_maps(*fit_lssh(x, z, config, context.seed), prepared)
-    return runner.Fitted(similarity=hashing.codes_similarity(codes), codes=codes)
-  linear = {
-      "cvh": lambda: fit_cvh(x, z, config),
-      "cca_itq": lambda: fit_cca_itq(x, z, config, context.seed),
-      "cmfh": lambda: fit_cmfh(x, z, config, context.seed),
-      "imh": lambda: fit_imh(x, z, config),
-  }[method]()
-  codes = _codes_fn(linear, prepared)
-  return runner.Fitted(similarity=hashing.codes_similarity(codes), codes=codes)
+  return _fitted(*variant.maps(prepared.train.image, prepared.train.text, config, context.seed),
+                 prepared)
 
 
-_DESCRIPTIONS = {
-    "cvh": "CVH, cross-view hashing (Kumar & Udupa 2011).",
-    "cca_itq": "CCA + ITQ (Gong & Lazebnik 2011).",
-    "cmfh": "CMFH, collective matrix factorisation hashing (Ding, Guo, Zhou 2014).",
-    "imh": "IMH, inter-media hashing (Song et al. 2013).",
-    "lssh": "LSSH, latent semantic sparse hashing (Zhou, Ding, Guo 2014).",
+# Published: DJSRH's re-run (ICCV 2019), Wikipedia, mAP@50 at 16/32/64/128 bits; ANCHORS.md.
+VARIANTS = {
+    "cvh": HashingVariant(
+        lambda x, z, c, seed: _linear_maps(fit_cvh(x, z, c)),
+        "CVH, cross-view hashing (Kumar & Udupa 2011).",
+        ((0.179, 0.252), (0.162, 0.235), (0.153, 0.171), (0.149, 0.154))),
+    "cca_itq": HashingVariant(
+        lambda x, z, c, seed: _linear_maps(fit_cca_itq(x, z, c, seed)),
+        "CCA + ITQ (Gong & Lazebnik 2011)."),
+    "cmfh": HashingVariant(
+        lambda x, z, c, seed: _linear_maps(fit_cmfh(x, z, c, seed)),
+        "CMFH, collective matrix factorisation hashing (Ding, Guo, Zhou 2014).",
+        ((0.251, 0.595), (0.253, 0.601), (0.259, 0.616), (0.263, 0.622))),
+    "imh": HashingVariant(
+        lambda x, z, c, seed: _linear_maps(fit_imh(x, z, c)),
+        "IMH, inter-media hashing (Song et al. 2013).",
+        ((0.201, 0.467), (0.203, 0.478), (0.204, 0.453), (0.195, 0.456))),
+    "lssh": HashingVariant(
+        fit_lssh, "LSSH, latent semantic sparse hashing (Zhou, Ding, Guo 2014).",
+        ((0.197, 0.569), (0.208, 0.593), (0.199, 0.593), (0.195, 0.595))),
 }
-# DJSRH's re-run (ICCV 2019), Wikipedia, mAP@50 at 16/32/64/128 bits; see ANCHORS.md.
-_PUBLISHED = {
-    "cvh": ((0.179, 0.252), (0.162, 0.235), (0.153, 0.171), (0.149, 0.154)),
-    "imh": ((0.201, 0.467), (0.203, 0.478), (0.204, 0.453), (0.195, 0.456)),
-    "cmfh": ((0.251, 0.595), (0.253, 0.601), (0.259, 0.616), (0.263, 0.622)),
-    "lssh": ((0.197, 0.569), (0.208, 0.593), (0.199, 0.593), (0.195, 0.595)),
-}
-for _method, _description in _DESCRIPTIONS.items():
+for _name, _variant in VARIANTS.items():
   registry.register(registry.MethodSpec(
-      name=_method, description=_description, config_class=HashingBaselineConfig,
-      config_module="cmjax.configs.hashing_baselines", fit=functools.partial(fit, _method),
+      name=_name, description=_variant.description, config_class=HashingBaselineConfig,
+      config_module="cmjax.configs.hashing_baselines", fit=functools.partial(fit, _variant),
       hashing=True,
-      published_hashing={"wikipedia": dict(zip((16, 32, 64, 128), _PUBLISHED[_method]))}
-      if _method in _PUBLISHED else {}))
+      published_hashing={"wikipedia": dict(zip((16, 32, 64, 128), _variant.published))}
+      if _variant.published else {}))

@@ -16,11 +16,16 @@ modalities are compared by a similarity (`cosine` or `normalized_correlation`).
   logistic regression; items are compared by the normalised correlation of
   their class-probability vectors.
 - SCM, semantic correlation matching: CCA first, then SM on the CCA space.
+
+The family is data: `VARIANTS` maps each method name to its `LinearVariant`
+(how it fits, whether it has a ridge to choose), and one `fit` serves all of
+them; every variant is registered from this module.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Literal
 
 import jax
@@ -28,10 +33,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cmjax import data as data_lib
+from cmjax import evaluation, preprocess, runner
 from cmjax import similarity as similarity_lib
+from cmjax.configs.linear import LinearConfig
+from cmjax.methods import registry
 
 __all__ = [
+    "LinearConfig",
+    "LinearVariant",
+    "METHODS",
     "Projection",
+    "VARIANTS",
+    "fit",
     "fit_cca",
     "fit_cfa",
     "fit_kcca",
@@ -58,6 +72,13 @@ class Projection:
   text: Callable[[np.ndarray], np.ndarray]
   similarity: Similarity = "cosine"
   correlations: np.ndarray | None = None
+
+  def fitted(self, **kwargs) -> runner.Fitted:
+    """The runner's view: these projections are the encoders, their similarity the
+    block scorer; `kwargs` are further `runner.Fitted` fields."""
+    return runner.Fitted(encode_image=self.image, encode_text=self.text,
+                         score=functools.partial(similarity_lib.pairwise, self.similarity),
+                         **kwargs)
 
 
 def similarity(a: np.ndarray, b: np.ndarray, kind: Similarity) -> np.ndarray:
@@ -188,3 +209,95 @@ def fit_scm(x: np.ndarray, z: np.ndarray, labels: np.ndarray, num_classes: int, 
   sm = fit_sm(cca.image(x), cca.text(z), labels, num_classes, l2, steps)
   return Projection(image=lambda v: sm.image(cca.image(v)), text=lambda v: sm.text(cca.text(v)),
                     similarity="normalized_correlation", correlations=cca.correlations)
+
+
+# ---------------------------------------------------------------------------
+# The family as data, and its one fit.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearVariant:
+  """One closed-form baseline.
+
+  Attributes:
+    fit: `(train split, num_classes, config, ridge, seed) -> Projection`.
+    has_ridge: its covariance ridge is chosen from `reg_grid` on validation.
+    description: one line for `--help` and reports.
+    published: dataset -> published (I->T, T->I) MAP (ANCHORS.md).
+  """
+
+  fit: Callable[[data_lib.Split, int, LinearConfig, float, int], Projection]
+  has_ridge: bool
+  description: str
+  published: dict = dataclasses.field(default_factory=dict)
+
+
+def _kcca(kernel: str) -> Callable:
+  return lambda s, num_classes, c, reg, seed: fit_kcca(
+      s.image, s.text, c.dims, kernel, c.landmarks, reg, c.degree, seed)
+
+
+VARIANTS = {
+    "cca": LinearVariant(
+        lambda s, num_classes, c, reg, seed: fit_cca(s.image, s.text, c.dims, reg),
+        has_ridge=True, description="CCA (Hotelling 1936), ridge chosen on validation.",
+        published={"wikipedia": (0.2549, 0.1846)}),
+    "cfa": LinearVariant(
+        lambda s, num_classes, c, reg, seed: fit_cfa(s.image, s.text, c.dims),
+        has_ridge=False, description="Cross-modal factor analysis (Li et al. 2003)."),
+    "kcca_poly": LinearVariant(_kcca("poly"), has_ridge=True,
+                               description="Kernel CCA, polynomial kernel, Nystroem low-rank."),
+    "kcca_rbf": LinearVariant(_kcca("rbf"), has_ridge=True,
+                              description="Kernel CCA, RBF kernel, Nystroem low-rank."),
+    "sm": LinearVariant(
+        lambda s, num_classes, c, reg, seed: fit_sm(s.image, s.text, s.labels, num_classes,
+                                                    c.l2),
+        has_ridge=False, description="Semantic matching (Rasiwasia et al. 2010).",
+        published={"wikipedia": (0.225, 0.223)}),
+    "scm": LinearVariant(
+        lambda s, num_classes, c, reg, seed: fit_scm(s.image, s.text, s.labels, num_classes,
+                                                     c.dims, reg, c.l2),
+        has_ridge=True, description="Semantic correlation matching (Rasiwasia et al. 2010).",
+        published={"wikipedia": (0.277, 0.226)}),
+}
+METHODS = tuple(VARIANTS)
+
+
+def _select_reg(variant: LinearVariant, prepared: preprocess.Prepared, num_classes: int,
+                config: LinearConfig, seed: int) -> tuple[float, dict[float, float]]:
+  """The ridge of `reg_grid` with the best validation avg MAP (and all scores)."""
+  if not variant.has_ridge or len(config.reg_grid) == 1:
+    return config.reg_grid[0], {}
+  scores = {}
+  for reg in config.reg_grid:
+    projection = variant.fit(prepared.train, num_classes, config, reg, seed)
+    val = prepared.val
+    scores[reg] = evaluation.cross_modal_map(
+        similarity(projection.image(val.image), projection.text(val.text),
+                   projection.similarity), val.labels, val.labels)["avg"]
+  return max(scores, key=scores.get), scores
+
+
+def fit(variant: LinearVariant, config: LinearConfig, prepared: preprocess.Prepared,
+        context: runner.FitContext) -> runner.Fitted:
+  """Chooses the ridge on a validation split of train, then refits on all of train."""
+  carved = preprocess.prepare(context.dataset, config.input_transform,
+                              config.validation_fraction, context.seed)
+  num_classes = context.dataset.num_classes
+  reg, val_scores = _select_reg(variant, carved, num_classes, config, context.seed)
+  projection = variant.fit(prepared.train, num_classes, config, reg, context.seed)
+  return projection.fitted(extras={
+      "selected_reg": reg, "val_avg_map_by_reg": {str(k): v for k, v in val_scores.items()}})
+
+
+def prepare(config: LinearConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
+  """All of train (the ridge's validation split is carved inside `fit`)."""
+  return preprocess.prepare(dataset, config.input_transform, 0.0, seed)
+
+
+for _name, _variant in VARIANTS.items():
+  registry.register(registry.MethodSpec(
+      name=_name, description=_variant.description, config_class=LinearConfig,
+      config_module="cmjax.configs.linear", fit=functools.partial(fit, _variant),
+      prepare=prepare, published=_variant.published))

@@ -13,7 +13,9 @@ and never branch on method names. Adding a method is one file:
   PRESETS = {"default": {}, "quick": {...}}  # this module is its config file
   def get_config(preset="default"): ...
 
-  def fit(config, prepared, context) -> runner.Fitted: ...
+  def fit(config, prepared, context) -> runner.Fitted:
+    ...                                      # train on prepared.train
+    return runner.Fitted(encode_image=..., encode_text=..., score=...)
 
   registry.register(registry.MethodSpec(
       name="mine", description="...", config_class=MyConfig,
@@ -21,6 +23,8 @@ and never branch on method names. Adding a method is one file:
 
 and `python -m experiments.run --import_modules=my_module --method=mine` runs
 it, as does `python -m experiments.leaderboard --import_modules=my_module`.
+The built-in methods keep their config class and presets in
+`cmjax/configs/<family>.py`, which imports no method module.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ __all__ = [
 
 # Modules that register the built-in methods (imported on first use).
 BUILTIN_MODULES = ("cmjax.methods.uncsm", "cmjax.methods.emd_cnn", "cmjax.methods.fgl",
-                   "cmjax.methods.dbrc", "cmjax.methods.baselines",
+                   "cmjax.methods.dbrc", "cmjax.methods.linear", "cmjax.methods.deep",
                    "cmjax.methods.hashing_baselines")
 
 # view(config, dataset_name) -> (view name, view options) for `cmjax.data.load_dataset`.
@@ -171,12 +175,14 @@ def get(name: str) -> MethodSpec:
   return _REGISTRY[name]
 
 
-def make_config(spec: MethodSpec, values: Mapping[str, Any] | str = "default") -> Any:
-  """The typed config of `spec` from a preset name or a (ConfigDict) mapping.
+def make_config(spec: MethodSpec, values: Mapping[str, Any] | str = "default",
+                **overrides: Any) -> Any:
+  """The typed config of `spec` from a preset name or a (ConfigDict) mapping, with
+  field `overrides`, strictly (`cmjax.configs.from_dict`, as the CLI converts).
 
   Raises:
-    configs.ConfigError: unknown preset or field, invalid value, or a value
-      that contradicts the method's fixed settings.
+    configs.ConfigError: unknown preset or field, a value of the wrong type or
+      invalid, or a value that contradicts the method's fixed settings.
   """
   if isinstance(values, str):
     if values not in spec.presets:
@@ -184,7 +190,11 @@ def make_config(spec: MethodSpec, values: Mapping[str, Any] | str = "default") -
                                 f"from {', '.join(spec.presets)}")
     values = importlib.import_module(spec.config_module).get_config(values)
   values = values.to_dict() if hasattr(values, "to_dict") else dict(values)
-  return configs.from_dict(spec.config_class, {**values, **spec.fixed})
+  clash = {k: v for k, v in overrides.items() if k in spec.fixed and v != spec.fixed[k]}
+  if clash:
+    raise configs.ConfigError(f"method {spec.name} fixes {clash} differently: "
+                              f"{dict(spec.fixed)}")
+  return configs.from_dict(spec.config_class, {**values, **overrides, **spec.fixed})
 
 
 def load_data(spec: MethodSpec, config: Any, dataset: str,
@@ -199,12 +209,9 @@ def run(name: str, dataset: data_lib.Dataset, workdir: str, seed: int = 0,
   """Runs method `name` on `dataset` with its `preset` and field `overrides`.
 
   The notebook form of `python -m experiments.run --method=NAME`; returns the
-  `results.json` dict (see `cmjax.runner.run`).
+  `results.json` dict (see `cmjax.runner.run`). The overrides convert as the
+  CLI's `--config.<field>` do: a bad value is one `ConfigError` before any work.
   """
   spec = get(name)
-  config = make_config(spec, preset)
-  clash = {k: v for k, v in overrides.items() if k in spec.fixed and v != spec.fixed[k]}
-  if clash:
-    raise configs.ConfigError(f"method {name} fixes {clash} differently: {dict(spec.fixed)}")
-  config = dataclasses.replace(config, **overrides)
+  config = make_config(spec, preset, **overrides)
   return runner.run(spec, config, dataset, workdir, seed, preset=preset)

@@ -29,7 +29,6 @@ details, validation-based model selection. Presets: `cmjax/configs/uncsm.py`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Callable, Literal, Sequence
 
@@ -40,7 +39,8 @@ import numpy as np
 import optax
 
 from cmjax import data as data_lib
-from cmjax import configs, dbn, evaluation, optim, preprocess, runner, sampling, similarity, train
+from cmjax import dbn, evaluation, optim, preprocess, runner, sampling, similarity, train
+from cmjax.configs.uncsm import UNCSMConfig
 from cmjax.methods import registry
 from cmjax.models import MLP
 
@@ -58,113 +58,6 @@ __all__ = [
 ]
 
 
-Activation = Literal["relu", "sigmoid", "tanh"]
-
-
-@dataclasses.dataclass(frozen=True)
-class UNCSMConfig:
-  """Every setting of an UNCSM run; presets in `cmjax/configs/uncsm.py`.
-
-  Attributes:
-    hidden: pathway layer widths (paper: 1024, 512, 256).
-    activation: pathway hidden activation (not stated in the paper).
-    output_activation: activation of the pathway output (the shared representation).
-    dropout: dropout on the pathway hidden layers.
-    branch_size: width of the sigmoid triplet branches (paper: 256).
-    metric_hidden: metric network layer widths (paper: 3 x 512).
-    similarity: ranking similarity: the metric network's p_hat (paper) or the
-      cosine of the shared representations (Table 5 ablation).
-    pretrain: run stage 1 (contrastive pretraining); False is the Table 6 ablation.
-    dbn: run the optional DBN preprocessing stage (paper sec. 4.4): Gaussian RBM
-      / replicated softmax + binary RBM per modality (CD-1), then a softmax
-      net; its top hidden layer feeds the pathways.
-    contrastive_margin: lambda of eq. 1.
-    image_triplet_margin: alpha of eq. 2.
-    text_triplet_margin: beta of eq. 3.
-    negatives: online triplet sampling: a random irrelevant item, or the closest
-      of `negative_candidates` random ones under the current network.
-    negative_candidates: candidates per anchor for negatives=hardest.
-    optimizer: sgd (momentum, weight decay as an L2 gradient term, as Caffe) or
-      adam (AdamW, decoupled weight decay).
-    learning_rate: learning rate of all stages.
-    momentum: SGD momentum (0: plain SGD).
-    weight_decay: weight decay.
-    batch_size: pairs (stage 1) or triplets per modality (stage 2) per step;
-      split over all devices, so it must be divisible by their number.
-    pretrain_steps: steps of stage 1.
-    finetune_steps: steps of stage 2.
-    metric_pairs: pairs sampled to train the metric network (paper: about 300K, 1:1).
-    metric_batch_size: metric network batch.
-    dbn_image_hidden: DBN layer widths of the image modality (paper: 2048, 1024).
-    dbn_text_hidden: DBN layer widths of the text modality (paper: 1024, 1024).
-    dbn_steps: CD-1 steps per RBM layer.
-    dbn_learning_rate: RBM learning rate.
-    dbn_doc_length: replicated softmax: text features are scaled to this many 'words'.
-    softmax_steps: steps of the softmax net fine-tuned on top of each DBN.
-    input_transform: feature transform fitted on train: none, standardize,
-      sqrt_standardize (Hellinger map then standardise, for histograms), l2.
-    validation_fraction: share of train carved out (stratified) for model
-      selection and early stopping; 0 disables. The test split is never used.
-    eval_every: steps between validation evaluations.
-    patience: stop after this many evaluations without improvement (0: never).
-  """
-
-  hidden: tuple[int, ...] = (1024, 512, 256)
-  activation: Activation = "relu"
-  output_activation: Literal["none", "relu", "sigmoid", "tanh"] = "none"
-  dropout: float = 0.0
-  branch_size: int = 256
-  metric_hidden: tuple[int, ...] = (512, 512, 512)
-  similarity: Literal["metric", "cosine"] = "metric"
-  pretrain: bool = True
-  dbn: bool = False
-  contrastive_margin: float = 1.0
-  image_triplet_margin: float = 1.0
-  text_triplet_margin: float = 1.0
-  negatives: Literal["random", "hardest"] = "random"
-  negative_candidates: int = 8
-  optimizer: Literal["sgd", "adam"] = "sgd"
-  learning_rate: float = 0.001
-  momentum: float = 0.9
-  weight_decay: float = 0.004
-  batch_size: int = 128
-  pretrain_steps: int = 10000
-  finetune_steps: int = 10000
-  metric_pairs: int = 300000
-  metric_batch_size: int = 256
-  dbn_image_hidden: tuple[int, int] = (2048, 1024)
-  dbn_text_hidden: tuple[int, int] = (1024, 1024)
-  dbn_steps: int = 2000
-  dbn_learning_rate: float = 0.001
-  dbn_doc_length: float = 100.0
-  softmax_steps: int = 2000
-  input_transform: preprocess.InputTransform = "standardize"
-  validation_fraction: float = 0.0
-  eval_every: int = 500
-  patience: int = 0
-
-  def __post_init__(self):
-    configs.check_literals(self)
-    configs.check_positive(
-        self, "hidden", "branch_size", "metric_hidden", "contrastive_margin",
-        "negative_candidates", "learning_rate", "batch_size", "pretrain_steps",
-        "finetune_steps", "metric_pairs", "metric_batch_size", "dbn_image_hidden",
-        "dbn_text_hidden", "dbn_steps", "dbn_learning_rate", "dbn_doc_length", "softmax_steps",
-        "eval_every")
-    configs.check_non_negative(self, "image_triplet_margin", "text_triplet_margin", "momentum",
-                               "weight_decay", "patience")
-    configs.check_fraction(self, "dropout", "validation_fraction")
-    configs.check_batch_size(self, "batch_size", "metric_batch_size")
-    configs.check_nonempty(self, "hidden", "metric_hidden")
-
-  @property
-  def metric_steps(self) -> int:
-    return max(1, self.metric_pairs // self.metric_batch_size)
-
-
-# ---------------------------------------------------------------------------
-# Models.
-# ---------------------------------------------------------------------------
 
 
 class TwoPathway(nn.Module):
@@ -294,14 +187,16 @@ def _metric_block(net: MetricNet, params, fi_block: jax.Array, ft: jax.Array) ->
   return jax.nn.softmax(logits, axis=-1)[..., 1]
 
 
-def metric_scores(net: MetricNet, params, fi: jax.Array, ft: jax.Array, block: int = 64) -> np.ndarray:
-  """`[Q, h] x [N, h] -> [Q, N]` p_hat of every image/text pair (eq. 5), in blocks."""
+def metric_scores(net: MetricNet, params, fi: jax.Array, ft: jax.Array,
+                  block: int = 64) -> jax.Array:
+  """`[Q, h] x [N, h] -> [Q, N]` p_hat of every image/text pair (eq. 5), on device in
+  blocks of `block` queries (a block scorer, `cmjax.runner.ScoreFn`)."""
   q = fi.shape[0]
   pad = (-q) % block
   fi = jnp.concatenate([fi, jnp.repeat(fi[-1:], pad, axis=0)]) if pad else fi
-  blocks = [np.asarray(_metric_block(net, params, fi[s : s + block], ft))
+  blocks = [_metric_block(net, params, fi[s : s + block], ft)
             for s in range(0, fi.shape[0], block)]
-  return np.concatenate(blocks)[:q]
+  return jnp.concatenate(blocks)[:q]
 
 
 # ---------------------------------------------------------------------------
@@ -319,6 +214,13 @@ def pathway_model(config: UNCSMConfig) -> TwoPathway:
 def _encode(model: TwoPathway, params, x, z):
   return (model.apply(params, x, method=TwoPathway.encode_image),
           model.apply(params, z, method=TwoPathway.encode_text))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "modality"))
+def _encode_one(model: TwoPathway, params, inputs, modality: str):
+  """`[n, d]` inputs of one modality -> `[n, h]` shared representations."""
+  method = TwoPathway.encode_image if modality == "image" else TwoPathway.encode_text
+  return model.apply(params, inputs, method=method)
 
 
 def _pathway_eval_fn(model, val: dict | None):
@@ -471,25 +373,21 @@ def fit(config: UNCSMConfig, prepared: preprocess.Prepared,
   seed, num_classes = context.seed, context.dataset.num_classes
   train_split, val_split = prepared.train, prepared.val
   use_val = len(val_split) > 0
-  # Inputs of the pathways, from an untransformed split.
-  image_in = lambda raw: prepared.transform(raw).image
-  text_in = lambda raw: prepared.transform(raw).text
+  # Inputs of the pathways: the prepared features, or their DBN codes.
+  image_in = text_in = lambda x: x
   if config.dbn:
-    image_dbn = _dbn_encoder(config, "image", train_split.image, train_split.labels,
-                             num_classes, context, seed * 1000 + 100)
-    # Replicated softmax models counts: it reads the untransformed text features.
-    text_dbn = _dbn_encoder(config, "text", prepared.raw[0].text, train_split.labels,
-                            num_classes, context, seed * 1000 + 200)
-    image_in = lambda raw, f=image_in: image_dbn(f(raw))
-    text_in = lambda raw: text_dbn(raw.text)
-  raw_train, raw_val = prepared.raw[0], prepared.raw[1]
-  image_tr, text_tr = image_in(raw_train), text_in(raw_train)
+    image_in = _dbn_encoder(config, "image", train_split.image, train_split.labels,
+                            num_classes, context, seed * 1000 + 100)
+    # Replicated softmax models counts: `prepare` leaves the text features untransformed.
+    text_in = _dbn_encoder(config, "text", train_split.text, train_split.labels,
+                           num_classes, context, seed * 1000 + 200)
+  image_tr, text_tr = image_in(train_split.image), text_in(train_split.text)
   index = sampling.label_index(train_split.labels, num_classes)
   train_data = {"image": jnp.asarray(image_tr), "text": jnp.asarray(text_tr), "index": index}
   val = None
   if use_val:
-    val = {"image": jnp.asarray(image_in(raw_val)), "text": jnp.asarray(text_in(raw_val)),
-           "labels": val_split.labels}
+    val = {"image": jnp.asarray(image_in(val_split.image)),
+           "text": jnp.asarray(text_in(val_split.text)), "labels": val_split.labels}
 
   model = pathway_model(config)
   params = model.init(jax.random.key(seed), jnp.zeros((1, image_tr.shape[1])),
@@ -505,11 +403,12 @@ def fit(config: UNCSMConfig, prepared: preprocess.Prepared,
     params = train_stage(pretrain_stage(config, model, val), params, train_data,
                          seed * 1000 + 1)
   params = train_stage(finetune_stage(config, model, val), params, train_data, seed * 1000 + 2)
-  represent = lambda raw: _encode(model, params, jnp.asarray(image_in(raw)),
-                                  jnp.asarray(text_in(raw)))
-  cosine = lambda raw: np.asarray(similarity.cosine(*represent(raw)))
+  encode_image = lambda x: _encode_one(model, params, jnp.asarray(image_in(x)), "image")
+  encode_text = lambda z: _encode_one(model, params, jnp.asarray(text_in(z)), "text")
+  fitted = functools.partial(runner.Fitted, encode_image=encode_image, encode_text=encode_text,
+                             stages=stages, alternatives={"cosine": similarity.cosine})
   if config.similarity == "cosine":
-    return runner.Fitted(similarity=cosine, stages=stages, alternatives={"cosine": cosine})
+    return fitted(score=similarity.cosine)
 
   net = MetricNet(config.metric_hidden)
   fi, ft = _encode(model, params, train_data["image"], train_data["text"])
@@ -520,9 +419,14 @@ def fit(config: UNCSMConfig, prepared: preprocess.Prepared,
                       labels=val_split.labels)
   net_params = train_stage(_metric_stage(config, net, metric_val), net_params,
                            {"fi": fi, "ft": ft, "index": index}, seed * 1000 + 3)
-  return runner.Fitted(similarity=lambda raw: metric_scores(net, net_params, *represent(raw)),
-                       stages=stages, alternatives={"cosine": cosine})
+  return fitted(score=functools.partial(metric_scores, net, net_params))
 
+
+def prepare(config: UNCSMConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
+  """The config's validation split and input transform; with the DBN stage the
+  texts stay untransformed (its replicated softmax layer models counts)."""
+  return preprocess.prepare(dataset, config.input_transform, config.validation_fraction, seed,
+                            text_transform="none" if config.dbn else None)
 
 registry.register(registry.MethodSpec(
     name="uncsm",
@@ -531,4 +435,5 @@ registry.register(registry.MethodSpec(
     config_class=UNCSMConfig,
     config_module="cmjax.configs.uncsm",
     fit=fit,
+    prepare=prepare,
 ))

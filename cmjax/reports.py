@@ -1,0 +1,349 @@
+"""Runs over methods, presets, code lengths and seeds, and their tables and figures.
+
+The library side of `experiments.leaderboard`, `experiments.hashing_leaderboard`
+and `experiments.report`, callable from a notebook:
+
+  from cmjax import reports
+  runs = reports.leaderboard_runs("wikipedia", ["cca", "sm"], seeds=3, root="/tmp/board")
+  print("\\n".join(reports.leaderboard_table("wikipedia", runs)))
+
+Every run goes through `cmjax.runner.run` in its own workdir below `root`, so
+finished runs are reused (when config and data match) and interrupted ones
+resume. The `*_runs` functions return `results.json` dicts; the `*_table` and
+`*_markdown` functions turn them into markdown lines; the figures are PNG
+files (`cmjax.plotting`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping, Sequence
+
+from absl import logging
+import numpy as np
+
+from cmjax import configs, data, plotting, runner, train
+from cmjax.methods import registry
+
+__all__ = [
+    "check_leaderboard",
+    "flag_mark",
+    "flag_notes",
+    "hashing_figure",
+    "hashing_markdown",
+    "hashing_runs",
+    "leaderboard_figure",
+    "leaderboard_runs",
+    "leaderboard_table",
+    "preset_markdown",
+    "preset_runs",
+    "read_reference",
+]
+
+Runs = list[dict]  # The results.json dicts of one row, one per seed.
+
+
+def flag_mark(runs: Runs) -> str:
+  """' (!)' after a row whose runs carry warnings (constant scores...), else ''."""
+  return " (!)" if any(r.get("warnings") for r in runs) else ""
+
+
+def flag_notes(table: Mapping[str, Runs]) -> list[str]:
+  """One line per flagged row and seed: what its run's warnings say."""
+  notes = [f"- (!) {name} seed {r['seed']}: {'; '.join(r['warnings'])}"
+           for name, runs in table.items() for r in runs if r.get("warnings")]
+  return ["", *notes] if notes else []
+
+
+def _mean_std(values) -> str:
+  return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+
+
+def _views(specs_configs, dataset: str, data_dir: str | None) -> list[data.Dataset]:
+  """The data view of each `(spec, config)`, each distinct view loaded once."""
+  loaded, out = {}, []
+  for spec, config in specs_configs:
+    view = spec.view(config, dataset)
+    key = (view[0], tuple(sorted(view[1].items())))
+    if key not in loaded:
+      loaded[key] = registry.load_data(spec, config, dataset, data_dir)
+    out.append(loaded[key])
+  return out
+
+
+def _check_preset(spec: registry.MethodSpec, preset: str) -> None:
+  if preset not in spec.presets:
+    raise configs.ConfigError(f"method {spec.name} has no preset {preset!r} (it has "
+                              f"{', '.join(spec.presets)})")
+
+
+def _check_seeds(seeds: int) -> None:
+  if seeds <= 0:
+    raise configs.ConfigError(f"--seeds must be > 0, got {seeds}")
+
+
+# ---------------------------------------------------------------------------
+# The leaderboard: every method, one preset, seeds 0..N-1.
+# ---------------------------------------------------------------------------
+
+
+def check_leaderboard(datasets: Sequence[str], methods: Sequence[str], seeds: int,
+                      preset: str) -> None:
+  """Every dataset and method known, every method has `preset`, seeds > 0; else
+  a `DataError` / `ConfigError` before any run."""
+  for dataset in datasets:
+    if dataset not in data.DATASETS:
+      raise data.DataError(f"unknown dataset {dataset!r}; choose from "
+                           f"{', '.join(data.DATASETS)}")
+  for method in methods:
+    _check_preset(registry.get(method), preset)
+  _check_seeds(seeds)
+
+
+def leaderboard_runs(dataset: str, methods: Sequence[str], seeds: int, *,
+                     preset: str = "default", root: str = "/tmp/cmjax_leaderboard",
+                     data_dir: str | None = None,
+                     loop: train.LoopConfig = train.LoopConfig()) -> dict[str, Runs]:
+  """`{method: [results of seed 0..seeds-1]}` on `dataset`; workdirs
+  `<root>/<dataset>/<method>/<preset>/seed<seed>`.
+
+  Raises:
+    ConfigError: an unknown method, a preset a method lacks, no seeds.
+    DataError: an unknown dataset or bad data.
+  """
+  check_leaderboard([dataset], methods, seeds, preset)
+  specs = [registry.get(m) for m in methods]
+  configs_ = [registry.make_config(spec, preset) for spec in specs]
+  views = _views(zip(specs, configs_), dataset, data_dir)
+  table = {}
+  for spec, config, view in zip(specs, configs_, views):
+    table[spec.name] = []
+    for seed in range(seeds):
+      workdir = os.path.join(root, dataset, spec.name, preset, f"seed{seed}")
+      if runner.read_results(workdir) is None:
+        logging.info("leaderboard: %s on %s, seed %d -> %s", spec.name, dataset, seed, workdir)
+      table[spec.name].append(runner.run(spec, config, view, workdir, seed, preset=preset,
+                                         loop=loop))
+  return table
+
+
+def read_reference(path: str) -> dict[tuple[str, str], float]:
+  """`{(dataset, method): avg MAP}` of an earlier leaderboard markdown file."""
+  table, dataset = {}, None
+  if not os.path.isfile(path):
+    raise configs.ConfigError(f"--reference={path}: file not found")
+  with open(path) as f:
+    for line in f:
+      heading = re.match(r"^## (\S+)", line)
+      if heading:
+        dataset = heading.group(1)
+      row = re.match(r"^\| (\w+) \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| ([\d.]+) ±", line)
+      if row and dataset:
+        table[(dataset, row.group(1))] = float(row.group(2))
+  return table
+
+
+def leaderboard_table(dataset: str, table: Mapping[str, Runs],
+                      reference: Mapping[tuple[str, str], float] | None = None) -> list[str]:
+  """The markdown section of one dataset: rows by avg MAP, published numbers, ROC
+  AUC, wall time, the difference to `reference` (`read_reference`), flags and
+  each family's best member."""
+  columns = ["method", "I->T", "T->I", "Avg", "published I->T / T->I", "pair ROC AUC",
+             "wall s / run"] + (["Avg - reference"] if reference else [])
+  lines = [f"## {dataset}", "", "| " + " | ".join(columns) + " |",
+           "|" + "---|" * len(columns)]
+  mean_avg = lambda m: np.mean([r["map"]["avg"] for r in table[m]])
+  for method in sorted(table, key=lambda m: -mean_avg(m)):
+    runs = table[method]
+    published = registry.get(method).published.get(dataset)
+    cells = [method + flag_mark(runs),
+             *(_mean_std([r["map"][d] for r in runs]) for d in ("i2t", "t2i", "avg")),
+             f"{published[0]:.4f} / {published[1]:.4f}" if published else "",
+             _mean_std([r["roc_auc"] for r in runs]),
+             f"{np.mean([r['wall_s'] for r in runs]):.0f}"]
+    if reference:
+      old = reference.get((dataset, method))
+      cells.append("" if old is None else f"{mean_avg(method) - old:+.4f}")
+    lines.append("| " + " | ".join(cells) + " |")
+  lines += flag_notes(table)
+  families = {}
+  for method in table:
+    family = registry.get(method).family
+    if family:
+      families.setdefault(family, []).append(method)
+  for family, members in families.items():
+    lines += ["", f"Best of the {family} family (as the UNCSM paper reports it): "
+                  f"{max(members, key=mean_avg)}."]
+  return lines
+
+
+def leaderboard_figure(dataset: str, table: Mapping[str, Runs], path: str) -> str:
+  """Every method's PR curves (precision averaged over seeds), both directions."""
+  curves = {d: {m: (np.asarray(runs[0]["pr_curve"]["recall"]),
+                    np.mean([r["pr_curve"][d] for r in runs], 0))
+                for m, runs in table.items()} for d in ("i2t", "t2i")}
+  return plotting.plot_pr_curves(curves, path, title=f"PR curves on {dataset}")
+
+
+# ---------------------------------------------------------------------------
+# The hashing tables: hashing methods x code lengths.
+# ---------------------------------------------------------------------------
+
+
+def hashing_runs(dataset: str, method: str, bits: int, seeds: int, *,
+                 preset: str = "default", root: str = "/tmp/cmjax_hashing",
+                 data_dir: str | None = None,
+                 loop: train.LoopConfig = train.LoopConfig()) -> Runs:
+  """The results of `method` at `bits` on `dataset`, seeds 0..seeds-1; workdirs
+  `<root>/<dataset>/<method>/<preset>/bits<bits>/seed<seed>`."""
+  spec = registry.get(method)
+  if not spec.hashing:
+    raise configs.ConfigError(f"method {method} is not a hashing method")
+  _check_seeds(seeds)
+  config = registry.make_config(spec, preset, bits=bits)
+  [view] = _views([(spec, config)], dataset, data_dir)
+  return [runner.run(spec, config, view, os.path.join(
+      root, dataset, method, preset, f"bits{bits}", f"seed{seed}"), seed, preset=preset,
+                     loop=loop) for seed in range(seeds)]
+
+
+def hashing_markdown(results: Mapping[tuple[str, str, int], Runs], *, seeds: int, preset: str,
+                     command: str, figure_stem: str | None = None) -> list[str]:
+  """The hashing report of `{(dataset, method, bits): runs}`: a table per dataset and
+  code length, and (with `figure_stem`) a PR figure each,
+  `<figure_stem>_<dataset>_<bits>bits.png`."""
+  cell = lambda runs, d, k: (f"{np.mean([r['hashing'][d][k] for r in runs]):.3f} ± "
+                             f"{np.std([r['hashing'][d][k] for r in runs]):.3f}")
+  datasets, methods, bits_list = (list(dict.fromkeys(key[i] for key in results))
+                                  for i in range(3))
+  lines = ["# Cross-modal hashing" + ("" if preset == "default" else
+                                      f" (preset '{preset}': smoke run)"), "",
+           f"Regenerate: `{command}`", "",
+           "Database = training items, queries = test items, relevant = same class. mAP@50: "
+           "AP over the relevant items within the top 50; MAP: over the full Hamming ranking "
+           "(ties by database index); P@r2: precision within Hamming radius 2. Mean ± std "
+           f"over {seeds} seeds; {os.cpu_count()} CPU cores.", ""]
+  for dataset in datasets:
+    for bits in bits_list:
+      lines += [f"## {dataset}, {bits} bits", "",
+                "| method | mAP@50 I->T | mAP@50 T->I | MAP I->T | MAP T->I | P@r2 I->T | "
+                "P@r2 T->I | published mAP@50 I->T / T->I | wall s / run |",
+                "|---|---|---|---|---|---|---|---|---|"]
+      for method in methods:
+        runs = results[(dataset, method, bits)]
+        ref = registry.get(method).published_hashing.get(dataset, {}).get(bits)
+        lines.append(
+            f"| {method} | {cell(runs, 'i2t', 'map@50')} | {cell(runs, 't2i', 'map@50')} | "
+            f"{cell(runs, 'i2t', 'map')} | {cell(runs, 't2i', 'map')} | "
+            f"{cell(runs, 'i2t', 'precision_radius2')} | "
+            f"{cell(runs, 't2i', 'precision_radius2')} | "
+            + (f"{ref[0]:.3f} / {ref[1]:.3f}" if ref else "")
+            + f" | {np.mean([r['wall_s'] for r in runs]):.0f} |")
+      lines.append("")
+      if figure_stem:
+        figure = hashing_figure({m: results[(dataset, m, bits)] for m in methods},
+                                f"{figure_stem}_{dataset}_{bits}bits.png",
+                                title=f"Hamming-ranking PR curves, {dataset}, {bits} bits")
+        lines += [f"![PR curves, {dataset}, {bits} bits]({os.path.basename(figure)})", ""]
+  return lines
+
+
+def hashing_figure(runs_by_method: Mapping[str, Runs], path: str, title: str) -> str:
+  """Every method's hashing PR curves (mean precision over seeds), both directions."""
+  curves = {d: {m: (np.asarray(runs[0]["hashing"][d]["pr_curve"]["recall"]),
+                    np.mean([r["hashing"][d]["pr_curve"]["precision"] for r in runs], 0))
+                for m, runs in runs_by_method.items()} for d in ("i2t", "t2i")}
+  return plotting.plot_pr_curves(curves, path, title=title)
+
+
+# ---------------------------------------------------------------------------
+# A method's presets on one dataset.
+# ---------------------------------------------------------------------------
+
+
+def _changes(config: Any, default: Any) -> str:
+  """The fields where `config` differs from the default preset."""
+  diff = [f"{k}={v}" for k, v in vars(config).items() if getattr(default, k) != v]
+  return ", ".join(diff) if diff else "the default preset"
+
+
+def preset_runs(method: str, dataset: str, presets: Sequence[str], seeds: Sequence[int], *,
+                root: str = "/tmp/cmjax_report", data_dir: str | None = None,
+                loop: train.LoopConfig = train.LoopConfig()
+                ) -> tuple[dict[str, tuple[str, Runs]], data.Dataset]:
+  """`({preset: (its changes vs default, runs)}, the first preset's data view)`;
+  workdirs `<root>/<dataset>/<method>/<preset>/seed<seed>`."""
+  spec = registry.get(method)
+  if not presets:
+    raise configs.ConfigError("--presets needs at least one preset")
+  for preset in presets:
+    _check_preset(spec, preset)
+  default = registry.make_config(spec, "default")
+  configs_ = [registry.make_config(spec, preset) for preset in presets]
+  views = _views([(spec, c) for c in configs_], dataset, data_dir)
+  table = {preset: (_changes(config, default), [
+      runner.run(spec, config, view, os.path.join(root, dataset, spec.name, preset,
+                                                  f"seed{seed}"), seed, preset=preset,
+                 loop=loop) for seed in seeds])
+           for preset, config, view in zip(presets, configs_, views)}
+  return table, views[0]
+
+
+def _preset_row(label: str, runs: Runs, get=lambda r: r["map"]) -> str:
+  cell = lambda d: _mean_std([get(r)[d] for r in runs])
+  auc = np.mean([r["roc_auc"] for r in runs])
+  return (f"| {label} | {cell('i2t')} | {cell('t2i')} | {cell('avg')} | {auc:.4f} | "
+          f"{len(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} |")
+
+
+def preset_markdown(method: str, dataset_name: str, table: Mapping[str, tuple[str, Runs]],
+                    dataset: data.Dataset, command: str) -> list[str]:
+  """The report of `preset_runs`: a row per preset (and per alternative scorer), the
+  hashing protocol's table for hashing methods, and each run's stages."""
+  spec = registry.get(method)
+  first = next(iter(table.values()))[1][0]
+  env = first["environment"]
+  lines = [
+      f"# {spec.name} on {dataset_name}", "", spec.description, "",
+      f"Regenerate: `{command}`", "",
+      f"Test MAP over all returned results, {first['num_test']} test queries each way; mean ± "
+      f"std over seeds; pair ROC AUC; wall time per run (all stages and the evaluation) on "
+      f"{os.cpu_count()} CPU cores, backend {env['backend']}.", "",
+      f"Data: {first['num_train'] + first['num_val']} training pairs (a stratified share is "
+      f"carved out for validation where a preset uses one), {first['num_test']} test pairs, "
+      f"view '{first['view']}', image inputs {dataset.train.image.shape[1:]}, text inputs "
+      f"{dataset.train.text.shape[1:]}"
+      + (f"; {len(dataset.metadata['dropped'])} listed pairs dropped by the loader (missing "
+         f"image files)" if dataset.metadata.get("dropped") else "") + ".", "",
+      "| preset (changes vs default) | I->T | T->I | Avg | pair ROC AUC | seeds | wall s / run |",
+      "|---|---|---|---|---|---|---|",
+  ]
+  for preset, (changes, runs) in table.items():
+    label = f"{preset} ({changes}){flag_mark(runs)}"
+    lines.append(_preset_row(label, runs))
+    for name in runs[0]["alternatives"]:
+      if runs[0]["config"].get("similarity") != name:
+        lines.append(_preset_row(f"{label} — {name} instead", runs,
+                                 lambda r, n=name: r["alternatives"][n]))
+  if first.get("hashing"):
+    lines += ["", "Hashing protocol (database = training items, queries = test items; mAP@50 "
+              "over the relevant items in the top 50, MAP over the full Hamming ranking, P@r2 "
+              "within Hamming radius 2):", "",
+              "| preset | bits | mAP@50 I->T | mAP@50 T->I | MAP I->T | MAP T->I | "
+              "tie-aware MAP I->T | P@r2 I->T | P@r2 T->I |", "|---|---|---|---|---|---|---|---|---|"]
+    for preset, (_, runs) in table.items():
+      cell = lambda d, k: _mean_std([r["hashing"][d][k] for r in runs])
+      lines.append(f"| {preset} | {runs[0]['hashing']['bits']} | {cell('i2t', 'map@50')} | "
+                   f"{cell('t2i', 'map@50')} | {cell('i2t', 'map')} | {cell('t2i', 'map')} | "
+                   f"{cell('i2t', 'map_tie_aware')} | {cell('i2t', 'precision_radius2')} | "
+                   f"{cell('t2i', 'precision_radius2')} |")
+  lines += flag_notes({preset: runs for preset, (_, runs) in table.items()})
+  lines += ["", "Per run (seed: avg MAP; stage steps and best validation avg MAP):", ""]
+  for preset, (_, runs) in table.items():
+    for r in runs:
+      stages = ", ".join(f"{k} {v['steps']} steps" + (
+          f" val {v['best_val_avg_map']:.3f}" if v.get("best_val_avg_map") else "")
+                         for k, v in r["stages"].items())
+      lines.append(f"- {preset} seed {r['seed']}: avg {r['map']['avg']:.4f} ({stages})")
+  return lines
