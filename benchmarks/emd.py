@@ -200,8 +200,8 @@ def _learned_emd_cnn_problem(test: data.Split) -> tuple[np.ndarray, np.ndarray, 
   prepared = spec.prepare(config, dataset, 0)
   with tempfile.TemporaryDirectory() as tmp:
     workdir = FLAGS.emd_cnn_workdir or tmp
-    context = runner.FitContext(dataset=dataset, workdir=workdir, seed=0,
-                                mesh=train.data_mesh(), loop=train.LoopConfig())
+    context = runner.FitContext(workdir=workdir, seed=0, mesh=train.data_mesh(),
+                                loop=train.LoopConfig())
     model, params, _ = emd_cnn.train_model(config, prepared, context)
   split = prepared.transform(test)
   p, q, cost = emd_cnn.histograms(model, params, split.image, split.text)

@@ -9,7 +9,7 @@ from absl import logging
 import numpy as np
 
 from cmjax.configs import ConfigError
-from cmjax.data import DataError, Dataset, Split, validation_split
+from cmjax.data import DataError, Dataset, Split, View, validation_split
 
 __all__ = [
     "INPUT_TRANSFORMS", "Prepared", "choose_transform", "fit_transform", "make_transform",
@@ -81,13 +81,19 @@ def fit_transform(train: np.ndarray, others: list[np.ndarray], kind: InputTransf
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-  """A dataset ready for training: train/validation/test with transformed inputs.
+  """A dataset ready for training: everything a method's `fit` reads.
 
   Attributes:
     train, val, test: splits whose `image` and `text` are transformed (fitted
       on `train`); `val` is carved from the training split (may be empty).
-    raw: the same three splits untransformed (e.g. counts for RBMs).
+    full_train: every training item (train and val, in the loaded order),
+      transformed: what a method refits on after selection on `val`, and the
+      database of the hashing protocol.
+    raw: `train`, `val`, `test` untransformed (e.g. counts for RBMs).
     transform: the fitted transform of any untransformed split (new items).
+    num_classes: the dataset's number of classes.
+    view: the dataset's typed view (`cmjax.data.View`: its payload, e.g. the
+      word graph).
     transforms: `{"image": kind, "text": kind}` the transforms applied.
     notes: why a transform differs from the one asked for (logged, and kept
       in the run's results).
@@ -96,8 +102,11 @@ class Prepared:
   train: Split
   val: Split
   test: Split
+  full_train: Split
   raw: tuple[Split, Split, Split]
   transform: Callable[[Split], Split]
+  num_classes: int
+  view: View
   transforms: dict = dataclasses.field(default_factory=dict)
   notes: tuple[str, ...] = ()
 
@@ -119,5 +128,6 @@ def prepare(dataset: Dataset, transform: InputTransform, validation_fraction: fl
   text_map = make_transform(train.text, chosen["text"], "text")
   apply = lambda s: dataclasses.replace(s, image=image_map(s.image), text=text_map(s.text))
   return Prepared(train=apply(train), val=apply(val), test=apply(dataset.test),
-                  raw=(train, val, dataset.test), transform=apply, transforms=chosen,
-                  notes=tuple(notes))
+                  full_train=apply(dataset.train), raw=(train, val, dataset.test),
+                  transform=apply, num_classes=dataset.num_classes, view=dataset.view,
+                  transforms=chosen, notes=tuple(notes))

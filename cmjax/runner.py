@@ -87,17 +87,16 @@ EncodeFn = Callable[[np.ndarray], Any]
 
 @dataclasses.dataclass(frozen=True)
 class FitContext:
-  """What a method's `fit` gets besides its config and the prepared data.
+  """What a method's `fit` gets besides its config and the prepared data (a method
+  never sees the dataset as loaded: `Prepared` holds all it reads).
 
   Attributes:
-    dataset: the data view as loaded (untransformed, full train split).
     workdir: the run's folder (stages checkpoint and log below it).
     seed: the run's seed.
     mesh: device mesh with a `'data'` axis.
     loop: loop settings of `cmjax.train`.
   """
 
-  dataset: data_lib.Dataset
   workdir: str
   seed: int
   mesh: jax.sharding.Mesh
@@ -393,6 +392,9 @@ def evaluate(score: ScoreFn, images: Any, texts: Any, labels: np.ndarray, what: 
   against the whole other side (`score(images[rows], texts)`,
   `score(images, texts[rows]).T`), and the ROC AUC ranks the pairs of an
   evenly spaced subset of at most `max_dense_pairs` pairs' image queries.
+  The two forms rank alike, but a float score can differ in its last bit
+  between them (XLA's matrix products are not invariant to the block shape);
+  a run always takes the same form for the same data and limit.
 
   Raises:
     RunError: a score that is NaN or infinite (naming `what`).
@@ -467,7 +469,7 @@ def run(
   mesh = mesh or train.data_mesh()
   data_lib.check_evaluable(dataset.test, dataset.metadata.get("source", dataset.name))
   identity = {"method": spec.name, "dataset": dataset.name,
-              "view": dataset.metadata.get("view", "features"), "seed": seed,
+              "view": dataset.view.name, "seed": seed,
               "config": dataclasses.asdict(config),
               "data": {"fingerprint": data_fingerprint(dataset),
                        "num_train": len(dataset.train), "num_test": len(dataset.test)}}
@@ -479,7 +481,7 @@ def run(
     if done is not None:
       logging.info("%s: finished run found in %s; nothing to do", spec.name, wd.path)
       return done
-    context = FitContext(dataset=dataset, workdir=wd.path, seed=seed, mesh=mesh, loop=loop)
+    context = FitContext(workdir=wd.path, seed=seed, mesh=mesh, loop=loop)
     fitted = spec.fit(config, prepared, context)
     test = prepared.test
     images, texts = _encode(fitted, test)
@@ -492,7 +494,7 @@ def run(
         for name, score in fitted.alternatives.items()}
     hashing_results = None
     if spec.hashing:  # The encodings are +-1 codes; the training items are the database.
-      database = _encode(fitted, prepared.transform(dataset.train))
+      database = _encode(fitted, prepared.full_train)
       hashing_results = hashing_protocol(np.asarray(images), np.asarray(texts),
                                          *map(np.asarray, database), test.labels,
                                          dataset.train.labels)

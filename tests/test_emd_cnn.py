@@ -100,7 +100,7 @@ def test_emd_cnn_on_web_news_pixels_and_characters(web_news_dir, tmp_path):
   dataset = registry.load_data(registry.get("emd_cnn"), config, "web_news", web_news_dir)
   assert dataset.train.image.shape[1:] == (64, 64, 3) and dataset.train.image.dtype == np.uint8
   assert dataset.train.text.shape[1] == 64
-  assert dataset.train.text.max() < dataset.metadata["vocabulary_size"]
+  assert dataset.train.text.max() < dataset.view.vocabulary_size
   assert dataset.metadata["truncated_captions"]["train"] > 0
   out = _run(config, dataset, tmp_path)
   assert out["view"] == "pixels_chars"

@@ -90,7 +90,7 @@ def test_fgl_gcn_on_web_news(web_news_dir, tmp_path):
   spec = registry.get("fgl")
   config = registry.make_config(spec, "quick")
   dataset = registry.load_data(spec, config, "web_news", web_news_dir)
-  graph = dataset.metadata["graph"]
+  graph = dataset.view.graph
   assert dataset.train.text.shape == (1693, 300) and graph.num_nodes == 300
   assert np.all(dataset.train.text >= 0)
   # Captions without any of the 300 words stay in (all-zero signal) and are counted.

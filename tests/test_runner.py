@@ -2,6 +2,7 @@
 strict configs, and one-line errors for bad input."""
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -105,14 +106,15 @@ def test_strict_conversion():
 
 
 def test_runner_scores_raw_test_items_through_the_fitted_transform(tmp_path):
-  """The runner's MAP equals CCA computed by hand on standardised features."""
+  """The runner's MAP equals CCA computed by hand on standardised features (the
+  transform fitted on the training share of train, CCA refit on all of train)."""
   from cmjax import evaluation, preprocess
   from cmjax.methods import linear
   dataset = data.make_synthetic(num_train=300, num_test=100)
   out = registry.run("cca", dataset, str(tmp_path), input_transform="standardize",
                      reg_grid=(0.01,))
-  prepared = preprocess.prepare(dataset, "standardize", 0.0, 0)
-  projection = linear.fit_cca(prepared.train.image, prepared.train.text, 10, 0.01)
+  prepared = preprocess.prepare(dataset, "standardize", 0.15, 0)
+  projection = linear.fit_cca(prepared.full_train.image, prepared.full_train.text, 10, 0.01)
   scores = linear.similarity(projection.image(prepared.test.image),
                              projection.text(prepared.test.text), projection.similarity)
   assert out["map"] == evaluation.cross_modal_map(scores, dataset.test.labels,
@@ -139,8 +141,10 @@ def test_registry_run_converts_overrides_as_strictly_as_the_cli(tmp_path):
 
 @pytest.mark.parametrize("codes", [False, True])
 def test_streamed_evaluation_equals_the_dense_one(codes):
-  """Blocks of queries scored against everything rank exactly as the whole matrix,
-  ties included (Hamming scores of 4-bit codes tie everywhere)."""
+  """Blocks of queries scored against everything rank as the whole matrix does, ties
+  included (Hamming scores of 4-bit codes tie everywhere). Float scores can
+  differ in their last bit (XLA's matrix products are not invariant to the
+  block shape), so those agree to float32 rounding, integer-valued ones exactly."""
   from cmjax import hashing, similarity
   rng = np.random.default_rng(0)
   n = 300  # Not a multiple of the query block: the last block is padded.
@@ -155,11 +159,13 @@ def test_streamed_evaluation_equals_the_dense_one(codes):
   dense = runner.evaluate(score, images, texts, labels, "dense", max_dense_pairs=n * n)
   streamed = runner.evaluate(score, images, texts, labels, "streamed", max_dense_pairs=n * n - 1)
   assert dense.scores is not None and streamed.scores is None
+  same = np.testing.assert_array_equal if codes else functools.partial(
+      np.testing.assert_allclose, rtol=1e-6, atol=1e-6)
   for direction in ("i2t", "t2i"):
     a, b = dense.metrics[direction], streamed.metrics[direction]
-    np.testing.assert_array_equal(a.average_precisions, b.average_precisions)
-    np.testing.assert_array_equal(a.precision_curve, b.precision_curve)
-    np.testing.assert_array_equal(a.score_range, b.score_range)
+    same(a.average_precisions, b.average_precisions)
+    same(a.precision_curve, b.precision_curve)
+    same(a.score_range, b.score_range)
   assert (dense.roc_auc_queries, streamed.roc_auc_queries) == (n, n - 1)
   assert abs(dense.roc_auc - streamed.roc_auc) < 0.01
 
@@ -170,7 +176,8 @@ def test_a_streamed_run_reports_what_a_dense_run_does(tmp_path):
   config = registry.make_config(spec, "default", reg_grid=(0.01,))
   dense = runner.run(spec, config, dataset, str(tmp_path / "dense"))
   streamed = runner.run(spec, config, dataset, str(tmp_path / "streamed"), max_dense_pairs=0)
-  assert streamed["map"] == dense["map"] and streamed["pr_curve"] == dense["pr_curve"]
+  assert streamed["map"] == pytest.approx(dense["map"], abs=1e-6)
+  np.testing.assert_allclose(streamed["pr_curve"]["i2t"], dense["pr_curve"]["i2t"], atol=1e-6)
   assert (tmp_path / "dense" / "test_scores.npy").exists()
   assert not (tmp_path / "streamed" / "test_scores.npy").exists()
   assert streamed["roc_auc_queries"] == 1 and dense["roc_auc_queries"] == 90

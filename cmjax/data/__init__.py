@@ -7,19 +7,24 @@ A view is how a method reads a dataset:
 - `pixels_chars`: decoded pixels `[n, H, W, 3]` and caption character ids
   `[n, L]` (datasets with raw images and captions: web_news).
 - `words_graph`: image feature vectors, and captions as `[n, V]` signals on a
-  word graph built from the training captions, kept in `metadata["graph"]`
-  (`cmjax.text_graph`; datasets with raw captions: web_news).
+  word graph built from the training captions (`cmjax.text_graph`; datasets
+  with raw captions: web_news).
+
+A loaded dataset carries its view as a typed value (`Dataset.view`: `Features`,
+`PixelsChars` with the character vocabulary's size, `WordsGraph` with the
+graph): a method reads its payload from there, never from the free-form
+metadata.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Callable
 
 from cmjax.data.arrays import load_arrays
-from cmjax.data.core import (MAX_CLASSES, DataError, Dataset, Split, check_evaluable,
-                             check_splits_agree, validate_split, validation_split)
+from cmjax.data.core import (MAX_CLASSES, DataError, Dataset, Features, PixelsChars, Split,
+                             View, WordsGraph, check_evaluable, check_splits_agree,
+                             validate_split, validation_split)
 from cmjax.data.hashing_sets import load_mirflickr, load_nus_wide
 from cmjax.data.synthetic import make_synthetic
 from cmjax.data.web_news import (load_web_news, load_web_news_pixels, load_web_news_raw,
@@ -32,7 +37,11 @@ __all__ = [
     "MAX_CLASSES",
     "VIEWS",
     "Dataset",
+    "Features",
+    "PixelsChars",
     "Split",
+    "View",
+    "WordsGraph",
     "check_evaluable",
     "check_splits_agree",
     "default_data_dir",
@@ -93,7 +102,7 @@ def load_dataset(name: str, data_dir: str | None = None, view: str = "features",
     **options: options of the view's loader (e.g. `max_chars` of `pixels_chars`).
 
   Returns:
-    the dataset, with `metadata["view"]` set.
+    the dataset; its `view` is the typed view asked for.
 
   Raises:
     DataError: unknown name or view, missing or bad files, an empty split,
@@ -116,4 +125,6 @@ def load_dataset(name: str, data_dir: str | None = None, view: str = "features",
       raise DataError(f"{source}: the {split_name} split is empty")
   check_splits_agree(dataset.train, dataset.test, source)
   check_evaluable(dataset.test, source)
-  return dataclasses.replace(dataset, metadata={**dataset.metadata, "view": view})
+  if dataset.view.name != view:
+    raise AssertionError(f"the {view} loader of {name} returned a {dataset.view.name} view")
+  return dataset

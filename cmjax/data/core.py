@@ -9,9 +9,11 @@ multi-hot rows `[n, num_classes]` (two items are relevant when they share a labe
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
+
+from cmjax import text_graph
 
 __all__ = [
     "MAX_CLASSES",
@@ -66,6 +68,42 @@ class Split:
 
 
 @dataclasses.dataclass(frozen=True)
+class Features:
+  """The `features` view: feature vectors `[n, d]` of both modalities."""
+
+  name: ClassVar[str] = "features"
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelsChars:
+  """The `pixels_chars` view: pixels `[n, H, W, 3]` and caption character ids `[n, L]`.
+
+  Attributes:
+    vocabulary_size: character ids are in [0, vocabulary_size).
+  """
+
+  vocabulary_size: int
+  name: ClassVar[str] = "pixels_chars"
+
+
+@dataclasses.dataclass(frozen=True)
+class WordsGraph:
+  """The `words_graph` view: image feature vectors, and captions as `[n, V]` signals
+  on a word graph built from the training captions.
+
+  Attributes:
+    graph: the word graph (`cmjax.text_graph.Graph`, V nodes).
+  """
+
+  graph: text_graph.Graph
+  name: ClassVar[str] = "words_graph"
+
+
+# How a method reads a dataset: the view's name and its payload, typed.
+View = Features | PixelsChars | WordsGraph
+
+
+@dataclasses.dataclass(frozen=True)
 class Dataset:
   """A cross-modal dataset: train and test splits plus metadata.
 
@@ -74,7 +112,10 @@ class Dataset:
     train: training pairs.
     test: test pairs (queries and database of the evaluation protocol).
     class_names: one name per class id.
-    metadata: free-form facts about the load (source files, dropped pairs...).
+    metadata: facts about the load, recorded in a run's results (source files,
+      dropped pairs...); nothing a method reads.
+    view: what the splits hold and the view's payload (`Features`,
+      `PixelsChars`, `WordsGraph`).
   """
 
   name: str
@@ -82,6 +123,7 @@ class Dataset:
   test: Split
   class_names: tuple[str, ...]
   metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  view: View = Features()
 
   @property
   def num_classes(self) -> int:

@@ -18,7 +18,8 @@ from PIL import Image
 
 from cmjax import features, text_graph
 from cmjax.data import listfiles
-from cmjax.data.core import DataError, Dataset, Split, validate_split
+from cmjax.data.core import (DataError, Dataset, Features, PixelsChars, Split, View,
+                             WordsGraph, validate_split)
 
 __all__ = ["DroppedPair", "RawSplit", "load_web_news", "load_web_news_pixels",
            "load_web_news_raw", "load_web_news_words"]
@@ -164,7 +165,7 @@ def load_web_news_raw(
 
 
 def _dataset(name_to_split: dict[str, Split], class_names, data_dir, dropped, stats,
-             **metadata) -> Dataset:
+             view: View = Features(), **metadata) -> Dataset:
   splits = {name: validate_split(s, len(class_names), data_dir, name)
             for name, s in name_to_split.items()}
   return Dataset(
@@ -178,6 +179,7 @@ def _dataset(name_to_split: dict[str, Split], class_names, data_dir, dropped, st
           **stats,
           **metadata,
       },
+      view=view,
   )
 
 
@@ -192,7 +194,8 @@ def load_web_news_pixels(
   Images are `[n, image_size, image_size, 3]` uint8; captions `[n, max_chars]`
   int32 character ids (`cmjax.features.char_ids`) over the `char_vocab`
   characters found in the most training captions. Captions longer than
-  `max_chars` are truncated; how many is logged and kept in the metadata.
+  `max_chars` are truncated; how many is logged and kept in the metadata. The
+  view (`PixelsChars`) carries the character vocabulary's size.
   """
   raw, class_names, dropped, stats = load_web_news_raw(data_dir, image_size)
   vocab = features.char_ngram_vocabulary(raw["train"].texts, char_vocab, orders=(1,))
@@ -205,7 +208,7 @@ def load_web_news_pixels(
   logging.info("web_news pixels: %d characters in the vocabulary; captions longer than %d "
                "characters truncated: %s", len(vocab), max_chars, truncated)
   return _dataset(splits, class_names, data_dir, dropped, stats,
-                  vocabulary_size=len(vocab) + 2, truncated_captions=truncated)
+                  PixelsChars(vocabulary_size=len(vocab) + 2), truncated_captions=truncated)
 
 
 def load_web_news(
@@ -246,7 +249,7 @@ def load_web_news_words(
   Images are the colour-histogram features of `load_web_news`; captions are
   `[n, vocab_size]` log(1 + count) word signals. The word embeddings, the kNN
   graph and its scaled Laplacian are built from the training captions only and
-  kept in `metadata["graph"]` (a `text_graph.Graph`).
+  kept in the dataset's view (`WordsGraph.graph`, a `text_graph.Graph`).
   """
   raw, class_names, dropped, stats = load_web_news_raw(data_dir, image_size)
   tokenized = {name: [text_graph.tokenize(t, tokens) for t in r.texts] for name, r in raw.items()}
@@ -266,5 +269,5 @@ def load_web_news_words(
                "no vocabulary word (kept, all-zero signal): %s", len(vocab), tokens,
                len(graph.rows), neighbors, graph.lambda_max,
                {name: ids for name, ids in no_words.items()})
-  return _dataset(splits, class_names, data_dir, dropped, stats, graph=graph,
+  return _dataset(splits, class_names, data_dir, dropped, stats, WordsGraph(graph),
                   vocabulary_size=len(vocab), tokens=tokens, captions_without_words=no_words)

@@ -132,7 +132,7 @@ def fit(config: DBRCConfig, prepared: preprocess.Prepared,
         context: runner.FitContext) -> runner.Fitted:
   """Trains the network by reconstruction (unsupervised unless `supervised`)."""
   tr = prepared.train
-  num_classes = context.dataset.num_classes
+  num_classes = prepared.num_classes
   model = DBRCNet(config, tr.image.shape[1], tr.text.shape[1], num_classes)
   params = model.init(jax.random.key(context.seed), jnp.asarray(tr.image[:2]),
                       jnp.asarray(tr.text[:2]))

@@ -276,7 +276,7 @@ def view(config: EMDCNNConfig, dataset: str) -> tuple[str, dict]:
 
 def prepare(config: EMDCNNConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
   """Train/validation/test; feature datasets get `input_transform` (not pixels or ids)."""
-  pixels = dataset.train.image.ndim == 4
+  pixels = isinstance(dataset.view, data_lib.PixelsChars)
   transform = config.input_transform
   if pixels or config.encoder == "identity":
     transform = "none"
@@ -300,8 +300,8 @@ def train_model(config: EMDCNNConfig, prepared: preprocess.Prepared,
   `[n, L]` (the `pixels_chars` view). `histograms(model, params, ...)` gives
   the learned histograms and ground cost.
   """
-  pixels = prepared.train.image.ndim == 4
-  vocabulary_size = context.dataset.metadata.get("vocabulary_size") if pixels else None
+  pixels = isinstance(prepared.view, data_lib.PixelsChars)
+  vocabulary_size = prepared.view.vocabulary_size if pixels else None
   model = build_model(config, pixels, vocabulary_size)
   params = model.init(jax.random.key(context.seed), jnp.asarray(prepared.train.image[:1]),
                       jnp.asarray(prepared.train.text[:1]))

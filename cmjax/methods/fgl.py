@@ -143,11 +143,11 @@ def matching_loss(logits: jax.Array, relevant: jax.Array, weights: jax.Array,
 # ---------------------------------------------------------------------------
 
 
-def _text_kind(config: FGLConfig, dataset: data_lib.Dataset) -> str:
-  graph = dataset.metadata.get("graph")
-  if config.text_encoder == "gcn" and graph is None:
+def _text_kind(config: FGLConfig, view: data_lib.View) -> str:
+  graph = isinstance(view, data_lib.WordsGraph)
+  if config.text_encoder == "gcn" and not graph:
     raise configs.ConfigError("text_encoder='gcn' needs the words_graph view (raw captions)")
-  return "gcn" if graph is not None and config.text_encoder != "mlp" else "mlp"
+  return "gcn" if graph and config.text_encoder != "mlp" else "mlp"
 
 
 def _text_path(config: FGLConfig, kind: str, outputs: int) -> TextPath:
@@ -230,7 +230,7 @@ def view(config: FGLConfig, dataset: str) -> tuple[str, dict]:
 
 def prepare(config: FGLConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
   """Feature vectors get `input_transform`; graph signals stay as they are."""
-  graph = "graph" in dataset.metadata
+  graph = isinstance(dataset.view, data_lib.WordsGraph)
   return preprocess.prepare(dataset, config.input_transform, config.validation_fraction, seed,
                             text_transform="none" if graph else None)
 
@@ -238,8 +238,8 @@ def prepare(config: FGLConfig, dataset: data_lib.Dataset, seed: int) -> preproce
 def fit(config: FGLConfig, prepared: preprocess.Prepared,
         context: runner.FitContext) -> runner.Fitted:
   """Trains the siamese text network, then the matching model; ranks by z."""
-  kind = _text_kind(config, context.dataset)
-  graph = context.dataset.metadata["graph"].arrays() if kind == "gcn" else None
+  kind = _text_kind(config, prepared.view)
+  graph = prepared.view.graph.arrays() if kind == "gcn" else None
   graph = jax.tree.map(jnp.asarray, graph)
   tr, seed = prepared.train, context.seed
   data = {"image": jnp.asarray(tr.image), "text": jnp.asarray(tr.text),

@@ -267,7 +267,7 @@ METHODS = tuple(VARIANTS)
 def _select_reg(variant: LinearVariant, prepared: preprocess.Prepared, num_classes: int,
                 config: LinearConfig, seed: int) -> tuple[float, dict[float, float]]:
   """The ridge of `reg_grid` with the best validation avg MAP (and all scores)."""
-  if not variant.has_ridge or len(config.reg_grid) == 1:
+  if not variant.has_ridge or len(config.reg_grid) == 1 or len(prepared.val) == 0:
     return config.reg_grid[0], {}
   scores = {}
   for reg in config.reg_grid:
@@ -281,23 +281,17 @@ def _select_reg(variant: LinearVariant, prepared: preprocess.Prepared, num_class
 
 def fit(variant: LinearVariant, config: LinearConfig, prepared: preprocess.Prepared,
         context: runner.FitContext) -> runner.Fitted:
-  """Chooses the ridge on a validation split of train, then refits on all of train."""
-  carved = preprocess.prepare(context.dataset, config.input_transform,
-                              config.validation_fraction, context.seed)
-  num_classes = context.dataset.num_classes
-  reg, val_scores = _select_reg(variant, carved, num_classes, config, context.seed)
-  projection = variant.fit(prepared.train, num_classes, config, reg, context.seed)
+  """Chooses the ridge on the validation split, then refits on all of train
+  (`prepared.full_train`)."""
+  num_classes = prepared.num_classes
+  reg, val_scores = _select_reg(variant, prepared, num_classes, config, context.seed)
+  projection = variant.fit(prepared.full_train, num_classes, config, reg, context.seed)
   return projection.fitted(extras={
       "selected_reg": reg, "val_avg_map_by_reg": {str(k): v for k, v in val_scores.items()}})
-
-
-def prepare(config: LinearConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
-  """All of train (the ridge's validation split is carved inside `fit`)."""
-  return preprocess.prepare(dataset, config.input_transform, 0.0, seed)
 
 
 for _name, _variant in VARIANTS.items():
   registry.register(registry.MethodSpec(
       name=_name, description=_variant.description, config_class=LinearConfig,
       config_module="cmjax.configs.linear", fit=functools.partial(fit, _variant),
-      prepare=prepare, published=_variant.published))
+      published=_variant.published))

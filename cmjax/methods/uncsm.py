@@ -370,7 +370,7 @@ def fit(config: UNCSMConfig, prepared: preprocess.Prepared,
     shared representations, and the cosine of the same representations as the
     `cosine` alternative (Table 5 on the same pathways).
   """
-  seed, num_classes = context.seed, context.dataset.num_classes
+  seed, num_classes = context.seed, prepared.num_classes
   train_split, val_split = prepared.train, prepared.val
   use_val = len(val_split) > 0
   # Inputs of the pathways: the prepared features, or their DBN codes.
