@@ -35,6 +35,7 @@ import numpy as np
 import scipy.stats
 
 __all__ = [
+    "MAX_DENSE_PAIRS",
     "NonFiniteScoresError",
     "RetrievalMetrics",
     "average_precision",
@@ -45,6 +46,7 @@ __all__ = [
     "relevance",
     "retrieval_metrics",
     "roc_auc",
+    "scored_metrics",
     "top_k",
 ]
 
@@ -270,6 +272,41 @@ def cross_modal_metrics(
       "i2t": retrieval_metrics(i2t_scores, image_labels, text_labels, **kwargs),
       "t2i": retrieval_metrics(t2i_scores, text_labels, image_labels, **kwargs),
   }
+
+
+# Score matrices of up to this many pairs are computed whole by `scored_metrics`.
+MAX_DENSE_PAIRS = 2**24
+
+
+def scored_metrics(score: Callable, images, texts, image_labels, text_labels, *,
+                   max_dense_pairs: int = MAX_DENSE_PAIRS, **kwargs):
+  """Both directions of a block scorer over encoded items: `(metrics, matrix)`.
+
+  Args:
+    score: `(images [a, ...], texts [b, ...]) -> [a, b]` scores, on device.
+    images, texts: `[n_images, ...]`, `[n_texts, ...]` encodings (device arrays).
+    image_labels, text_labels: their labels.
+    max_dense_pairs: up to this many pairs the matrix is scored in one call
+      and both directions read it (`matrix` is returned); beyond, each
+      direction streams blocks of queries against the whole other side,
+      `score(images[rows], texts)` and `score(images, texts[rows]).T`, and
+      `matrix` is None. The two forms rank alike, but a float score can
+      differ in its last bit between them (XLA's matrix products are not
+      invariant to the block shape).
+    **kwargs: of `retrieval_metrics`.
+  """
+  n_images, n_texts = len(image_labels), len(text_labels)
+  if n_images * n_texts <= max_dense_pairs:
+    matrix = score(images, texts)
+    if matrix.shape != (n_images, n_texts):
+      raise ValueError(f"scores of shape {matrix.shape}, expected [{n_images}, {n_texts}] "
+                       "(images x texts)")
+    matrix_t = matrix.T
+    return cross_modal_metrics(lambda rows: matrix[rows], lambda rows: matrix_t[rows],
+                               image_labels, text_labels, **kwargs), matrix
+  return cross_modal_metrics(lambda rows: score(images[rows], texts),
+                             lambda rows: score(images, texts[rows]).T,
+                             image_labels, text_labels, **kwargs), None
 
 
 def map_summary(metrics: dict[str, RetrievalMetrics], k: int | None = None) -> dict[str, float]:

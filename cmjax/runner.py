@@ -362,7 +362,7 @@ def _environment(mesh: jax.sharding.Mesh) -> dict:
 
 # Score matrices of up to this many pairs are computed whole: kept, written to
 # `test_scores.npy` and ranked for the exact ROC AUC. Larger ones are streamed.
-MAX_DENSE_PAIRS = 2**24
+MAX_DENSE_PAIRS = evaluation.MAX_DENSE_PAIRS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,35 +387,22 @@ def evaluate(score: ScoreFn, images: Any, texts: Any, labels: np.ndarray, what: 
              max_dense_pairs: int = MAX_DENSE_PAIRS) -> Evaluation:
   """Both retrieval directions of `score` over the encoded test split.
 
-  Up to `max_dense_pairs` pairs, the matrix is scored in one call and both
-  directions read it; beyond, each direction streams blocks of queries
-  against the whole other side (`score(images[rows], texts)`,
-  `score(images, texts[rows]).T`), and the ROC AUC ranks the pairs of an
-  evenly spaced subset of at most `max_dense_pairs` pairs' image queries.
-  The two forms rank alike, but a float score can differ in its last bit
-  between them (XLA's matrix products are not invariant to the block shape);
-  a run always takes the same form for the same data and limit.
+  Up to `max_dense_pairs` pairs the matrix is scored whole, beyond it is
+  streamed over query blocks (`cmjax.evaluation.scored_metrics`; a run always
+  takes the same form for the same data and limit); then the ROC AUC ranks
+  the pairs of an evenly spaced subset of image queries, at most
+  `max_dense_pairs` pairs.
 
   Raises:
     RunError: a score that is NaN or infinite (naming `what`).
   """
-  n_images, n_texts = len(labels), len(labels)
-  matrix = None
-  if n_images * n_texts <= max_dense_pairs:
-    matrix = score(images, texts)
-    if matrix.shape != (n_images, n_texts):
-      raise ValueError(f"{what}: scores of shape {matrix.shape}, expected "
-                       f"[{n_images}, {n_texts}] (test images x test texts)")
-    matrix_t = matrix.T
-    i2t, t2i = (lambda rows: matrix[rows]), (lambda rows: matrix_t[rows])
-  else:
-    i2t = lambda rows: score(images[rows], texts)
-    t2i = lambda rows: score(images, texts[rows]).T
   try:
-    metrics = evaluation.cross_modal_metrics(i2t, t2i, labels, labels)
+    metrics, matrix = evaluation.scored_metrics(score, images, texts, labels, labels,
+                                                max_dense_pairs=max_dense_pairs)
   except evaluation.NonFiniteScoresError as e:
     raise RunError(f"{what}: {e.count} of {e.total} test scores are not finite (NaN or Inf); "
                    "the model diverged or the input has extreme values") from None
+  n_images, n_texts = len(labels), len(labels)
   if matrix is not None:
     rows, sample = np.arange(n_images), np.asarray(matrix)
   else:

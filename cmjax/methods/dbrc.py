@@ -141,9 +141,10 @@ def fit(config: DBRCConfig, prepared: preprocess.Prepared,
   val = prepared.val
 
   def validation_map(p):
-    image, text = (np.asarray(_codes(model, p, jnp.asarray(getattr(val, m)), m))
+    image, text = (runner.in_blocks(lambda v, m=m: _codes(model, p, v, m), getattr(val, m))
                    for m in ("image", "text"))
-    return evaluation.cross_modal_map(image @ text.T, val.labels, val.labels)
+    return evaluation.map_summary(evaluation.scored_metrics(
+        hashing.codes_score, image, text, val.labels, val.labels)[0])
 
   eval_fn = validation_map if len(val) else None
   result = context.train(_stage(config, model, eval_fn), params, data, context.seed * 1000 + 1)

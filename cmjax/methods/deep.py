@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmjax import data as data_lib
-from cmjax import dbn, evaluation, optim, preprocess, rbm, runner, sampling, train
+from cmjax import dbn, evaluation, optim, preprocess, rbm, runner, sampling, similarity, train
 from cmjax.configs.deep import DeepConfig
 from cmjax.methods import linear, registry
 from cmjax.models import ACTIVATIONS, MLP
@@ -231,8 +231,8 @@ def _cosine_val_eval(encode: Callable, val: Any):
 
   def eval_fn(params):
     fi, ft = encode(params, jnp.asarray(val.image), jnp.asarray(val.text))
-    return evaluation.cross_modal_map(linear.similarity(fi, ft, "cosine"), val.labels,
-                                      val.labels)
+    return evaluation.map_summary(evaluation.scored_metrics(
+        similarity.cosine, fi, ft, val.labels, val.labels)[0])
 
   return eval_fn
 
