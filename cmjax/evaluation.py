@@ -36,6 +36,7 @@ import scipy.stats
 
 __all__ = [
     "MAX_DENSE_PAIRS",
+    "VALIDATION_QUERIES",
     "NonFiniteScoresError",
     "RetrievalMetrics",
     "average_precision",
@@ -276,10 +277,14 @@ def cross_modal_metrics(
 
 # Score matrices of up to this many pairs are computed whole by `scored_metrics`.
 MAX_DENSE_PAIRS = 2**24
+# Queries of a validation evaluation during training (each direction), so that
+# model selection costs the same whatever the size of the validation split.
+VALIDATION_QUERIES = 2000
 
 
 def scored_metrics(score: Callable, images, texts, image_labels, text_labels, *,
-                   max_dense_pairs: int = MAX_DENSE_PAIRS, **kwargs):
+                   max_dense_pairs: int = MAX_DENSE_PAIRS, max_queries: int | None = None,
+                   **kwargs):
   """Both directions of a block scorer over encoded items: `(metrics, matrix)`.
 
   Args:
@@ -293,20 +298,35 @@ def scored_metrics(score: Callable, images, texts, image_labels, text_labels, *,
       `matrix` is None. The two forms rank alike, but a float score can
       differ in its last bit between them (XLA's matrix products are not
       invariant to the block shape).
+    max_queries: if given, each direction ranks the whole other side for at
+      most this many queries, evenly spaced (a validation budget that does not
+      grow with the split); the metrics are then over those queries.
     **kwargs: of `retrieval_metrics`.
   """
+  image_labels, text_labels = np.asarray(image_labels), np.asarray(text_labels)
   n_images, n_texts = len(image_labels), len(text_labels)
+  image_rows, text_rows = (_evenly_spaced(n, max_queries) for n in (n_images, n_texts))
+  matrix = None
   if n_images * n_texts <= max_dense_pairs:
     matrix = score(images, texts)
     if matrix.shape != (n_images, n_texts):
       raise ValueError(f"scores of shape {matrix.shape}, expected [{n_images}, {n_texts}] "
                        "(images x texts)")
     matrix_t = matrix.T
-    return cross_modal_metrics(lambda rows: matrix[rows], lambda rows: matrix_t[rows],
-                               image_labels, text_labels, **kwargs), matrix
-  return cross_modal_metrics(lambda rows: score(images[rows], texts),
-                             lambda rows: score(images, texts[rows]).T,
-                             image_labels, text_labels, **kwargs), None
+    i2t = lambda rows: matrix[image_rows[rows]]
+    t2i = lambda rows: matrix_t[text_rows[rows]]
+  else:
+    i2t = lambda rows: score(images[image_rows[rows]], texts)
+    t2i = lambda rows: score(images, texts[text_rows[rows]]).T
+  return {"i2t": retrieval_metrics(i2t, image_labels[image_rows], text_labels, **kwargs),
+          "t2i": retrieval_metrics(t2i, text_labels[text_rows], image_labels, **kwargs)}, matrix
+
+
+def _evenly_spaced(n: int, most: int | None) -> np.ndarray:
+  """`[min(n, most)]` evenly spaced indices of n items (all of them if `most` is None)."""
+  if most is None or most >= n:
+    return np.arange(n)
+  return np.unique(np.linspace(0, n - 1, most).round().astype(np.int64))
 
 
 def map_summary(metrics: dict[str, RetrievalMetrics], k: int | None = None) -> dict[str, float]:

@@ -181,3 +181,17 @@ def test_a_streamed_run_reports_what_a_dense_run_does(tmp_path):
   assert (tmp_path / "dense" / "test_scores.npy").exists()
   assert not (tmp_path / "streamed" / "test_scores.npy").exists()
   assert streamed["roc_auc_queries"] == 1 and dense["roc_auc_queries"] == 90
+
+
+def test_a_validation_budget_ranks_the_whole_database_for_a_subset_of_queries():
+  from cmjax import evaluation, similarity
+  rng = np.random.default_rng(1)
+  images, texts = (rng.normal(size=(120, 6)).astype(np.float32) for _ in range(2))
+  labels = rng.integers(0, 4, 120)
+  full, _ = evaluation.scored_metrics(similarity.cosine, images, texts, labels, labels)
+  some, _ = evaluation.scored_metrics(similarity.cosine, images, texts, labels, labels,
+                                      max_queries=30)
+  rows = np.unique(np.linspace(0, 119, 30).round().astype(int))
+  for direction in ("i2t", "t2i"):
+    np.testing.assert_array_equal(some[direction].average_precisions,
+                                  full[direction].average_precisions[rows])

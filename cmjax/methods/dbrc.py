@@ -144,7 +144,8 @@ def fit(config: DBRCConfig, prepared: preprocess.Prepared,
     image, text = (runner.in_blocks(lambda v, m=m: _codes(model, p, v, m), getattr(val, m))
                    for m in ("image", "text"))
     return evaluation.map_summary(evaluation.scored_metrics(
-        hashing.codes_score, image, text, val.labels, val.labels)[0])
+        hashing.codes_score, image, text, val.labels, val.labels,
+        max_queries=evaluation.VALIDATION_QUERIES)[0])
 
   eval_fn = validation_map if len(val) else None
   result = context.train(_stage(config, model, eval_fn), params, data, context.seed * 1000 + 1)

@@ -232,7 +232,8 @@ def _cosine_val_eval(encode: Callable, val: Any):
   def eval_fn(params):
     fi, ft = encode(params, jnp.asarray(val.image), jnp.asarray(val.text))
     return evaluation.map_summary(evaluation.scored_metrics(
-        similarity.cosine, fi, ft, val.labels, val.labels)[0])
+        similarity.cosine, fi, ft, val.labels, val.labels,
+        max_queries=evaluation.VALIDATION_QUERIES)[0])
 
   return eval_fn
 
