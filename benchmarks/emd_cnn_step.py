@@ -47,7 +47,7 @@ def _step_timings() -> tuple[float, float]:
   rng = np.random.default_rng(0)
   n, config = 1439, emd_cnn.EMDCNNConfig()
   data = {"image": jnp.asarray(rng.integers(0, 256, (n, 64, 64, 3)), jnp.uint8),
-          "text": jnp.asarray(rng.integers(0, 4002, (n, config.max_chars)), jnp.int32),
+          "text": jnp.asarray(rng.integers(0, 4002, (n, config.pixels_chars.max_chars)), jnp.int32),
           "labels": jnp.asarray(rng.integers(0, 10, n))}
   model = emd_cnn.build_model(config, pixels=True, vocabulary_size=4002)
   params = model.init(jax.random.key(0), data["image"][:1], data["text"][:1])

@@ -64,8 +64,7 @@ def _views(specs_configs, dataset: str, data_dir: str | None) -> list[data.Datas
   """The data view of each `(spec, config)`, each distinct view loaded once."""
   loaded, out = {}, []
   for spec, config in specs_configs:
-    view = spec.view(config, dataset)
-    key = (view[0], tuple(sorted(view[1].items())))
+    key = spec.view(config, dataset)  # A frozen view config: hashable.
     if key not in loaded:
       loaded[key] = registry.load_data(spec, config, dataset, data_dir)
     out.append(loaded[key])

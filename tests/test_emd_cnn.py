@@ -96,7 +96,8 @@ def test_emd_cnn_same_seed_same_numbers(tmp_path):
 
 def test_emd_cnn_on_web_news_pixels_and_characters(web_news_dir, tmp_path):
   config = emd_cnn.EMDCNNConfig(image_channels=(4, 8), char_embedding=8, text_filters=8,
-                                max_chars=64, steps=20, eval_every=10, batch_size=16)
+                                pixels_chars=data.PixelsCharsOptions(max_chars=64), steps=20,
+                                eval_every=10, batch_size=16)
   dataset = registry.load_data(registry.get("emd_cnn"), config, "web_news", web_news_dir)
   assert dataset.train.image.shape[1:] == (64, 64, 3) and dataset.train.image.dtype == np.uint8
   assert dataset.train.text.shape[1] == 64

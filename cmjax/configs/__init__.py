@@ -44,6 +44,7 @@ __all__ = [
     "from_dict",
     "help_text",
     "load_preset",
+    "preset_config",
     "preset_values",
     "presets",
     "to_config_dict",
@@ -154,6 +155,14 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     return value
   if origin is typing.Union and type(None) in args:  # Optional[X].
     return None if value is None else _coerce(name, args[0], value)
+  if dataclasses.is_dataclass(hint):  # A nested config (e.g. a data view's options).
+    if isinstance(value, hint):
+      return value
+    if isinstance(value, ml_collections.ConfigDict):
+      value = value.to_dict()
+    if not isinstance(value, Mapping):
+      raise wrong()
+    return from_dict(hint, value, prefix=f"{name}.")
   return value
 
 
@@ -168,8 +177,9 @@ def _type_name(hint: Any) -> str:
   return getattr(hint, "__name__", str(hint))
 
 
-def from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
-  """The typed config `cls(**values)`, checked strictly.
+def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
+  """The typed config `cls(**values)`, checked strictly; a field whose type is a
+  dataclass (a nested config) takes a mapping of its own fields.
 
   Raises:
     ConfigError: an unknown key (naming the known ones), a value of the wrong
@@ -180,9 +190,9 @@ def from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
   known = [f.name for f in dataclasses.fields(cls)]
   unknown = sorted(set(values) - set(known))
   if unknown:
-    raise ConfigError(f"unknown config field '{unknown[0]}' for {cls.__name__}; "
+    raise ConfigError(f"unknown config field '{prefix}{unknown[0]}' for {cls.__name__}; "
                       f"known fields: {', '.join(known)}")
-  return cls(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+  return cls(**{k: _coerce(prefix + k, hints[k], v) for k, v in values.items()})
 
 
 def preset_values(presets: Mapping[str, Mapping[str, Any]], name: str,
@@ -192,6 +202,13 @@ def preset_values(presets: Mapping[str, Mapping[str, Any]], name: str,
     raise ConfigError(f"unknown preset '{name}' in {config_file}; choose from "
                       f"{', '.join(presets)}")
   return presets[name]
+
+
+def preset_config(cls: type, presets: Mapping[str, Mapping[str, Any]], name: str,
+                  config_file: str) -> ml_collections.ConfigDict:
+  """A config file's `get_config(name)`: `presets[name]` over `cls`'s defaults,
+  converted strictly (`from_dict`), as an overridable ConfigDict."""
+  return to_config_dict(from_dict(cls, preset_values(presets, name, config_file)))
 
 
 def check_nonempty(config: Any, *names: str) -> None:
@@ -265,11 +282,16 @@ def field_docs(cls: type) -> dict[str, str]:
   return docs
 
 
-def help_text(cls: type, defaults: Any) -> str:
-  """One line per field: `name (type, default ...): description`."""
+def help_text(cls: type, defaults: Any, prefix: str = "") -> str:
+  """One line per field: `name (type, default ...): description`; a nested config's
+  fields as `name.field`."""
   docs, hints = field_docs(cls), _hints(cls)
   lines = []
   for f in dataclasses.fields(cls):
-    lines.append(f"  {f.name} ({_type_name(hints[f.name])}, default "
+    if dataclasses.is_dataclass(hints[f.name]):
+      lines.append(f"  {prefix}{f.name}: {docs.get(f.name, 'undocumented')}")
+      lines.append(help_text(hints[f.name], getattr(defaults, f.name), f"{prefix}{f.name}."))
+      continue
+    lines.append(f"  {prefix}{f.name} ({_type_name(hints[f.name])}, default "
                  f"{getattr(defaults, f.name)!r}): {docs.get(f.name, 'undocumented')}")
   return "\n".join(lines)

@@ -93,4 +93,4 @@ PRESETS = {
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(DBRCConfig(**configs.preset_values(PRESETS, preset, __file__)))
+  return configs.preset_config(DBRCConfig, PRESETS, preset, __file__)

@@ -100,4 +100,4 @@ PRESETS = {
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(DeepConfig(**configs.preset_values(PRESETS, preset, __file__)))
+  return configs.preset_config(DeepConfig, PRESETS, preset, __file__)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from cmjax import configs, preprocess
+from cmjax import configs, data, preprocess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +53,8 @@ class EMDCNNConfig:
     char_embedding: text CNN: character embedding size.
     text_widths: text CNN: convolution widths (characters).
     text_filters: text CNN: filters per width.
-    max_chars: web_news: captions are truncated to this many characters
-      (counted in the log).
-    char_vocab: web_news: characters in the vocabulary (most frequent in train).
+    pixels_chars: how the `pixels_chars` view (web_news, encoder=network) is
+      loaded: `max_chars`, `char_vocab` (`cmjax.data.PixelsCharsOptions`).
     learning_rate: AdamW learning rate.
     weight_decay: AdamW weight decay.
     batch_size: documents per step; all batch_size^2 image/text pairs are scored.
@@ -88,8 +87,7 @@ class EMDCNNConfig:
   char_embedding: int = 32
   text_widths: tuple[int, ...] = (2, 3, 4)
   text_filters: int = 64
-  max_chars: int = 256
-  char_vocab: int = 4000
+  pixels_chars: data.PixelsCharsOptions = data.PixelsCharsOptions()
   learning_rate: float = 1e-3
   weight_decay: float = 1e-4
   batch_size: int = 32
@@ -104,7 +102,7 @@ class EMDCNNConfig:
     configs.check_positive(
         self, "cost_embedding_dim", "epsilon", "sinkhorn_iterations", "eval_max_iterations",
         "eval_threshold", "hidden", "image_channels", "char_embedding", "text_widths",
-        "text_filters", "max_chars", "char_vocab", "learning_rate", "batch_size", "steps",
+        "text_filters", "learning_rate", "batch_size", "steps",
         "eval_every")
     configs.check_non_negative(self, "margin", "weight_decay", "patience")
     configs.check_fraction(self, "dropout", "validation_fraction")
@@ -123,11 +121,6 @@ class EMDCNNConfig:
     return self.image_bins, self.image_bins
 
 
-# ---------------------------------------------------------------------------
-# Encoders.
-# ---------------------------------------------------------------------------
-
-
 PRESETS = {
     "default": {},
     "quick": dict(hidden=(32,), image_channels=(8, 16), text_filters=16, steps=100,
@@ -136,4 +129,4 @@ PRESETS = {
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(EMDCNNConfig(**configs.preset_values(PRESETS, preset, __file__)))
+  return configs.preset_config(EMDCNNConfig, PRESETS, preset, __file__)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from cmjax import configs, preprocess
+from cmjax import configs, data, preprocess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,11 +29,9 @@ class FGLConfig:
     text_encoder: gcn (Chebyshev graph convolutions on the word graph of the
       `words_graph` view), mlp (an MLP on the text feature vectors), or auto
       (gcn where the dataset has raw captions, else mlp).
-    tokens: words_graph: caption tokens, characters or character bigrams.
-    vocab_size: words_graph: graph nodes (the most frequent training tokens).
-    embedding_dim: words_graph: dimension of the PPMI-SVD word embeddings.
-    neighbors: words_graph: k of the kNN word graph.
-    window: words_graph: co-occurrence window of the word embeddings.
+    words_graph: how the `words_graph` view (raw captions) is built: `tokens`,
+      `vocab_size`, `embedding_dim`, `neighbors`, `window`
+      (`cmjax.data.WordsGraphOptions`).
     gcn_filters: graph-convolution channels per node.
     gcn_order: Chebyshev terms K.
     text_hidden: MLP text path: hidden widths before the `embed` layer.
@@ -66,11 +64,7 @@ class FGLConfig:
   """
 
   text_encoder: Literal["auto", "gcn", "mlp"] = "auto"
-  tokens: Literal["chars", "bigrams"] = "bigrams"
-  vocab_size: int = 2000
-  embedding_dim: int = 64
-  neighbors: int = 8
-  window: int = 5
+  words_graph: data.WordsGraphOptions = data.WordsGraphOptions()
   gcn_filters: int = 4
   gcn_order: int = 3
   text_hidden: tuple[int, ...] = (512,)
@@ -97,10 +91,9 @@ class FGLConfig:
 
   def __post_init__(self):
     configs.check_literals(self)
-    configs.check_positive(self, "vocab_size", "embedding_dim", "neighbors", "window",
-                           "gcn_filters", "gcn_order", "text_hidden", "image_hidden", "embed",
-                           "siamese_dim", "siamese_steps", "learning_rate", "batch_size",
-                           "steps", "eval_every")
+    configs.check_positive(self, "gcn_filters", "gcn_order", "text_hidden", "image_hidden",
+                           "embed", "siamese_dim", "siamese_steps", "learning_rate",
+                           "batch_size", "steps", "eval_every")
     configs.check_non_negative(self, "beta", "distribution_lambda", "distribution_margin",
                                "weight_decay", "patience")
     configs.check_fraction(self, "dropout", "validation_fraction")
@@ -110,20 +103,15 @@ class FGLConfig:
                                 f"{self.siamese_margin}")
 
 
-# ---------------------------------------------------------------------------
-# Models.
-# ---------------------------------------------------------------------------
-
-
 PRESETS = {
     "default": {},
     "binary": dict(labels="binary"),
     "mlp_text": dict(text_encoder="mlp"),
     "distribution": dict(labels="binary", loss="distribution"),
-    "quick": dict(vocab_size=300, embed=64, text_hidden=(32,), siamese_dim=32,
+    "quick": dict(words_graph=dict(vocab_size=300), embed=64, text_hidden=(32,), siamese_dim=32,
                   siamese_steps=50, steps=100, eval_every=50),
 }
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(FGLConfig(**configs.preset_values(PRESETS, preset, __file__)))
+  return configs.preset_config(FGLConfig, PRESETS, preset, __file__)

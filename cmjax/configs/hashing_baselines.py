@@ -79,4 +79,4 @@ PRESETS = {
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(HashingBaselineConfig(**configs.preset_values(PRESETS, preset, __file__)))
+  return configs.preset_config(HashingBaselineConfig, PRESETS, preset, __file__)

@@ -55,4 +55,4 @@ PRESETS = {"default": {}, "quick": {}}
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(LinearConfig(**configs.preset_values(PRESETS, preset, __file__)))
+  return configs.preset_config(LinearConfig, PRESETS, preset, __file__)

@@ -128,11 +128,6 @@ class UNCSMConfig:
     return max(1, self.metric_pairs // self.metric_batch_size)
 
 
-# ---------------------------------------------------------------------------
-# Models.
-# ---------------------------------------------------------------------------
-
-
 _DEFAULT = dict(
     input_transform="sqrt_standardize", activation="sigmoid", optimizer="adam",
     learning_rate=1e-3, weight_decay=1e-4, dropout=0.2, pretrain_steps=3000,
@@ -157,4 +152,4 @@ PRESETS = {
 
 
 def get_config(preset: str = "default"):
-  return configs.to_config_dict(UNCSMConfig(**configs.preset_values(PRESETS, preset, __file__)))
+  return configs.preset_config(UNCSMConfig, PRESETS, preset, __file__)

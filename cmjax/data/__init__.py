@@ -18,13 +18,15 @@ metadata.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable
 
 from cmjax.data.arrays import load_arrays
-from cmjax.data.core import (MAX_CLASSES, DataError, Dataset, Features, PixelsChars, Split,
-                             View, WordsGraph, check_evaluable, check_splits_agree,
-                             validate_split, validation_split)
+from cmjax.data.core import (MAX_CLASSES, DataError, Dataset, Features, FeaturesOptions,
+                             PixelsChars, PixelsCharsOptions, Split, View, ViewOptions,
+                             WordsGraph, WordsGraphOptions, check_evaluable,
+                             check_splits_agree, validate_split, validation_split)
 from cmjax.data.hashing_sets import load_mirflickr, load_nus_wide
 from cmjax.data.synthetic import make_synthetic
 from cmjax.data.web_news import (load_web_news, load_web_news_pixels, load_web_news_raw,
@@ -38,10 +40,14 @@ __all__ = [
     "VIEWS",
     "Dataset",
     "Features",
+    "FeaturesOptions",
     "PixelsChars",
+    "PixelsCharsOptions",
     "Split",
     "View",
+    "ViewOptions",
     "WordsGraph",
+    "WordsGraphOptions",
     "check_evaluable",
     "check_splits_agree",
     "default_data_dir",
@@ -90,16 +96,19 @@ VIEWS: dict[str, dict[str, Callable[..., Dataset]]] = {
 }
 
 
-def load_dataset(name: str, data_dir: str | None = None, view: str = "features",
-                 **options: Any) -> Dataset:
+def load_dataset(name: str, data_dir: str | None = None,
+                 view: str | ViewOptions = "features", **options: Any) -> Dataset:
   """Loads a dataset by name, as the view `view` (see the module docstring).
 
   Args:
     name: one of `DATASETS`.
     data_dir: the release directory (`wikipedia`, `web_news`) or the `.npz`
       file (`arrays`); ignored by `synthetic`.
-    view: one of `VIEWS` that the dataset has.
-    **options: options of the view's loader (e.g. `max_chars` of `pixels_chars`).
+    view: a view config (`FeaturesOptions`, `PixelsCharsOptions`,
+      `WordsGraphOptions`: the view and how to load it), or the name of one of
+      `VIEWS` that the dataset has.
+    **options: with a view name: options of the view's loader (e.g.
+      `max_chars` of `pixels_chars`).
 
   Returns:
     the dataset; its `view` is the typed view asked for.
@@ -109,6 +118,8 @@ def load_dataset(name: str, data_dir: str | None = None, view: str = "features",
       train and test splits that disagree (label format, input shapes), test
       labels that make no retrieval task (`check_evaluable`).
   """
+  if not isinstance(view, str):
+    view, options = view.name, {**dataclasses.asdict(view), **options}
   if name not in DATASETS:
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
   if view not in VIEWS:

@@ -13,13 +13,21 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from cmjax import text_graph
+from cmjax import configs, text_graph
 
 __all__ = [
     "MAX_CLASSES",
     "DataError",
     "Dataset",
+    "Features",
+    "FeaturesOptions",
+    "PixelsChars",
+    "PixelsCharsOptions",
     "Split",
+    "View",
+    "ViewOptions",
+    "WordsGraph",
+    "WordsGraphOptions",
     "check_array",
     "check_evaluable",
     "check_multi_hot",
@@ -101,6 +109,61 @@ class WordsGraph:
 
 # How a method reads a dataset: the view's name and its payload, typed.
 View = Features | PixelsChars | WordsGraph
+
+
+# How each view is loaded: a view config, a field of the configs of the methods
+# that read the view (`--config.<field>.<option>=...`).
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesOptions:
+  """The `features` view has no options."""
+
+  name: ClassVar[str] = "features"
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelsCharsOptions:
+  """How the `pixels_chars` view is loaded.
+
+  Attributes:
+    max_chars: captions are truncated to this many characters (counted in the log).
+    char_vocab: characters in the vocabulary (most frequent in train).
+  """
+
+  max_chars: int = 256
+  char_vocab: int = 4000
+  name: ClassVar[str] = "pixels_chars"
+
+  def __post_init__(self):
+    configs.check_positive(self, "max_chars", "char_vocab")
+
+
+@dataclasses.dataclass(frozen=True)
+class WordsGraphOptions:
+  """How the `words_graph` view is loaded.
+
+  Attributes:
+    tokens: caption tokens, characters or character bigrams.
+    vocab_size: graph nodes (the most frequent training tokens).
+    embedding_dim: dimension of the PPMI-SVD word embeddings.
+    neighbors: k of the kNN word graph.
+    window: co-occurrence window of the word embeddings.
+  """
+
+  tokens: text_graph.Tokens = "bigrams"
+  vocab_size: int = 2000
+  embedding_dim: int = 64
+  neighbors: int = 8
+  window: int = 5
+  name: ClassVar[str] = "words_graph"
+
+  def __post_init__(self):
+    configs.check_literals(self)
+    configs.check_positive(self, "vocab_size", "embedding_dim", "neighbors", "window")
+
+
+ViewOptions = FeaturesOptions | PixelsCharsOptions | WordsGraphOptions
 
 
 @dataclasses.dataclass(frozen=True)

@@ -267,11 +267,11 @@ def training_stage(config: EMDCNNConfig, model: EMDCNN,
       select_metric="avg" if eval_fn else None, patience=config.patience)
 
 
-def view(config: EMDCNNConfig, dataset: str) -> tuple[str, dict]:
+def view(config: EMDCNNConfig, dataset: str) -> data_lib.ViewOptions:
   """Pixels and characters where the dataset has them (web_news), else features."""
   if config.encoder == "network" and dataset in data_lib.VIEWS["pixels_chars"]:
-    return "pixels_chars", {"max_chars": config.max_chars, "char_vocab": config.char_vocab}
-  return "features", {}
+    return config.pixels_chars
+  return data_lib.FeaturesOptions()
 
 
 def prepare(config: EMDCNNConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:

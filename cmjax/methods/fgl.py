@@ -219,13 +219,11 @@ def _pair_logits(model: FGLNet, params, fi: jax.Array, ft: jax.Array) -> jax.Arr
   return model.apply(params, fi, ft, method=FGLNet.logits)
 
 
-def view(config: FGLConfig, dataset: str) -> tuple[str, dict]:
+def view(config: FGLConfig, dataset: str) -> data_lib.ViewOptions:
   """The word graph where the dataset has raw captions (unless mlp), else features."""
   if config.text_encoder != "mlp" and dataset in data_lib.VIEWS["words_graph"]:
-    return "words_graph", {"tokens": config.tokens, "vocab_size": config.vocab_size,
-                           "embedding_dim": config.embedding_dim,
-                           "neighbors": config.neighbors, "window": config.window}
-  return "features", {}
+    return config.words_graph
+  return data_lib.FeaturesOptions()
 
 
 def prepare(config: FGLConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:

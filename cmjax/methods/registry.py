@@ -56,14 +56,15 @@ BUILTIN_MODULES = ("cmjax.methods.uncsm", "cmjax.methods.emd_cnn", "cmjax.method
                    "cmjax.methods.dbrc", "cmjax.methods.linear", "cmjax.methods.deep",
                    "cmjax.methods.hashing_baselines")
 
-# view(config, dataset_name) -> (view name, view options) for `cmjax.data.load_dataset`.
-ViewFn = Callable[[Any, str], tuple[str, Mapping[str, Any]]]
+# view(config, dataset_name) -> the view config to load (`cmjax.data.ViewOptions`:
+# which view, and its options, a field of the method's config).
+ViewFn = Callable[[Any, str], data_lib.ViewOptions]
 
 
-def features_view(config: Any, dataset: str) -> tuple[str, Mapping[str, Any]]:
+def features_view(config: Any, dataset: str) -> data_lib.ViewOptions:
   """Every method that reads feature vectors: the `features` view."""
   del config, dataset
-  return "features", {}
+  return data_lib.FeaturesOptions()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,14 +195,16 @@ def make_config(spec: MethodSpec, values: Mapping[str, Any] | str = "default",
   if clash:
     raise configs.ConfigError(f"method {spec.name} fixes {clash} differently: "
                               f"{dict(spec.fixed)}")
-  return configs.from_dict(spec.config_class, {**values, **overrides, **spec.fixed})
+  # A nested config (a mapping) is overridden field by field.
+  merged = {k: {**values[k], **v} if isinstance(v, Mapping) and isinstance(values.get(k), Mapping)
+            else v for k, v in overrides.items()}
+  return configs.from_dict(spec.config_class, {**values, **merged, **spec.fixed})
 
 
 def load_data(spec: MethodSpec, config: Any, dataset: str,
               data_dir: str | None = None) -> data_lib.Dataset:
   """The data view `spec` reads of `dataset` (see `cmjax.data.load_dataset`)."""
-  view, options = spec.view(config, dataset)
-  return data_lib.load_dataset(dataset, data_dir, view=view, **options)
+  return data_lib.load_dataset(dataset, data_dir, view=spec.view(config, dataset))
 
 
 def run(name: str, dataset: data_lib.Dataset, workdir: str, seed: int = 0,
