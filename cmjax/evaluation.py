@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from cmjax.precision import float32_matmuls
+
 __all__ = [
     "MAX_DENSE_PAIRS",
     "VALIDATION_QUERIES",
@@ -86,6 +88,7 @@ class RetrievalMetrics:
     return out
 
 
+@float32_matmuls
 def relevance(query_labels: jax.Array, item_labels: jax.Array) -> jax.Array:
   """`[Q, N]` bool: does query q share a label with item n.
 

@@ -11,6 +11,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from cmjax.precision import float32_matmuls
+
 __all__ = [
     "SIMILARITIES",
     "cosine",
@@ -28,28 +30,33 @@ def _unit(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+@float32_matmuls
 def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
   """`[Q, d] x [N, d] -> [Q, N]` cosine similarities (zero rows score 0)."""
   return _unit(jnp.asarray(a)) @ _unit(jnp.asarray(b)).T
 
 
+@float32_matmuls
 def normalized_correlation(a: jax.Array, b: jax.Array) -> jax.Array:
   """`[Q, d] x [N, d] -> [Q, N]` cosine of the row-centred vectors (Pearson correlation)."""
   a, b = jnp.asarray(a), jnp.asarray(b)
   return cosine(a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True))
 
 
+@float32_matmuls
 def cosine_distance(a: jax.Array, b: jax.Array) -> jax.Array:
   """`[Q, d] x [N, d] -> [Q, N]` 1 - cosine."""
   return 1.0 - cosine(a, b)
 
 
+@float32_matmuls
 def euclidean_distance(a: jax.Array, b: jax.Array) -> jax.Array:
   """`[Q, d] x [N, d] -> [Q, N]` Euclidean distances (smooth at 0)."""
   sq = jnp.sum(a**2, -1)[:, None] + jnp.sum(b**2, -1)[None, :] - 2 * a @ b.T
   return jnp.sqrt(jnp.maximum(sq, 0.0) + 1e-12)
 
 
+@float32_matmuls
 def pairwise(kind: Similarity, a: jax.Array, b: jax.Array) -> jax.Array:
   """The similarity `kind` (one of `SIMILARITIES`) of every row pair."""
   if kind == "cosine":

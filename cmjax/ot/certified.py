@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmjax.ot.entropic import reduce_cost
+from cmjax.precision import float32_matmuls
 
 __all__ = [
     "EMDBounds",
@@ -228,6 +229,7 @@ def _certify_block(p: jax.Array, q: jax.Array, g: jax.Array, reduced: jax.Array,
 
 
 @functools.partial(jax.jit, static_argnames=("config", "queries_per_block"))
+@float32_matmuls
 def _certified_block(p: jax.Array, q: jax.Array, reduced: jax.Array, config: SemidualConfig,
                      queries_per_block: int) -> tuple[jax.Array, jax.Array]:
   """`[Q, m]` x `[C, n]` -> `[Q, C]` bounds in reduced cost, `queries_per_block` at a time."""

@@ -12,6 +12,8 @@ from ott.geometry import geometry
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import implicit_differentiation, sinkhorn
 
+from cmjax.precision import float32_matmuls
+
 __all__ = [
     "EMDResult",
     "SCALING_LIMIT",
@@ -69,6 +71,7 @@ def _solver(config: SinkhornConfig) -> sinkhorn.Sinkhorn:
                            implicit_diff=implicit)
 
 
+@float32_matmuls
 def sinkhorn_emd(p: jax.Array, q: jax.Array, cost: jax.Array,
                  config: SinkhornConfig = SinkhornConfig()) -> EMDResult:
   """Entropic EMD of one problem.
@@ -86,6 +89,7 @@ def sinkhorn_emd(p: jax.Array, q: jax.Array, cost: jax.Array,
   return EMDResult(cost=out.primal_cost, converged=out.converged, error=out.errors[last])
 
 
+@float32_matmuls
 def batched_sinkhorn_emd(p: jax.Array, q: jax.Array, cost: jax.Array,
                          config: SinkhornConfig = SinkhornConfig()) -> EMDResult:
   """`[B, m]` x `[B, n]` pairs under one `[m, n]` cost (or `[B, m, n]` costs) -> `[B]`."""
@@ -111,6 +115,7 @@ def reduce_cost(cost: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return cost - a[:, None] - b[None, :], a, b
 
 
+@float32_matmuls
 def shared_cost_sinkhorn(p: jax.Array, q: jax.Array, cost: jax.Array,
                          config: SinkhornConfig = SinkhornConfig(), *,
                          domain: Literal["auto", "log", "scaling"] = "auto",

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmjax.precision import float32_matmuls
+
 __all__ = [
     "emd_on_line",
     "ground_cost_on_line",
@@ -31,6 +33,7 @@ def _cdfs_on_grid(p: jax.Array, x: jax.Array, grid: jax.Array) -> jax.Array:
   return p @ below
 
 
+@float32_matmuls
 def emd_on_line(p: jax.Array, q: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
   """Exact EMD of histograms on a line under |x_i - y_j|: `[..., m]`, `[..., n]` -> `[...]`.
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from cmjax.ot.certified import SemidualConfig, certified_emd
 from cmjax.ot.entropic import SinkhornConfig, batched_sinkhorn_emd, shared_cost_sinkhorn
+from cmjax.precision import float32_matmuls
 
 __all__ = [
     "centroid_lower_bound",
@@ -26,6 +27,7 @@ _solve_chunk_shared = jax.jit(functools.partial(shared_cost_sinkhorn, early_stop
                               static_argnames=("config",))
 
 
+@float32_matmuls
 def centroid_lower_bound(p: jax.Array, q: jax.Array, image_points: jax.Array,
                          text_points: jax.Array) -> jax.Array:
   """`[Q, N]` lower bound ||sum_i p_i a_i - sum_j q_j b_j|| <= EMD.
@@ -37,6 +39,7 @@ def centroid_lower_bound(p: jax.Array, q: jax.Array, image_points: jax.Array,
   return jnp.linalg.norm(cp[:, None, :] - cq[None, :, :], axis=-1)
 
 
+@float32_matmuls
 def independent_lower_bound(p: jax.Array, q: jax.Array, cost: jax.Array) -> jax.Array:
   """`[Q, N]` lower bound max(sum_i p_i min_j D_ij, sum_j q_j min_i D_ij) <= EMD.
 
@@ -48,6 +51,7 @@ def independent_lower_bound(p: jax.Array, q: jax.Array, cost: jax.Array) -> jax.
   return jnp.maximum(row[:, None], col[None, :])
 
 
+@float32_matmuls
 def pairwise_emd(p: jax.Array, q: jax.Array, cost: jax.Array,
                  config: SinkhornConfig | SemidualConfig | None = None, *, chunk: int = 4096,
                  solver: Literal["auto", "certified", "shared_cost", "ott"] = "auto",
