@@ -39,6 +39,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import subprocess
 import time
 from typing import Any, Callable, Mapping
 
@@ -349,6 +350,19 @@ class Workdir:
 # ---------------------------------------------------------------------------
 
 
+def _git_commit() -> str | None:
+  """The commit of the cmjax checkout this code runs from (None outside one), with
+  `+changes` when the checkout has uncommitted changes."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    run = lambda *args: subprocess.run(["git", "-C", root, *args], capture_output=True,
+                                       text=True, timeout=10, check=True).stdout.strip()
+    commit = run("rev-parse", "HEAD")
+    return commit + ("+changes" if run("status", "--porcelain", "--untracked-files=no") else "")
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
 def _environment(mesh: jax.sharding.Mesh) -> dict:
   versions = {}
   for package in ("cmjax", "jax", "jaxlib", "flax", "optax", "ott-jax", "numpy"):
@@ -356,8 +370,9 @@ def _environment(mesh: jax.sharding.Mesh) -> dict:
       versions[package] = importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
       versions[package] = None
-  return {"versions": versions, "backend": jax.default_backend(), "num_devices": mesh.size,
-          "num_processes": jax.process_count()}
+  return {"versions": versions, "backend": jax.default_backend(),
+          "device_kind": mesh.devices.flat[0].device_kind, "num_devices": mesh.size,
+          "num_processes": jax.process_count(), "git_commit": _git_commit()}
 
 
 # Score matrices of up to this many pairs are computed whole: kept, written to

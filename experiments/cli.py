@@ -22,11 +22,13 @@ from __future__ import annotations
 import contextlib
 import logging as std_logging
 import os
+import re
 import sys
 from typing import Sequence
 
 from absl import app, flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from cmjax import configs, data, files, runner, train
@@ -42,9 +44,12 @@ USER_ERRORS = (configs.ConfigError, data.DataError, files.RunError, train.NonFin
 
 
 def setup_logging() -> None:
-  """Progress at INFO level, without orbax's per-save chatter."""
+  """Progress at INFO level, without orbax's per-save chatter or JAX's line about
+  each accelerator backend it looked for and did not find (libtpu on a CPU
+  machine)."""
   logging.set_verbosity(logging.INFO)
   std_logging.getLogger("absl").addFilter(lambda record: "/orbax" not in record.pathname)
+  std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
 
 
 def exit_with_error(error: Exception | str) -> None:
@@ -91,13 +96,38 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run_app(main_fn) -> None:
-  """`app.run(main_fn)` with `parse_flags`; the project's errors are one line."""
+  """`app.run(main_fn)` with `parse_flags`; the project's errors are one line.
+
+  JAX's own settings are flags too (`--jax_default_matmul_precision=float32`,
+  `--jax_enable_compilation_cache`...: `jax.config.parse_flags_with_absl`, as
+  big_vision does; `--helpfull` lists them).
+  """
   def guarded(argv):
     try:
       main_fn(argv)
     except USER_ERRORS as e:
       exit_with_error(e)
+  jax.config.parse_flags_with_absl()
   app.run(guarded, flags_parser=parse_flags)
+
+
+def expand_config_shorthand(argv: Sequence[str]) -> list[str]:
+  """`--config=<family>:<preset>` (e.g. `uncsm:paper`) as the path of the config
+  file `cmjax/configs/<family>.py`, so that the form works from any directory."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--config="):
+      path, _, preset = arg[len("--config="):].partition(":")
+      if re.fullmatch(r"\w+", path) and os.path.isfile(configs.config_file(path)):
+        path = configs.config_file(path)
+      elif not os.path.isfile(path):
+        families = sorted(f[:-3] for f in os.listdir(configs.CONFIG_DIR)
+                          if f.endswith(".py") and not f.startswith("_"))
+        raise configs.ConfigError(f"{arg}: no config file {path!r} (a config family: "
+                                  f"{', '.join(families)}; or the path of a config file)")
+      arg = f"--config={path}" + (f":{preset}" if preset else "")
+    out.append(arg)
+  return out
 
 
 def parse_seeds(values: Sequence[str], flag: str) -> list[int]:
@@ -263,6 +293,7 @@ def main(methods: Sequence[str] | None = None, default_method: str | None = None
   import_method_modules()
   methods = tuple(methods or registry.names())
   with flag_errors():
+    sys.argv[:] = expand_config_shorthand(sys.argv)
     _define_run_flags(methods, default_method or methods[0])
 
   def _main(argv):

@@ -195,3 +195,12 @@ def test_a_validation_budget_ranks_the_whole_database_for_a_subset_of_queries():
   for direction in ("i2t", "t2i"):
     np.testing.assert_array_equal(some[direction].average_precisions,
                                   full[direction].average_precisions[rows])
+
+
+def test_config_shorthand_names_a_config_family_from_any_directory():
+  from experiments import cli
+  [arg] = cli.expand_config_shorthand(["--config=uncsm:paper"])
+  assert arg == f"--config={configs.config_file('uncsm')}:paper" and os.path.isabs(arg[9:-6])
+  assert cli.expand_config_shorthand(["--seed=1"]) == ["--seed=1"]
+  with pytest.raises(configs.ConfigError, match="no config file 'nope'.*uncsm"):
+    cli.expand_config_shorthand(["--config=nope:default"])
