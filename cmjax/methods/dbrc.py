@@ -19,9 +19,11 @@ while the outputs become binary:
 A penalty `alpha_penalty * mean(1 / alpha^2)` drives alpha up so that tanh
 approaches sign. `supervised=True` adds a label classifier on h (a variant).
 
-The hashing protocol (database = the training items, queries = the test items;
-`cmjax.runner` evaluates it through `Fitted.codes`) and the test-vs-test MAP of
-every method are both reported.
+The encoders map each modality to its +-1 codes and the block scorer is minus
+the Hamming distance (`cmjax.hashing.codes_score`); the runner reports the
+test-vs-test MAP of every method and, for hashing methods, the hashing protocol
+(database = the training items, queries = the test items; `cmjax.hashing` on
+packed codes).
 """
 
 from __future__ import annotations
