@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from typing import Any, Mapping, Sequence
 
 from absl import logging
@@ -27,6 +28,7 @@ from cmjax import configs, data, plotting, runner, train
 from cmjax.methods import registry
 
 __all__ = [
+    "Progress",
     "check_leaderboard",
     "flag_mark",
     "flag_notes",
@@ -69,6 +71,32 @@ def _views(specs_configs, dataset: str, data_dir: str | None) -> list[data.Datas
       loaded[key] = registry.load_data(spec, config, dataset, data_dir)
     out.append(loaded[key])
   return out
+
+
+class Progress:
+  """Counts the runs of a command and logs `run k of N` with an ETA: the mean wall
+  time of the runs trained so far times the runs left (finished runs found in
+  their workdirs are reused and cost nothing)."""
+
+  def __init__(self, total: int, what: str):
+    self.total, self.what, self.done, self.trained, self.seconds = total, what, 0, 0, 0.0
+
+  def run(self, spec, config, view, workdir: str, seed: int, label: str, **kwargs) -> dict:
+    """`runner.run(spec, config, view, workdir, seed, **kwargs)`, logged."""
+    self.done += 1
+    finished = runner.read_results(workdir) is not None
+    if not finished:
+      left = self.seconds / max(self.trained, 1) * (self.total - self.done + 1)
+      eta = "" if not self.trained else (f"; ETA {left:.0f} s" if left < 120 else
+                                         f"; ETA {left / 60:.0f} min")
+      logging.info("%s: %s -> %s (run %d of %d%s)", self.what, label, workdir, self.done,
+                   self.total, eta)
+    start = time.time()
+    results = runner.run(spec, config, view, workdir, seed, **kwargs)
+    if not finished:
+      self.trained += 1
+      self.seconds += time.time() - start
+    return results
 
 
 def _check_preset(spec: registry.MethodSpec, preset: str) -> None:
@@ -115,15 +143,13 @@ def leaderboard_runs(dataset: str, methods: Sequence[str], seeds: int, *,
   specs = [registry.get(m) for m in methods]
   configs_ = [registry.make_config(spec, preset) for spec in specs]
   views = _views(zip(specs, configs_), dataset, data_dir)
-  table = {}
+  table, progress = {}, Progress(len(specs) * seeds, "leaderboard")
   for spec, config, view in zip(specs, configs_, views):
-    table[spec.name] = []
-    for seed in range(seeds):
-      workdir = os.path.join(root, dataset, spec.name, preset, f"seed{seed}")
-      if runner.read_results(workdir) is None:
-        logging.info("leaderboard: %s on %s, seed %d -> %s", spec.name, dataset, seed, workdir)
-      table[spec.name].append(runner.run(spec, config, view, workdir, seed, preset=preset,
-                                         loop=loop))
+    table[spec.name] = [
+        progress.run(spec, config, view, os.path.join(root, dataset, spec.name, preset,
+                                                      f"seed{seed}"), seed,
+                     f"{spec.name} on {dataset}, seed {seed}", preset=preset, loop=loop)
+        for seed in range(seeds)]
   return table
 
 
@@ -202,9 +228,11 @@ def hashing_runs(dataset: str, method: str, bits: int, seeds: int, *,
   _check_seeds(seeds)
   config = registry.make_config(spec, preset, bits=bits)
   [view] = _views([(spec, config)], dataset, data_dir)
-  return [runner.run(spec, config, view, os.path.join(
-      root, dataset, method, preset, f"bits{bits}", f"seed{seed}"), seed, preset=preset,
-                     loop=loop) for seed in range(seeds)]
+  progress = Progress(seeds, f"hashing {method} {bits} bits")
+  return [progress.run(spec, config, view, os.path.join(
+      root, dataset, method, preset, f"bits{bits}", f"seed{seed}"), seed,
+                       f"{method} on {dataset}, seed {seed}", preset=preset, loop=loop)
+          for seed in range(seeds)]
 
 
 def hashing_markdown(results: Mapping[tuple[str, str, int], Runs], *, seeds: int, preset: str,
@@ -281,10 +309,12 @@ def preset_runs(method: str, dataset: str, presets: Sequence[str], seeds: Sequen
   default = registry.make_config(spec, "default")
   configs_ = [registry.make_config(spec, preset) for preset in presets]
   views = _views([(spec, c) for c in configs_], dataset, data_dir)
+  progress = Progress(len(presets) * len(seeds), "report")
   table = {preset: (_changes(config, default), [
-      runner.run(spec, config, view, os.path.join(root, dataset, spec.name, preset,
-                                                  f"seed{seed}"), seed, preset=preset,
-                 loop=loop) for seed in seeds])
+      progress.run(spec, config, view, os.path.join(root, dataset, spec.name, preset,
+                                                    f"seed{seed}"), seed,
+                   f"{spec.name} {preset} on {dataset}, seed {seed}", preset=preset,
+                   loop=loop) for seed in seeds])
            for preset, config, view in zip(presets, configs_, views)}
   return table, views[0]
 
