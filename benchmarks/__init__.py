@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 import platform
 
+from absl import app
 import jax
 
-__all__ = ["machine"]
+from cmjax import console
+
+__all__ = ["machine", "start"]
 
 
 def machine() -> str:
@@ -19,3 +22,10 @@ def machine() -> str:
   return (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores; "
           f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} x "
           f"{devices[0].device_kind}.")
+
+
+def start(argv) -> None:
+  """A benchmark's start: no stray arguments, progress logged at INFO."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  console.setup_logging()

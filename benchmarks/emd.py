@@ -43,11 +43,10 @@ import jax.numpy as jnp
 import numpy as np
 import ot as pot
 
-from cmjax import data, evaluation, runner, train
+from cmjax import console, data, evaluation, runner, train
 from cmjax import ot as cmot
 from cmjax.methods import emd_cnn, registry
 import benchmarks
-from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Wikipedia release directory (default: ../shared/data).")
@@ -273,7 +272,7 @@ def main(argv):
             benchmarks.machine() + f" POT {pot.__version__}.", ""]
   general = _general_cost_lines(test)
   if FLAGS.general_only:
-    cli.write_report(header + general, FLAGS.output)
+    console.write_markdown(header + general, FLAGS.output)
     return
   p = test.image[:FLAGS.max_queries].astype(np.float64)
   q = test.text.astype(np.float64)
@@ -360,7 +359,7 @@ def main(argv):
       *[f"| {m} x {n} | {ours:,.0f} | {domain} | {theirs:,.0f} | {ours / theirs:.1f}x |"
         for (m, n), (ours, domain, theirs) in throughput.items()],
   ]
-  cli.write_report(lines, FLAGS.output)
+  console.write_markdown(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

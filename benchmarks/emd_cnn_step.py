@@ -24,10 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cmjax import ot, sampling
+from cmjax import console, ot, sampling
 from cmjax.methods import emd_cnn
 import benchmarks
-from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("scan_steps", 10, "Steps fused in the device-side loop being compared.")
@@ -111,7 +110,7 @@ def main(argv):
       f"| scaling domain | {domains['scaling']:.1f} |",
       f"| log domain | {domains['log']:.1f} ({domains['log'] / domains['scaling']:.1f}x) |",
   ]
-  cli.write_report(lines, FLAGS.output)
+  console.write_markdown(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmjax import evaluation
+from cmjax import console, evaluation
 import benchmarks
-from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_items", 100_000, "Database size N.")
@@ -90,7 +89,7 @@ def main(argv):
       f"{1e3 * numpy_s / m:.2f} ms per query; cmjax / NumPy time ratio "
       f"{(jax_s / q) / (numpy_s / m):.2f} (cmjax computes more metrics). APs agree to 1e-4.",
   ]
-  cli.write_report(lines, FLAGS.output)
+  console.write_markdown(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,7 @@ import numpy as np
 import optax
 
 import benchmarks
-from cmjax import models, text_graph
-from experiments import cli
+from cmjax import console, models, text_graph
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("vocab_sizes", ["500", "1000", "2000", "4000", "8000"], "Vocabulary sizes.")
@@ -130,7 +129,7 @@ def _torch_rate(graph, signals, target) -> tuple[float, str, int] | None:
 
 
 def main(argv):
-  cli.start(argv)
+  benchmarks.start(argv)
   b = FLAGS.batch_size
   rows = []
   torch_note = "PyTorch not installed (pip install -e '.[benchmark]')"
@@ -168,9 +167,8 @@ def main(argv):
         f"| {v:,} | {edges:,} | {sparse * b:,.0f} | {sparse * b * b:,.0f} | {dense * b:,.0f} | "
         + (f"{torch_rate * b:,.0f}" if torch_rate else "") + f" | {sparse / dense:.2f}x | "
         + (f"{sparse / torch_rate:.2f}x" if torch_rate else "") + " |")
-  cli.write_report(lines, FLAGS.output)
+  console.write_markdown(lines, FLAGS.output)
 
 
 if __name__ == "__main__":
-  cli.define_loop_flags()
   app.run(main)

@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import benchmarks
-from cmjax import hashing
-from experiments import cli
+from cmjax import console, hashing
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("database", 1_000_000, "Database codes.")
@@ -76,7 +75,7 @@ def _read_bandwidth(repeats: int) -> float:
 
 
 def main(argv):
-  cli.start(argv)
+  benchmarks.start(argv)
   import faiss  # pylint: disable=import-outside-toplevel
 
   rng = np.random.default_rng(0)
@@ -149,9 +148,8 @@ def main(argv):
       f"({n * code_bytes / 1e6:.0f} MB) once per block of {QUERY_BLOCK} queries: "
       f"{traffic:.1f} GB/s of real traffic, {traffic / bandwidth:.0%} of that bandwidth.",
   ]
-  cli.write_report(lines, FLAGS.output)
+  console.write_markdown(lines, FLAGS.output)
 
 
 if __name__ == "__main__":
-  cli.define_loop_flags()
   app.run(main)

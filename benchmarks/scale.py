@@ -30,9 +30,8 @@ import jax
 import numpy as np
 
 import benchmarks
-from cmjax import runner
+from cmjax import console, runner
 from cmjax.methods import uncsm
-from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("methods", ["cca", "dcca", "dbrc"], "Methods to run through the CLI.")
@@ -122,7 +121,7 @@ def metric_network_rate() -> tuple[int, float]:
 
 
 def main(argv):
-  cli.start(argv)
+  benchmarks.start(argv)
   scratch = FLAGS.scratch or tempfile.mkdtemp(prefix="cmjax_scale_")
   rows = cli_rows(scratch)
   n, rate = metric_network_rate()
@@ -171,9 +170,8 @@ def main(argv):
       f"**{rate:,.0f} pairs/s**. The 33,955-item split has {full_pairs:,} pairs both ways: "
       f"a projected **{full_pairs / rate / 3600:.1f} hours** on this machine.",
   ]
-  cli.write_report(lines, FLAGS.output)
+  console.write_markdown(lines, FLAGS.output)
 
 
 if __name__ == "__main__":
-  cli.define_loop_flags()
   app.run(main)

@@ -26,11 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmjax import data as data_lib
+from cmjax import console, data as data_lib
 from cmjax import sampling, train
 from cmjax.methods import registry, uncsm
 import benchmarks
-from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("batch_sizes", ["128", "1024"], "Batch sizes to time.")
@@ -227,7 +226,7 @@ def main(argv):
     lines += ["", f"One whole UNCSM run, default recipe, {FLAGS.full_run_dataset}, seed 0 "
               f"(loading, 3 stages with validation, test evaluation): {full['wall_s']:.0f} s "
               f"({stages}); test MAP avg {full['map']['avg']:.4f}."]
-  cli.write_report(lines, FLAGS.output)
+  console.write_markdown(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

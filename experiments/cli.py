@@ -20,18 +20,17 @@ imported together.
 from __future__ import annotations
 
 import contextlib
-import logging as std_logging
 import os
 import re
 import sys
 from typing import Sequence
 
 from absl import app, flags
-from absl import logging
 import jax
 from ml_collections import config_flags
 
 from cmjax import configs, data, files, runner, train
+from cmjax.console import setup_logging, write_markdown as write_report
 from cmjax.methods import registry
 
 __all__ = ["USER_ERRORS", "exit_with_error", "main", "run_app", "setup_logging",
@@ -43,27 +42,10 @@ FLAGS = flags.FLAGS
 USER_ERRORS = (configs.ConfigError, data.DataError, files.RunError, train.NonFiniteError)
 
 
-def setup_logging() -> None:
-  """Progress at INFO level, without orbax's per-save chatter or JAX's line about
-  each accelerator backend it looked for and did not find (libtpu on a CPU
-  machine)."""
-  logging.set_verbosity(logging.INFO)
-  std_logging.getLogger("absl").addFilter(lambda record: "/orbax" not in record.pathname)
-  std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
-
-
 def exit_with_error(error: Exception | str) -> None:
   """One line on stderr, exit status 1."""
   print(f"error: {error}", file=sys.stderr)
   sys.exit(1)
-
-
-def write_report(lines: list[str], output: str | None) -> None:
-  """Prints a markdown report and writes it to `output` (atomically) if given."""
-  report = "\n".join(lines) + "\n"
-  print(report)
-  if output:
-    files.write_atomic(output, lambda f: f.write(report))
 
 
 @contextlib.contextmanager
