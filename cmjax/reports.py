@@ -30,6 +30,7 @@ from cmjax.methods import registry
 __all__ = [
     "Progress",
     "check_leaderboard",
+    "compare_tables",
     "flag_mark",
     "flag_notes",
     "hashing_figure",
@@ -41,6 +42,7 @@ __all__ = [
     "preset_markdown",
     "preset_runs",
     "read_reference",
+    "read_table_cells",
 ]
 
 Runs = list[dict]  # The results.json dicts of one row, one per seed.
@@ -167,6 +169,43 @@ def read_reference(path: str) -> dict[tuple[str, str], float]:
       if row and dataset:
         table[(dataset, row.group(1))] = float(row.group(2))
   return table
+
+
+def read_table_cells(path: str) -> dict[tuple[str, str], tuple[str, ...]]:
+  """`{(dataset, method): (I->T, T->I, Avg, pair ROC AUC)}` cells ("mean ± std") of a
+  leaderboard markdown file (a row's " (!)" flag mark is dropped)."""
+  if not os.path.isfile(path):
+    raise configs.ConfigError(f"{path}: file not found")
+  table, dataset = {}, None
+  with open(path) as f:
+    for line in f:
+      heading = re.match(r"^## (\S+)", line)
+      if heading:
+        dataset = heading.group(1)
+      cells = [c.strip() for c in line.strip().strip("|").split("|")]
+      if dataset and len(cells) >= 6 and "±" in cells[1]:
+        table[(dataset, cells[0].replace(" (!)", ""))] = tuple(cells[i] for i in (1, 2, 3, 5))
+  return table
+
+
+def compare_tables(reference: str, table: str) -> list[str]:
+  """Markdown lines: for every row of leaderboard `table` also in `reference`, whether
+  its I->T, T->I, Avg and pair ROC AUC cells (mean ± std, 4 decimals) are the same."""
+  old, new = read_table_cells(reference), read_table_cells(table)
+  names = ("I->T", "T->I", "Avg", "pair ROC AUC")
+  lines = ["| dataset | method | cells | differences (reference -> new) |", "|---|---|---|---|"]
+  same = 0
+  for key in new:
+    if key not in old:
+      lines.append(f"| {key[0]} | {key[1]} | not in the reference | |")
+      continue
+    diff = [f"{n}: {a} -> {b}" for n, a, b in zip(names, old[key], new[key]) if a != b]
+    same += not diff
+    lines.append(f"| {key[0]} | {key[1]} | {'identical' if not diff else 'differ'} | "
+                 f"{'; '.join(diff)} |")
+  shared = sum(key in old for key in new)
+  return [f"{same} of {shared} rows identical to 4 decimals (I->T, T->I, Avg, pair ROC AUC: "
+          "mean and std over seeds).", "", *lines]
 
 
 def leaderboard_table(dataset: str, table: Mapping[str, Runs],

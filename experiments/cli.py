@@ -81,15 +81,15 @@ def run_app(main_fn) -> None:
   """`app.run(main_fn)` with `parse_flags`; the project's errors are one line.
 
   JAX's own settings are flags too (`--jax_default_matmul_precision=float32`,
-  `--jax_enable_compilation_cache`...: `jax.config.parse_flags_with_absl`, as
-  big_vision does; `--helpfull` lists them).
+  `--jax_enable_compilation_cache`...: `jax.config.config_with_absl`, applied
+  once the flags are parsed; `--helpfull` lists them).
   """
   def guarded(argv):
     try:
       main_fn(argv)
     except USER_ERRORS as e:
       exit_with_error(e)
-  jax.config.parse_flags_with_absl()
+  jax.config.config_with_absl()
   app.run(guarded, flags_parser=parse_flags)
 
 
