@@ -123,6 +123,7 @@ def metric_network_rate() -> tuple[int, float]:
 def main(argv):
   benchmarks.start(argv)
   scratch = FLAGS.scratch or tempfile.mkdtemp(prefix="cmjax_scale_")
+  os.makedirs(scratch, exist_ok=True)
   rows = cli_rows(scratch)
   n, rate = metric_network_rate()
   full_pairs = 2 * RETRIEVAL_SIZES[1] ** 2
