@@ -1,23 +1,28 @@
-"""Simple features computed from raw pixels and raw text.
+"""Features computed from raw pixels and raw text.
 
-Colour histograms for images and TF-IDF character n-grams for text: language
-independent (Chinese needs no tokenizer) and cheap on two CPU cores.
+Colour histograms for images; TF-IDF bags of tokens for text, the tokens
+character n-grams (language independent: Chinese needs no tokenizer) or words
+(jieba's Chinese segmentation). Pretrained CNN features: `cmjax.pretrained`.
 """
 
 from __future__ import annotations
 
 import collections
+import logging as std_logging
 from typing import Sequence
 
 import numpy as np
 
 __all__ = [
-    "char_ngram_tfidf",
     "char_ngram_vocabulary",
     "char_ngrams",
     "char_ids",
     "color_histogram",
+    "fit_tfidf",
     "inverse_document_frequency",
+    "tfidf",
+    "vocabulary",
+    "words",
 ]
 
 
@@ -53,40 +58,68 @@ def char_ngrams(text: str, orders: Sequence[int] = (1, 2)) -> list[str]:
   return [chars[i : i + k] for k in orders for i in range(len(chars) - k + 1)]
 
 
+def _jieba():
+  try:
+    import jieba  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ImportError("Chinese word segmentation needs the package jieba: pip install "
+                      "'cmjax[pretrained]' (or jieba)") from None
+  jieba.setLogLevel(std_logging.WARNING)  # Not its "Building prefix dict" lines.
+  return jieba
+
+
+def words(text: str) -> list[str]:
+  """The words of a (Chinese) text by jieba's dictionary segmentation (its HMM for
+  unknown words), keeping only tokens with a letter or a digit: no whitespace or
+  punctuation."""
+  return [w for w in _jieba().lcut(text) if any(c.isalnum() for c in w)]
+
+
+def vocabulary(documents: Sequence[Sequence[str]], size: int) -> dict[str, int]:
+  """The `size` tokens found in the most documents (ties by token), token -> column."""
+  df = collections.Counter()
+  for tokens in documents:
+    df.update(set(tokens))
+  ranked = sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))[:size]
+  return {token: i for i, (token, _) in enumerate(ranked)}
+
+
 def char_ngram_vocabulary(texts: Sequence[str], size: int,
                           orders: Sequence[int] = (1, 2)) -> dict[str, int]:
-  """The `size` n-grams found in the most documents (ties by n-gram order)."""
-  df = collections.Counter()
-  for text in texts:
-    df.update(set(char_ngrams(text, orders)))
-  ranked = sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))[:size]
-  return {gram: i for i, (gram, _) in enumerate(ranked)}
+  """The `size` n-grams found in the most documents (ties by n-gram)."""
+  return vocabulary([char_ngrams(t, orders) for t in texts], size)
 
 
-def _counts(texts: Sequence[str], vocab: dict[str, int]) -> np.ndarray:
-  counts = np.zeros((len(texts), len(vocab)), np.float32)
-  for row, text in enumerate(texts):
-    for gram in char_ngrams(text):
-      column = vocab.get(gram)
+def _counts(documents: Sequence[Sequence[str]], vocab: dict[str, int]) -> np.ndarray:
+  counts = np.zeros((len(documents), len(vocab)), np.float32)
+  for row, tokens in enumerate(documents):
+    for token in tokens:
+      column = vocab.get(token)
       if column is not None:
         counts[row, column] += 1
   return counts
 
 
-def inverse_document_frequency(texts: Sequence[str], vocab: dict[str, int]) -> np.ndarray:
-  """`[len(vocab)]` smoothed idf: log((1 + n) / (1 + df)) + 1."""
-  df = (_counts(texts, vocab) > 0).sum(0)
-  return (np.log((1 + len(texts)) / (1 + df)) + 1).astype(np.float32)
+def inverse_document_frequency(documents: Sequence[Sequence[str]],
+                               vocab: dict[str, int]) -> np.ndarray:
+  """`[len(vocab)]` smoothed idf of tokenized documents: log((1 + n) / (1 + df)) + 1."""
+  df = (_counts(documents, vocab) > 0).sum(0)
+  return (np.log((1 + len(documents)) / (1 + df)) + 1).astype(np.float32)
 
 
-def char_ngram_tfidf(
-    texts: Sequence[str], vocab: dict[str, int], idf: np.ndarray
-) -> np.ndarray:
-  """`[n, len(vocab)]` L2-normalised TF-IDF rows (sublinear tf)."""
-  counts = _counts(texts, vocab)
-  tfidf = np.where(counts > 0, 1 + np.log(np.maximum(counts, 1)), 0) * idf
-  norm = np.linalg.norm(tfidf, axis=1, keepdims=True)
-  return (tfidf / np.maximum(norm, 1e-12)).astype(np.float32)
+def tfidf(documents: Sequence[Sequence[str]], vocab: dict[str, int],
+          idf: np.ndarray) -> np.ndarray:
+  """`[n, len(vocab)]` L2-normalised TF-IDF rows (sublinear tf) of tokenized documents."""
+  counts = _counts(documents, vocab)
+  weights = np.where(counts > 0, 1 + np.log(np.maximum(counts, 1)), 0) * idf
+  norm = np.linalg.norm(weights, axis=1, keepdims=True)
+  return (weights / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def fit_tfidf(train: Sequence[Sequence[str]], size: int) -> tuple[dict[str, int], np.ndarray]:
+  """`(vocabulary, idf)` of tokenized training documents, for `tfidf`."""
+  vocab = vocabulary(train, size)
+  return vocab, inverse_document_frequency(train, vocab)
 
 
 PAD_ID, UNKNOWN_ID = 0, 1

@@ -64,13 +64,14 @@ def _mean_std(values) -> str:
   return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
-def _views(specs_configs, dataset: str, data_dir: str | None) -> list[data.Dataset]:
+def _views(specs_configs, dataset: str, data_dir: str | None,
+           features: data.FeatureChoice) -> list[data.Dataset]:
   """The data view of each `(spec, config)`, each distinct view loaded once."""
   loaded, out = {}, []
   for spec, config in specs_configs:
-    key = spec.view(config, dataset)  # A frozen view config: hashable.
+    key = registry.view_options(spec, config, dataset, features)  # Frozen: hashable.
     if key not in loaded:
-      loaded[key] = registry.load_data(spec, config, dataset, data_dir)
+      loaded[key] = registry.load_data(spec, config, dataset, data_dir, features)
     out.append(loaded[key])
   return out
 
@@ -133,9 +134,10 @@ def check_leaderboard(datasets: Sequence[str], methods: Sequence[str], seeds: in
 def leaderboard_runs(dataset: str, methods: Sequence[str], seeds: int, *,
                      preset: str = "default", root: str = "/tmp/cmjax_leaderboard",
                      data_dir: str | None = None,
+                     features: data.FeatureChoice = data.FeatureChoice(),
                      loop: train.LoopConfig = train.LoopConfig()) -> dict[str, Runs]:
-  """`{method: [results of seed 0..seeds-1]}` on `dataset`; workdirs
-  `<root>/<dataset>/<method>/<preset>/seed<seed>`.
+  """`{method: [results of seed 0..seeds-1]}` on `dataset` with the feature choice
+  `features`; workdirs `<root>/<dataset><features.suffix>/<method>/<preset>/seed<seed>`.
 
   Raises:
     ConfigError: an unknown method, a preset a method lacks, no seeds.
@@ -144,11 +146,12 @@ def leaderboard_runs(dataset: str, methods: Sequence[str], seeds: int, *,
   check_leaderboard([dataset], methods, seeds, preset)
   specs = [registry.get(m) for m in methods]
   configs_ = [registry.make_config(spec, preset) for spec in specs]
-  views = _views(zip(specs, configs_), dataset, data_dir)
+  views = _views(zip(specs, configs_), dataset, data_dir, features)
   table, progress = {}, Progress(len(specs) * seeds, "leaderboard")
   for spec, config, view in zip(specs, configs_, views):
     table[spec.name] = [
-        progress.run(spec, config, view, os.path.join(root, dataset, spec.name, preset,
+        progress.run(spec, config, view, os.path.join(root, dataset + features.suffix,
+                                                      spec.name, preset,
                                                       f"seed{seed}"), seed,
                      f"{spec.name} on {dataset}, seed {seed}", preset=preset, loop=loop)
         for seed in range(seeds)]
@@ -258,18 +261,20 @@ def leaderboard_figure(dataset: str, table: Mapping[str, Runs], path: str) -> st
 def hashing_runs(dataset: str, method: str, bits: int, seeds: int, *,
                  preset: str = "default", root: str = "/tmp/cmjax_hashing",
                  data_dir: str | None = None,
+                 features: data.FeatureChoice = data.FeatureChoice(),
                  loop: train.LoopConfig = train.LoopConfig()) -> Runs:
-  """The results of `method` at `bits` on `dataset`, seeds 0..seeds-1; workdirs
-  `<root>/<dataset>/<method>/<preset>/bits<bits>/seed<seed>`."""
+  """The results of `method` at `bits` on `dataset` with the feature choice
+  `features`, seeds 0..seeds-1; workdirs
+  `<root>/<dataset><features.suffix>/<method>/<preset>/bits<bits>/seed<seed>`."""
   spec = registry.get(method)
   if not spec.hashing:
     raise configs.ConfigError(f"method {method} is not a hashing method")
   _check_seeds(seeds)
   config = registry.make_config(spec, preset, bits=bits)
-  [view] = _views([(spec, config)], dataset, data_dir)
+  [view] = _views([(spec, config)], dataset, data_dir, features)
   progress = Progress(seeds, f"hashing {method} {bits} bits")
   return [progress.run(spec, config, view, os.path.join(
-      root, dataset, method, preset, f"bits{bits}", f"seed{seed}"), seed,
+      root, dataset + features.suffix, method, preset, f"bits{bits}", f"seed{seed}"), seed,
                        f"{method} on {dataset}, seed {seed}", preset=preset, loop=loop)
           for seed in range(seeds)]
 
@@ -336,10 +341,11 @@ def _changes(config: Any, default: Any) -> str:
 
 def preset_runs(method: str, dataset: str, presets: Sequence[str], seeds: Sequence[int], *,
                 root: str = "/tmp/cmjax_report", data_dir: str | None = None,
+                features: data.FeatureChoice = data.FeatureChoice(),
                 loop: train.LoopConfig = train.LoopConfig()
                 ) -> tuple[dict[str, tuple[str, Runs]], data.Dataset]:
   """`({preset: (its changes vs default, runs)}, the first preset's data view)`;
-  workdirs `<root>/<dataset>/<method>/<preset>/seed<seed>`."""
+  workdirs `<root>/<dataset><features.suffix>/<method>/<preset>/seed<seed>`."""
   spec = registry.get(method)
   if not presets:
     raise configs.ConfigError("--presets needs at least one preset")
@@ -347,10 +353,11 @@ def preset_runs(method: str, dataset: str, presets: Sequence[str], seeds: Sequen
     _check_preset(spec, preset)
   default = registry.make_config(spec, "default")
   configs_ = [registry.make_config(spec, preset) for preset in presets]
-  views = _views([(spec, c) for c in configs_], dataset, data_dir)
+  views = _views([(spec, c) for c in configs_], dataset, data_dir, features)
   progress = Progress(len(presets) * len(seeds), "report")
   table = {preset: (_changes(config, default), [
-      progress.run(spec, config, view, os.path.join(root, dataset, spec.name, preset,
+      progress.run(spec, config, view, os.path.join(root, dataset + features.suffix,
+                                                    spec.name, preset,
                                                     f"seed{seed}"), seed,
                    f"{spec.name} {preset} on {dataset}, seed {seed}", preset=preset,
                    loop=loop) for seed in seeds])

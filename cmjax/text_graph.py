@@ -1,8 +1,9 @@
 """Texts as signals on a graph of words (the text model of Yu et al. 2018 and FGL).
 
-1. Tokens: Chinese captions become characters (`chars`) or overlapping
-   character bigrams (`bigrams`, the usual dictionary-free stand-in for words;
-   no segmenter is in the stack), whitespace removed.
+1. Tokens: Chinese captions become characters (`chars`), overlapping
+   character bigrams (`bigrams`, the dictionary-free stand-in for words) or
+   words (`words`, jieba's segmentation, `cmjax.features.words`), whitespace
+   removed.
 2. Vocabulary: the `size` tokens found in the most training captions.
 3. Word embeddings, trained here from the training captions (no download):
    co-occurrence counts within a window, positive PMI, truncated SVD
@@ -23,6 +24,9 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from cmjax import features
+from cmjax.features import vocabulary
+
 __all__ = [
     "Graph",
     "build_graph",
@@ -33,7 +37,7 @@ __all__ = [
     "word_embeddings",
 ]
 
-Tokens = Literal["chars", "bigrams"]
+Tokens = Literal["chars", "bigrams", "words"]
 
 
 def tokenize(text: str, tokens: Tokens) -> list[str]:
@@ -43,16 +47,9 @@ def tokenize(text: str, tokens: Tokens) -> list[str]:
     return list(chars)
   if tokens == "bigrams":
     return [chars[i:i + 2] for i in range(len(chars) - 1)]
-  raise ValueError(f"unknown tokens {tokens!r}; choose chars or bigrams")
-
-
-def vocabulary(texts: Sequence[list[str]], size: int) -> dict[str, int]:
-  """The `size` tokens in the most documents (ties by token), token -> id."""
-  df = collections.Counter()
-  for tokens in texts:
-    df.update(set(tokens))
-  ranked = sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))[:size]
-  return {token: i for i, (token, _) in enumerate(ranked)}
+  if tokens == "words":
+    return features.words(text)
+  raise ValueError(f"unknown tokens {tokens!r}; choose chars, bigrams or words")
 
 
 def word_embeddings(texts: Sequence[list[str]], vocab: dict[str, int], dim: int,

@@ -8,6 +8,9 @@ method) take the same flags:
   overrides one field (ml_collections config flags); the result is converted
   strictly into the method's typed config (one-line error on a bad field).
 - `--dataset`, `--data_dir`, `--workdir`, `--seed`: what to run on and where.
+- `--image_features`, `--text_features`: the features of a raw dataset
+  (web_news): colour histograms or EfficientNet-Lite0, character n-grams or
+  jieba words.
 - `--steps_per_call`, `--checkpoint_every`: how the loop runs.
 - `--import_modules`: modules that register more methods (your own).
 - `--coordinator_address`, `--num_processes`, `--process_id`: a multi-process
@@ -162,6 +165,32 @@ def define_loop_flags() -> None:
                      "reached the coordinator within this many seconds.")
 
 
+FEATURE_FLAGS = ("image_features", "text_features")
+
+
+def define_feature_flags() -> None:
+  flags.DEFINE_enum("image_features", None, ["color_hist", "efficientnet"],
+                    "Image features of a raw dataset (web_news): joint colour histograms, or "
+                    "pooled ImageNet EfficientNet-Lite0 features (computed once, then cached in "
+                    "$CMJAX_CACHE_DIR, else ~/.cache/cmjax). Default: the method's view's own "
+                    "(color_hist).")
+  flags.DEFINE_enum("text_features", None, ["char_ngram", "words"],
+                    "Text features of a raw dataset (web_news): TF-IDF of character 1-2-grams, "
+                    "or of jieba words (the words_graph view: its graph on jieba words). "
+                    "Default: the view's own (char_ngram; FGL's graph: character bigrams).")
+
+
+def feature_choice() -> data.FeatureChoice:
+  """The `--image_features` / `--text_features` choice."""
+  return data.FeatureChoice(FLAGS.image_features, FLAGS.text_features)
+
+
+def feature_flags_text() -> str:
+  """The feature flags given, as they are written on a command line (or '')."""
+  return "".join(f" --{name}={FLAGS[name].value}" for name in FEATURE_FLAGS
+                 if FLAGS[name].value is not None)
+
+
 def start(argv: Sequence[str]) -> None:
   """Logging, extra method modules and multi-process initialisation."""
   if len(argv) > 1:
@@ -221,9 +250,10 @@ def _define_run_flags(methods: Sequence[str], default_method: str) -> None:
                        "whole, written to test_scores.npy and ranked for the exact ROC AUC; "
                        "larger ones are streamed over query blocks (the ROC AUC then ranks an "
                        "evenly spaced subset of image queries).", lower_bound=0)
+  define_feature_flags()
   define_loop_flags()
   show_in_help(["method", "config", "dataset", "data_dir", "workdir", "seed", "max_dense_pairs",
-                *LOOP_FLAGS])
+                *FEATURE_FLAGS, *LOOP_FLAGS])
 
 
 def show_in_help(names: Sequence[str]) -> None:
@@ -250,8 +280,10 @@ def _run() -> tuple[dict, str]:
   runner.check_seed(FLAGS.seed)
   loop = loop_config()
   preset = _preset()
-  dataset = registry.load_data(spec, config, FLAGS.dataset, FLAGS.data_dir)
-  workdir = FLAGS.workdir or os.path.join("/tmp/cmjax", spec.name, FLAGS.dataset, preset,
+  features = feature_choice()
+  dataset = registry.load_data(spec, config, FLAGS.dataset, FLAGS.data_dir, features)
+  workdir = FLAGS.workdir or os.path.join("/tmp/cmjax", spec.name,
+                                          FLAGS.dataset + features.suffix, preset,
                                           f"seed{FLAGS.seed}")
   return runner.run(spec, config, dataset, workdir, FLAGS.seed, preset=preset, loop=loop,
                     max_dense_pairs=FLAGS.max_dense_pairs), workdir

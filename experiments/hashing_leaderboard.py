@@ -40,8 +40,9 @@ def _define_flags() -> None:
   flags.DEFINE_string("data_root", None, "Folder holding one release folder per dataset.")
   flags.DEFINE_string("root", "/tmp/cmjax_hashing", "Folder of the runs' workdirs.")
   flags.DEFINE_string("output", None, "Markdown report to write.")
+  cli.define_feature_flags()
   cli.define_loop_flags()
-  cli.show_in_help(cli.LOOP_FLAGS)
+  cli.show_in_help((*cli.FEATURE_FLAGS, *cli.LOOP_FLAGS))
 
 
 def _parse_bits(values: list[str]) -> list[int]:
@@ -63,13 +64,15 @@ def main(argv):
   if FLAGS.seeds <= 0:
     raise configs.ConfigError(f"--seeds must be > 0, got {FLAGS.seeds}")
   data_dir = lambda d: os.path.join(FLAGS.data_root, d) if FLAGS.data_root else None
-  results = {(d, m, b): reports.hashing_runs(d, m, b, FLAGS.seeds, preset=FLAGS.preset,
-                                             root=FLAGS.root, data_dir=data_dir(d),
-                                             loop=cli.loop_config())
+  features = cli.feature_choice()
+  results = {(d + features.suffix, m, b): reports.hashing_runs(
+      d, m, b, FLAGS.seeds, preset=FLAGS.preset, root=FLAGS.root, data_dir=data_dir(d),
+      features=features, loop=cli.loop_config())
              for d in FLAGS.datasets for m in FLAGS.methods for b in bits_list}
   command = (f"python -m experiments.hashing_leaderboard --datasets={','.join(FLAGS.datasets)} "
              f"--bits={','.join(FLAGS.bits)} --seeds={FLAGS.seeds} "
-             f"--methods={','.join(FLAGS.methods)} --output=<this file>")
+             f"--methods={','.join(FLAGS.methods)}{cli.feature_flags_text()} "
+             "--output=<this file>")
   lines = reports.hashing_markdown(
       results, seeds=FLAGS.seeds, preset=FLAGS.preset, command=command,
       figure_stem=os.path.splitext(FLAGS.output)[0] if FLAGS.output else None)

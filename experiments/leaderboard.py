@@ -41,8 +41,9 @@ def _define_flags() -> None:
   flags.DEFINE_string("output", None, "Markdown table to write; figures go beside it.")
   flags.DEFINE_string("reference", None, "An earlier leaderboard markdown file: each row "
                       "gets the difference of its Avg MAP to that file's row.")
+  cli.define_feature_flags()
   cli.define_loop_flags()
-  cli.show_in_help(cli.LOOP_FLAGS)
+  cli.show_in_help((*cli.FEATURE_FLAGS, *cli.LOOP_FLAGS))
 
 
 def main(argv):
@@ -52,10 +53,11 @@ def main(argv):
   try:
     reports.check_leaderboard(FLAGS.datasets, methods, FLAGS.seeds, FLAGS.preset)
     reference = reports.read_reference(FLAGS.reference) if FLAGS.reference else {}
-    tables = {dataset: reports.leaderboard_runs(
+    features = cli.feature_choice()
+    tables = {dataset + features.suffix: reports.leaderboard_runs(
         dataset, methods, FLAGS.seeds, preset=FLAGS.preset, root=FLAGS.root,
         data_dir=os.path.join(FLAGS.data_root, dataset) if FLAGS.data_root else None,
-        loop=cli.loop_config()) for dataset in FLAGS.datasets}
+        features=features, loop=cli.loop_config()) for dataset in FLAGS.datasets}
   except cli.USER_ERRORS as e:
     cli.exit_with_error(e)
   command = (f"python -m experiments.leaderboard --datasets={','.join(FLAGS.datasets)} "
@@ -63,6 +65,7 @@ def main(argv):
              + (f" --methods={','.join(methods)}" if FLAGS.methods else "")
              + (f" --preset={FLAGS.preset}" if FLAGS.preset != "default" else "")
              + (f" --reference={FLAGS.reference}" if FLAGS.reference else "")
+             + cli.feature_flags_text()
              + " --output=<this file>")
   devices = next(iter(next(iter(tables.values())).values()))[0]["environment"]
   lines = ["# Leaderboard" + ("" if FLAGS.preset == "default"

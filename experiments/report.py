@@ -36,8 +36,9 @@ def _define_flags() -> None:
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
   flags.DEFINE_string("root", "/tmp/cmjax_report", "Folder of the runs' workdirs.")
   flags.DEFINE_string("output", None, "Markdown report to write.")
+  cli.define_feature_flags()
   cli.define_loop_flags()
-  cli.show_in_help(cli.LOOP_FLAGS)
+  cli.show_in_help((*cli.FEATURE_FLAGS, *cli.LOOP_FLAGS))
 
 
 def main(argv):
@@ -46,10 +47,10 @@ def main(argv):
   seeds = cli.parse_seeds(FLAGS.seeds, "seeds")
   table, dataset = reports.preset_runs(FLAGS.method, FLAGS.dataset, FLAGS.presets, seeds,
                                        root=FLAGS.root, data_dir=FLAGS.data_dir,
-                                       loop=cli.loop_config())
+                                       features=cli.feature_choice(), loop=cli.loop_config())
   command = (f"python -m experiments.report --method={FLAGS.method} --dataset={FLAGS.dataset} "
-             f"--presets={','.join(FLAGS.presets)} --seeds={','.join(FLAGS.seeds)} "
-             "--output=<this file>")
+             f"--presets={','.join(FLAGS.presets)} --seeds={','.join(FLAGS.seeds)}"
+             f"{cli.feature_flags_text()} --output=<this file>")
   lines = reports.preset_markdown(FLAGS.method, FLAGS.dataset, table, dataset, command)
   total = sum(r["wall_s"] for _, runs in table.values() for r in runs)
   lines += ["", f"Total wall time of this command's runs: {total:.0f} s (this invocation: "

@@ -19,14 +19,17 @@ metadata.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from typing import Any, Callable
 
 from cmjax.data.arrays import load_arrays
-from cmjax.data.core import (MAX_CLASSES, DataError, Dataset, Features, FeaturesOptions,
+from cmjax.data.core import (MAX_CLASSES, DataError, Dataset, FeatureChoice, Features,
+                             FeaturesOptions,
                              PixelsChars, PixelsCharsOptions, Split, View, ViewOptions,
                              WordsGraph, WordsGraphOptions, check_evaluable,
-                             check_splits_agree, validate_split, validation_split)
+                             check_splits_agree, validate_split, validation_split,
+                             with_features)
 from cmjax.data.hashing_sets import load_mirflickr, load_nus_wide
 from cmjax.data.synthetic import make_synthetic
 from cmjax.data.web_news import (load_web_news, load_web_news_pixels, load_web_news_raw,
@@ -39,6 +42,7 @@ __all__ = [
     "MAX_CLASSES",
     "VIEWS",
     "Dataset",
+    "FeatureChoice",
     "Features",
     "FeaturesOptions",
     "PixelsChars",
@@ -63,6 +67,7 @@ __all__ = [
     "make_synthetic",
     "validate_split",
     "validation_split",
+    "with_features",
 ]
 
 # name -> loader(data_dir). `synthetic` needs no files.
@@ -96,6 +101,22 @@ VIEWS: dict[str, dict[str, Callable[..., Dataset]]] = {
 }
 
 
+def _options_taken(loader: Callable[..., Dataset], options: dict[str, Any],
+                   defaults: dict[str, Any], name: str) -> dict[str, Any]:
+  """The view options `loader` takes. One it does not take (a dataset released as
+  features has no `image_features`) is dropped at its default, else an error."""
+  parameters = inspect.signature(loader).parameters
+  if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+    return options
+  refused = {k: v for k, v in options.items()
+             if k not in parameters and (k not in defaults or v != defaults[k])}
+  if refused:
+    raise DataError(f"dataset {name!r} takes no view option "
+                    f"{', '.join(f'{k}={v!r}' for k, v in refused.items())} (it comes with its "
+                    "own features; image and text feature choices apply to web_news)")
+  return {k: v for k, v in options.items() if k in parameters}
+
+
 def load_dataset(name: str, data_dir: str | None = None,
                  view: str | ViewOptions = "features", **options: Any) -> Dataset:
   """Loads a dataset by name, as the view `view` (see the module docstring).
@@ -118,7 +139,9 @@ def load_dataset(name: str, data_dir: str | None = None,
       train and test splits that disagree (label format, input shapes), test
       labels that make no retrieval task (`check_evaluable`).
   """
+  defaults = {}
   if not isinstance(view, str):
+    defaults = dataclasses.asdict(type(view)())
     view, options = view.name, {**dataclasses.asdict(view), **options}
   if name not in DATASETS:
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
@@ -129,7 +152,9 @@ def load_dataset(name: str, data_dir: str | None = None,
                     f"{', '.join(v for v in VIEWS if name in VIEWS[v])})")
   if name == "arrays" and not data_dir:
     raise DataError("dataset 'arrays' needs --data_dir=PATH/TO/FILE.npz")
-  dataset = VIEWS[view][name](data_dir or default_data_dir(name), **options)
+  loader = VIEWS[view][name]
+  options = _options_taken(loader, options, defaults, name)
+  dataset = loader(data_dir or default_data_dir(name), **options)
   source = dataset.metadata.get("source", data_dir or name)
   for split_name, split in (("train", dataset.train), ("test", dataset.test)):
     if len(split) == 0:

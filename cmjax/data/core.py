@@ -9,7 +9,8 @@ multi-hot rows `[n, num_classes]` (two items are relevant when they share a labe
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping
+import typing
+from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
 
@@ -19,6 +20,7 @@ __all__ = [
     "MAX_CLASSES",
     "DataError",
     "Dataset",
+    "FeatureChoice",
     "Features",
     "FeaturesOptions",
     "PixelsChars",
@@ -35,6 +37,7 @@ __all__ = [
     "check_splits_agree",
     "validate_split",
     "validation_split",
+    "with_features",
 ]
 
 
@@ -115,11 +118,29 @@ View = Features | PixelsChars | WordsGraph
 # that read the view (`--config.<field>.<option>=...`).
 
 
+ImageFeatures = Literal["color_hist", "efficientnet"]
+TextFeatures = Literal["char_ngram", "words"]
+
+
 @dataclasses.dataclass(frozen=True)
 class FeaturesOptions:
-  """The `features` view has no options."""
+  """How the `features` view is loaded: which features a raw dataset (web_news) is
+  given. Datasets released as features (wikipedia, the hashing sets, arrays,
+  synthetic) have their own, and take only the defaults.
 
+  Attributes:
+    image_features: joint colour histograms (`color_hist`) or pooled ImageNet
+      EfficientNet-Lite0 features (`efficientnet`, `cmjax.pretrained`).
+    text_features: TF-IDF of character 1-2-grams (`char_ngram`) or of jieba
+      words (`words`).
+  """
+
+  image_features: ImageFeatures = "color_hist"
+  text_features: TextFeatures = "char_ngram"
   name: ClassVar[str] = "features"
+
+  def __post_init__(self):
+    configs.check_literals(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,11 +165,12 @@ class WordsGraphOptions:
   """How the `words_graph` view is loaded.
 
   Attributes:
-    tokens: caption tokens, characters or character bigrams.
+    tokens: caption tokens: characters, character bigrams or jieba words.
     vocab_size: graph nodes (the most frequent training tokens).
     embedding_dim: dimension of the PPMI-SVD word embeddings.
     neighbors: k of the kNN word graph.
     window: co-occurrence window of the word embeddings.
+    image_features: as `FeaturesOptions.image_features`.
   """
 
   tokens: text_graph.Tokens = "bigrams"
@@ -156,6 +178,7 @@ class WordsGraphOptions:
   embedding_dim: int = 64
   neighbors: int = 8
   window: int = 5
+  image_features: ImageFeatures = "color_hist"
   name: ClassVar[str] = "words_graph"
 
   def __post_init__(self):
@@ -164,6 +187,66 @@ class WordsGraphOptions:
 
 
 ViewOptions = FeaturesOptions | PixelsCharsOptions | WordsGraphOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureChoice:
+  """The command line's feature choice (`--image_features`, `--text_features`),
+  applied to whichever view a method reads (`with_features`); None keeps the
+  view's own.
+
+  Attributes:
+    image: `color_hist` or `efficientnet`, or None.
+    text: `char_ngram` or `words`, or None.
+  """
+
+  image: ImageFeatures | None = None
+  text: TextFeatures | None = None
+
+  def __post_init__(self):
+    for field, value in (("image", self.image), ("text", self.text)):
+      hint = ImageFeatures if field == "image" else TextFeatures
+      if value is not None and value not in typing.get_args(hint):
+        raise DataError(f"unknown {field} features {value!r}; choose "
+                        f"{' or '.join(typing.get_args(hint))}")
+
+  @property
+  def suffix(self) -> str:
+    """`+<image>+<text>` of the choices made, for run folders and report titles."""
+    return "".join(f"+{v}" for v in (self.image, self.text) if v is not None)
+
+
+def with_features(view: ViewOptions, choice: FeatureChoice) -> ViewOptions:
+  """`view` with `choice` applied.
+
+  `features`: both fields. `words_graph`: the image features; text `words`
+  makes its graph's tokens jieba words (`char_ngram` keeps character tokens).
+  `pixels_chars` (a CNN on pixels, a character CNN): image `efficientnet` makes
+  it the `features` view, so that the frozen pretrained network is the trunk of
+  the image tower and the text tower reads the chosen TF-IDF features; a text
+  choice alone does not apply.
+
+  Raises:
+    DataError: a choice the view cannot take.
+  """
+  if choice == FeatureChoice():
+    return view
+  if isinstance(view, FeaturesOptions):
+    return dataclasses.replace(view, image_features=choice.image or view.image_features,
+                               text_features=choice.text or view.text_features)
+  if isinstance(view, WordsGraphOptions):
+    tokens = view.tokens
+    if choice.text == "words":
+      tokens = "words"
+    elif choice.text == "char_ngram" and tokens == "words":
+      raise DataError("text features char_ngram contradict the words_graph view's tokens=words")
+    return dataclasses.replace(view, tokens=tokens,
+                               image_features=choice.image or view.image_features)
+  if choice.image == "efficientnet":  # The pretrained network as a frozen image trunk.
+    return FeaturesOptions(image_features="efficientnet",
+                           text_features=choice.text or "char_ngram")
+  raise DataError(f"the {view.name} view reads raw pixels and characters: text features "
+                  f"({choice.text}) apply to it only with image features efficientnet")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,18 +11,20 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+from typing import Callable, Literal
 
 from absl import logging
 import numpy as np
 from PIL import Image
 
 from cmjax import features, text_graph
+from cmjax.pretrained import cache, efficientnet
 from cmjax.data import listfiles
 from cmjax.data.core import (DataError, Dataset, Features, PixelsChars, Split, View,
                              WordsGraph, validate_split)
 
-__all__ = ["DroppedPair", "RawSplit", "load_web_news", "load_web_news_pixels",
-           "load_web_news_raw", "load_web_news_words"]
+__all__ = ["DroppedPair", "RawSplit", "efficientnet_features", "load_web_news",
+           "load_web_news_pixels", "load_web_news_raw", "load_web_news_words", "square"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +68,14 @@ def _to_8bit(im: Image.Image) -> Image.Image:
   return im
 
 
-def _decode_image(path: str, size: int) -> tuple[np.ndarray | None, str, str]:
-  """Returns `(pixels or None, reason if None, format found by content)`."""
+def square(size: int) -> Callable[[Image.Image], np.ndarray]:
+  """The default image transform: an RGB image resized (bilinear) to `[size, size, 3]`."""
+  return lambda im: np.asarray(im.resize((size, size), Image.BILINEAR), np.uint8)
+
+
+def _decode_image(path: str, transform: Callable[[Image.Image], np.ndarray]
+                  ) -> tuple[np.ndarray | None, str, str]:
+  """Returns `(transform(RGB image) or None, reason if None, format found by content)`."""
   if not os.path.isfile(path):
     return None, "image file missing", ""
   try:
@@ -81,8 +89,7 @@ def _decode_image(path: str, size: int) -> tuple[np.ndarray | None, str, str]:
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, rgba)
-      rgb = im.convert("RGB").resize((size, size), Image.BILINEAR)
-      return np.asarray(rgb, np.uint8), "", found
+      return transform(im.convert("RGB")), "", found
   except Exception as e:  # PIL raises many types for corrupt files.
     return None, f"image undecodable ({type(e).__name__}: {e})"[:200], ""
 
@@ -102,7 +109,8 @@ def _read_caption(path: str) -> tuple[str | None, str]:
 
 
 def load_web_news_raw(
-    data_dir: str, image_size: int = 64
+    data_dir: str, image_size: int = 64,
+    transform: Callable[[Image.Image], np.ndarray] | None = None,
 ) -> tuple[dict[str, RawSplit], tuple[str, ...], list[DroppedPair], dict]:
   """Reads and decodes every listed pair of the raw release.
 
@@ -110,6 +118,8 @@ def load_web_news_raw(
     data_dir: directory with `images/`, `texts/`, `categories.list` and the
       two list files.
     image_size: side of the square the images are resized to.
+    transform: RGB image -> pixels, instead of that square resize (e.g.
+      `cmjax.pretrained.efficientnet.preprocess`).
 
   Returns:
     `(splits, class_names, dropped, stats)`: `splits["train"|"test"]`, the
@@ -127,7 +137,8 @@ def load_web_news_raw(
         for e in entries
     ]
     with concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
-      decoded = list(pool.map(lambda p: _decode_image(p, image_size), paths))
+      decoded = list(pool.map(lambda p: _decode_image(p, transform or square(image_size)),
+                              paths))
     images, texts, labels, ids = [], [], [], []
     for entry, (pixels, image_problem, found) in zip(entries, decoded):
       text, text_problem = _read_caption(
@@ -211,27 +222,107 @@ def load_web_news_pixels(
                   PixelsChars(vocabulary_size=len(vocab) + 2), truncated_captions=truncated)
 
 
+ImageFeatures = Literal["color_hist", "efficientnet"]
+TextFeatures = Literal["char_ngram", "words"]
+# What the cached EfficientNet features depend on besides the files and the weights.
+_EFFICIENTNET_RECIPE = {
+    "model": "EfficientNet-Lite0, ImageNet, pooled 1280-d penultimate features",
+    "preprocess": "RGB (RGBA over white), shorter side 256 bicubic, centre crop 224",
+    "pillow": Image.__version__,
+    "version": 1,
+}
+
+
+def _listed_image_paths(data_dir: str) -> list[str]:
+  """The list files, then the image file of every listed pair, in list order."""
+  class_names = listfiles.read_categories(os.path.join(data_dir, "categories.list"))
+  lists = [os.path.join(data_dir, f"{name}set_txt_img_cat.list") for name in ("train", "test")]
+  images = [os.path.join(data_dir, "images", class_names[e.label], f"{e.image_id}.jpg")
+            for path in lists for e in listfiles.read_pair_list(path, len(class_names))]
+  return [os.path.join(data_dir, "categories.list"), *lists, *images]
+
+
+def efficientnet_features(data_dir: str, raw: dict[str, RawSplit],
+                          cache_dir: str | None = None) -> dict[str, np.ndarray]:
+  """Pooled EfficientNet-Lite0 features `[n, 1280]` of each split's images.
+
+  Computed once (`cmjax.pretrained.efficientnet.image_features`) and kept in
+  the content-addressed cache (`cmjax.pretrained.cache`) under a key of the
+  release files' contents, the weights' sha256 and the preprocessing.
+
+  Args:
+    data_dir: the release directory.
+    raw: `load_web_news_raw(data_dir)`: which pairs are kept, in which order.
+    cache_dir: the cache folder (default `$CMJAX_CACHE_DIR`, else ~/.cache/cmjax).
+  """
+  weights = efficientnet.weights_path()
+  key = {**_EFFICIENTNET_RECIPE, "weights_sha256": efficientnet.file_sha256(weights),
+         "data_sha256": cache.files_sha256(_listed_image_paths(data_dir))}
+
+  def compute() -> dict[str, np.ndarray]:
+    decoded, *_ = load_web_news_raw(data_dir, transform=efficientnet.preprocess)
+    names = list(decoded)
+    pixels = np.concatenate([decoded[name].images for name in names])
+    logging.info("web_news: EfficientNet-Lite0 features of %d images", len(pixels))
+    computed = efficientnet.image_features(pixels, efficientnet.load_variables(weights))
+    ends = np.cumsum([len(decoded[name].labels) for name in names])
+    out = dict(zip(names, np.split(computed, ends[:-1])))
+    return {**out, **{f"{name}_ids": decoded[name].ids.astype(str) for name in names}}
+
+  arrays = cache.cached_arrays(key, compute, cache_dir, what="web_news EfficientNet features")
+  for name, split in raw.items():
+    if not np.array_equal(arrays[f"{name}_ids"], split.ids.astype(str)):
+      raise DataError(f"{data_dir}: the cached EfficientNet features of the {name} split hold "
+                      f"other pairs than the release lists now ({cache.entry_path(key, cache_dir)}"
+                      "); delete that file")
+  return {name: arrays[name] for name in raw}
+
+
+def _image_features(kind: ImageFeatures, data_dir: str, raw: dict[str, RawSplit],
+                    color_bins: int, cache_dir: str | None) -> dict[str, np.ndarray]:
+  if kind == "color_hist":
+    return {name: features.color_histogram(r.images, color_bins) for name, r in raw.items()}
+  if kind == "efficientnet":
+    return efficientnet_features(data_dir, raw, cache_dir)
+  raise DataError(f"unknown image features {kind!r}; choose color_hist or efficientnet")
+
+
+def _text_features(kind: TextFeatures, raw: dict[str, RawSplit],
+                   vocab_size: int) -> dict[str, np.ndarray]:
+  """TF-IDF of character 1-2-grams or jieba words, vocabulary and idf from train."""
+  if kind not in ("char_ngram", "words"):
+    raise DataError(f"unknown text features {kind!r}; choose char_ngram or words")
+  tokenize = features.char_ngrams if kind == "char_ngram" else features.words
+  documents = {name: [tokenize(t) for t in r.texts] for name, r in raw.items()}
+  vocab, idf = features.fit_tfidf(documents["train"], vocab_size)
+  return {name: features.tfidf(documents[name], vocab, idf) for name in raw}
+
+
 def load_web_news(
     data_dir: str,
     image_size: int = 64,
     color_bins: int = 4,
     ngram_vocab: int = 1024,
+    image_features: ImageFeatures = "color_hist",
+    text_features: TextFeatures = "char_ngram",
+    cache_dir: str | None = None,
 ) -> Dataset:
   """Loads web_news as feature vectors computed from the raw data.
 
-  Images become joint RGB colour histograms with a 2x2 spatial pyramid
-  (`[n, 5 * color_bins**3]`), captions TF-IDF weighted character 1- and 2-gram
-  bags of words (`[n, ngram_vocab]`, vocabulary from the training split).
+  Images: joint RGB colour histograms with a 2x2 spatial pyramid
+  (`color_hist`, `[n, 5 * color_bins**3]`), or pooled ImageNet EfficientNet-Lite0
+  features (`efficientnet`, `[n, 1280]`, cached: `efficientnet_features`).
+  Captions: TF-IDF weighted bags of character 1- and 2-grams (`char_ngram`) or
+  of jieba words (`words`), `[n, ngram_vocab]`, vocabulary from the training
+  split.
   """
   raw, class_names, dropped, stats = load_web_news_raw(data_dir, image_size)
-  vocab = features.char_ngram_vocabulary(raw["train"].texts, ngram_vocab)
-  idf = features.inverse_document_frequency(raw["train"].texts, vocab)
-  splits = {
-      name: Split(image=features.color_histogram(r.images, color_bins),
-                  text=features.char_ngram_tfidf(r.texts, vocab, idf), labels=r.labels, ids=r.ids)
-      for name, r in raw.items()
-  }
-  return _dataset(splits, class_names, data_dir, dropped, stats)
+  images = _image_features(image_features, data_dir, raw, color_bins, cache_dir)
+  texts = _text_features(text_features, raw, ngram_vocab)
+  splits = {name: Split(image=images[name], text=texts[name], labels=r.labels, ids=r.ids)
+            for name, r in raw.items()}
+  return _dataset(splits, class_names, data_dir, dropped, stats, image_features=image_features,
+                  text_features=text_features)
 
 
 def load_web_news_words(
@@ -243,23 +334,26 @@ def load_web_news_words(
     window: int = 5,
     image_size: int = 64,
     color_bins: int = 4,
+    image_features: ImageFeatures = "color_hist",
+    cache_dir: str | None = None,
 ) -> Dataset:
   """Loads web_news with captions as signals on a word graph (`cmjax.text_graph`).
 
-  Images are the colour-histogram features of `load_web_news`; captions are
-  `[n, vocab_size]` log(1 + count) word signals. The word embeddings, the kNN
+  Images are the image features of `load_web_news` (`image_features`);
+  captions are `[n, vocab_size]` log(1 + count) signals of their tokens
+  (characters, character bigrams or jieba words). The word embeddings, the kNN
   graph and its scaled Laplacian are built from the training captions only and
   kept in the dataset's view (`WordsGraph.graph`, a `text_graph.Graph`).
   """
   raw, class_names, dropped, stats = load_web_news_raw(data_dir, image_size)
+  images = _image_features(image_features, data_dir, raw, color_bins, cache_dir)
   tokenized = {name: [text_graph.tokenize(t, tokens) for t in r.texts] for name, r in raw.items()}
   vocab = text_graph.vocabulary(tokenized["train"], vocab_size)
   embeddings = text_graph.word_embeddings(tokenized["train"], vocab, embedding_dim, window)
   graph = text_graph.build_graph(embeddings, neighbors)
   splits = {
-      name: Split(image=features.color_histogram(r.images, color_bins),
-                  text=text_graph.node_signals(tokenized[name], vocab), labels=r.labels,
-                  ids=r.ids)
+      name: Split(image=images[name], text=text_graph.node_signals(tokenized[name], vocab),
+                  labels=r.labels, ids=r.ids)
       for name, r in raw.items()
   }
   # Captions with no vocabulary word are kept (an all-zero signal), and counted.
@@ -270,4 +364,5 @@ def load_web_news_words(
                len(graph.rows), neighbors, graph.lambda_max,
                {name: ids for name, ids in no_words.items()})
   return _dataset(splits, class_names, data_dir, dropped, stats, WordsGraph(graph),
-                  vocabulary_size=len(vocab), tokens=tokens, captions_without_words=no_words)
+                  vocabulary_size=len(vocab), tokens=tokens, captions_without_words=no_words,
+                  image_features=image_features)

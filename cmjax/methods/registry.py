@@ -45,6 +45,7 @@ __all__ = [
     "get",
     "import_modules",
     "load_data",
+    "view_options",
     "make_config",
     "names",
     "register",
@@ -201,10 +202,19 @@ def make_config(spec: MethodSpec, values: Mapping[str, Any] | str = "default",
   return configs.from_dict(spec.config_class, {**values, **merged, **spec.fixed})
 
 
-def load_data(spec: MethodSpec, config: Any, dataset: str,
-              data_dir: str | None = None) -> data_lib.Dataset:
-  """The data view `spec` reads of `dataset` (see `cmjax.data.load_dataset`)."""
-  return data_lib.load_dataset(dataset, data_dir, view=spec.view(config, dataset))
+def view_options(spec: MethodSpec, config: Any, dataset: str,
+              features: data_lib.FeatureChoice = data_lib.FeatureChoice()
+              ) -> data_lib.ViewOptions:
+  """The view config `spec` reads of `dataset`, with the feature choice applied."""
+  return data_lib.with_features(spec.view(config, dataset), features)
+
+
+def load_data(spec: MethodSpec, config: Any, dataset: str, data_dir: str | None = None,
+              features: data_lib.FeatureChoice = data_lib.FeatureChoice()) -> data_lib.Dataset:
+  """The data view `spec` reads of `dataset` (see `cmjax.data.load_dataset`), with
+  the image/text feature choice applied (`cmjax.data.with_features`)."""
+  view = view_options(spec, config, dataset, features)
+  return data_lib.load_dataset(dataset, data_dir, view=view)
 
 
 def run(name: str, dataset: data_lib.Dataset, workdir: str, seed: int = 0,
