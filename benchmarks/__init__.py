@@ -19,9 +19,10 @@ __all__ = ["machine", "start"]
 def machine() -> str:
   """One line naming the processor, its cores, jax and the devices the run used."""
   devices = jax.devices()
-  return (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores; "
-          f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} x "
-          f"{devices[0].device_kind}.")
+  load = os.getloadavg()[0]  # Other work on the machine shares the cores.
+  return (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
+          f"(load average {load:.1f} at the start); jax {jax.__version__}, backend "
+          f"{jax.default_backend()}, {len(devices)} x {devices[0].device_kind}.")
 
 
 def start(argv) -> None:

@@ -295,7 +295,13 @@ def _text_features(kind: TextFeatures, raw: dict[str, RawSplit],
   tokenize = features.char_ngrams if kind == "char_ngram" else features.words
   documents = {name: [tokenize(t) for t in r.texts] for name, r in raw.items()}
   vocab, idf = features.fit_tfidf(documents["train"], vocab_size)
-  return {name: features.tfidf(documents[name], vocab, idf) for name in raw}
+  out = {name: features.tfidf(documents[name], vocab, idf) for name in raw}
+  # Captions with no vocabulary token are kept (an all-zero row), and named.
+  empty = {name: [str(i) for i, row in zip(r.ids, out[name]) if not row.any()]
+           for name, r in raw.items()}
+  logging.info("web_news %s TF-IDF: %d tokens; captions with no vocabulary token (kept, "
+               "all-zero row): %s", kind, len(vocab), empty)
+  return out
 
 
 def load_web_news(

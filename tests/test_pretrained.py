@@ -1,0 +1,191 @@
+"""EfficientNet-Lite0: the legacy torch reader, the conversion (against PyTorch's
+outputs stored by `benchmarks.pretrained`), the feature cache, and the feature
+choices of web_news (EfficientNet images, jieba words)."""
+
+import glob
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from cmjax import data, features
+from cmjax.pretrained import cache, efficientnet, torch_file
+
+FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                       "efficientnet_lite0_reference.npz")
+
+
+@pytest.fixture(scope="module")
+def variables():
+  return efficientnet.load_variables()
+
+
+def test_flax_network_matches_pytorch_outputs(variables):
+  """The converted network reproduces PyTorch's features and logits to 1e-4
+  (fixture: `python -m benchmarks.pretrained --fixture=...`, a photo and noise)."""
+  reference = np.load(FIXTURE)
+  got = efficientnet.image_features(reference["pixels"], variables, batch_size=2)
+  logits = efficientnet.image_features(reference["pixels"], variables, batch_size=2,
+                                       logits=True)
+  np.testing.assert_allclose(got, reference["features"], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(logits, reference["logits"], atol=1e-4, rtol=0)
+  assert np.argmax(logits[0]) == np.argmax(reference["logits"][0])
+
+
+def _legacy_file(path, main_object, keys=()):
+  with open(path, "wb") as f:
+    for header in (torch_file.MAGIC_NUMBER, torch_file.PROTOCOL_VERSION,
+                   {"protocol_version": 1001, "little_endian": True}):
+      pickle.dump(header, f)
+    pickle.dump(main_object, f)
+    pickle.dump(list(keys), f)
+
+
+class _Payload:
+  def __init__(self, target):
+    self.target = target
+
+  def __reduce__(self):
+    return (os.remove, (self.target,))
+
+
+def test_reader_refuses_a_pickle_that_runs_code(tmp_path):
+  victim = tmp_path / "victim.txt"
+  victim.write_text("still here")
+  path = str(tmp_path / "evil.pth")
+  _legacy_file(path, {"weight": _Payload(str(victim))})
+  with pytest.raises(torch_file.TorchFileError, match=r"evil\.pth.*global posix\.remove"):
+    torch_file.read_state_dict(path)
+  assert victim.read_text() == "still here"
+
+
+def test_reader_refuses_truncated_zip_and_other_files(tmp_path):
+  real = efficientnet.weights_path()
+  truncated = tmp_path / "truncated.pth"
+  truncated.write_bytes(open(real, "rb").read()[:5_000_000])
+  with pytest.raises(torch_file.TorchFileError, match="truncated.pth: truncated inside"):
+    torch_file.read_state_dict(str(truncated))
+  zipped = tmp_path / "zipped.pth"
+  zipped.write_bytes(b"PK\x03\x04rest")
+  with pytest.raises(torch_file.TorchFileError, match="zip-format"):
+    torch_file.read_state_dict(str(zipped))
+  text = tmp_path / "text.pth"
+  text.write_text("hello")
+  with pytest.raises(torch_file.TorchFileError, match="text.pth: not a torch file"):
+    torch_file.read_state_dict(str(text))
+
+
+def test_conversion_names_missing_and_extra_tensors():
+  state = torch_file.read_state_dict(efficientnet.weights_path())
+  missing = {k: v for k, v in state.items() if k != "_blocks.3._bn1.running_var"}
+  with pytest.raises(torch_file.TorchFileError, match="_blocks.3._bn1.running_var"):
+    efficientnet.convert_state_dict(missing)
+  with pytest.raises(torch_file.TorchFileError, match="extra.weight"):
+    efficientnet.convert_state_dict({**state, "extra.weight": np.zeros(3)})
+  wrong = {**state, "_conv_head.weight": np.zeros((1280, 320, 3, 3), np.float32)}
+  with pytest.raises(torch_file.TorchFileError, match="shapes differ"):
+    efficientnet.convert_state_dict(wrong)
+
+
+def test_cache_rebuilds_corrupt_entries(tmp_path):
+  calls = []
+
+  def compute():
+    calls.append(1)
+    return {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
+
+  key = {"what": "test", "version": 1}
+  first = cache.cached_arrays(key, compute, str(tmp_path))
+  again = cache.cached_arrays(key, compute, str(tmp_path))
+  assert len(calls) == 1 and np.array_equal(first["x"], again["x"])
+  path = cache.entry_path(key, str(tmp_path))
+  open(path, "r+b").truncate(100)  # A partial write.
+  assert np.array_equal(cache.cached_arrays(key, compute, str(tmp_path))["x"], first["x"])
+  assert len(calls) == 2
+  # Same layout, other numbers, the old checksum: detected, rebuilt.
+  stored = dict(np.load(path))
+  stored["x"] = stored["x"] + 1
+  np.savez(path, **stored)
+  assert np.array_equal(cache.cached_arrays(key, compute, str(tmp_path))["x"], first["x"])
+  assert len(calls) == 3
+
+
+def _tiny_release(source, root, per_split=4):
+  """A web_news release of the first `per_split` pairs of each list."""
+  root.mkdir()
+  shutil.copy(os.path.join(source, "categories.list"), root / "categories.list")
+  categories = open(root / "categories.list").read().split()
+  (root / "texts").mkdir()
+  for name in ("train", "test"):
+    lines = open(os.path.join(source, f"{name}set_txt_img_cat.list")).read().splitlines()
+    lines = [l for l in lines if os.path.exists(os.path.join(
+        source, "images", categories[int(l.split("\t")[2]) - 1], l.split("\t")[1] + ".jpg"))]
+    # Two classes at least: the first pairs and the last ones.
+    kept = lines[:per_split // 2] + lines[-(per_split - per_split // 2):]
+    (root / f"{name}set_txt_img_cat.list").write_text("\n".join(kept) + "\n")
+    for line in kept:
+      text_id, image_id, label = line.split("\t")
+      folder = root / "images" / categories[int(label) - 1]
+      folder.mkdir(parents=True, exist_ok=True)
+      shutil.copy(os.path.join(source, "images", categories[int(label) - 1], f"{image_id}.jpg"),
+                  folder / f"{image_id}.jpg")
+      shutil.copy(os.path.join(source, "texts", f"{text_id}.txt"), root / "texts")
+  return str(root)
+
+
+def test_web_news_efficientnet_features_are_cached(web_news_dir, tmp_path, monkeypatch):
+  root = _tiny_release(web_news_dir, tmp_path / "wn")
+  monkeypatch.setenv("CMJAX_CACHE_DIR", str(tmp_path / "cache"))
+  view = data.FeaturesOptions(image_features="efficientnet", text_features="words")
+  first = data.load_dataset("web_news", root, view=view)
+  assert first.train.image.shape == (4, 1280) and first.test.image.shape == (4, 1280)
+  assert first.metadata["image_features"] == "efficientnet"
+  entries = glob.glob(str(tmp_path / "cache" / "features" / "*.npz"))
+  assert len(entries) == 1
+  open(entries[0], "r+b").truncate(50)  # Corrupt: detected and rebuilt.
+  again = data.load_dataset("web_news", root, view=view)
+  np.testing.assert_array_equal(again.train.image, first.train.image)
+  # A changed image is another key: a new entry, other features.
+  image = glob.glob(os.path.join(root, "images", "*", "*.jpg"))[0]
+  shutil.copy(glob.glob(os.path.join(root, "images", "*", "*.jpg"))[1], image)
+  changed = data.load_dataset("web_news", root, view=view)
+  assert len(glob.glob(str(tmp_path / "cache" / "features" / "*.npz"))) == 2
+  both = lambda d: np.concatenate([d.train.image, d.test.image])
+  assert not np.array_equal(both(changed), both(first))
+
+
+def test_jieba_words_and_word_tfidf(web_news_dir):
+  assert features.words("新华社北京电 国务院总理今天主持召开会议。") == [
+      "新华社", "北京", "电", "国务院", "总理", "今天", "主持", "召开", "会议"]
+  d = data.load_dataset("web_news", web_news_dir,
+                        view=data.FeaturesOptions(text_features="words"))
+  assert d.train.text.shape == (1693, 1024) and d.train.image.shape == (1693, 320)
+  # Unit rows, except the few captions with none of the 1,024 words (all zero, logged).
+  norms = np.linalg.norm(d.test.text, axis=1)
+  np.testing.assert_allclose(norms[norms > 0], 1.0, atol=1e-4)
+  assert (norms == 0).sum() == 4
+
+
+def test_feature_choices_apply_to_views():
+  choice = data.FeatureChoice(image="efficientnet", text="words")
+  assert choice.suffix == "+efficientnet+words"
+  assert data.with_features(data.FeaturesOptions(), choice) == data.FeaturesOptions(
+      "efficientnet", "words")
+  graph = data.with_features(data.WordsGraphOptions(), choice)
+  assert graph.tokens == "words" and graph.image_features == "efficientnet"
+  # A CNN on pixels with pretrained image features: the frozen network's features.
+  assert data.with_features(data.PixelsCharsOptions(), choice) == data.FeaturesOptions(
+      "efficientnet", "words")
+  with pytest.raises(data.DataError, match="only with image features efficientnet"):
+    data.with_features(data.PixelsCharsOptions(), data.FeatureChoice(text="words"))
+  with pytest.raises(data.DataError, match="unknown image features 'vgg'"):
+    data.FeatureChoice(image="vgg")
+
+
+def test_datasets_released_as_features_refuse_a_feature_choice(wikipedia_dir):
+  with pytest.raises(data.DataError, match="dataset 'wikipedia' takes no view option "
+                                           "image_features='efficientnet'"):
+    data.load_dataset("wikipedia", wikipedia_dir,
+                      view=data.FeaturesOptions(image_features="efficientnet"))
