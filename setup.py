@@ -43,6 +43,9 @@ setup(
             "nbclient>=0.10,<0.12",
             "ipykernel>=6.29,<8",
         ],
+        # Accelerators: JAX's CUDA 12 or TPU wheels (README, "GPU and TPU").
+        "cuda12": ["jax[cuda12]>=0.5,<0.11"],
+        "tpu": ["jax[tpu]>=0.5,<0.11"],
         "benchmark": [
             "torch>=2.5,<3",
             "faiss-cpu>=1.8,<2",  # IndexBinaryFlat, the peer of the Hamming index.

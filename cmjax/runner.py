@@ -372,7 +372,8 @@ def _environment(mesh: jax.sharding.Mesh) -> dict:
       versions[package] = None
   return {"versions": versions, "backend": jax.default_backend(),
           "device_kind": mesh.devices.flat[0].device_kind, "num_devices": mesh.size,
-          "num_processes": jax.process_count(), "git_commit": _git_commit()}
+          "num_processes": jax.process_count(), "git_commit": _git_commit(),
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 # Score matrices of up to this many pairs are computed whole: kept, written to

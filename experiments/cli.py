@@ -144,7 +144,25 @@ def argv_value(name: str, default: str | None = None) -> str | None:
 
 
 LOOP_FLAGS = ("steps_per_call", "checkpoint_every", "import_modules", "coordinator_address",
-              "num_processes", "process_id", "distributed_timeout_s")
+              "num_processes", "process_id", "distributed_timeout_s", "deterministic")
+
+DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def use_deterministic_ops() -> None:
+  """Adds XLA's deterministic-ops flag to `XLA_FLAGS`: on GPU, scatter-adds (segment
+  sums, `bincount`, the gradients of gathers) then run in a fixed order instead of
+  with atomics. XLA reads the variable once, when the backend starts.
+
+  Raises:
+    ConfigError: the backend has already started (the flag would be ignored).
+  """
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  if xla_bridge.backends_are_initialized():
+    raise configs.ConfigError("--deterministic must be applied before JAX starts its backend")
+  flags_now = os.environ.get("XLA_FLAGS", "")
+  if DETERMINISTIC_XLA_FLAG not in flags_now.split():
+    os.environ["XLA_FLAGS"] = f"{flags_now} {DETERMINISTIC_XLA_FLAG}".strip()
 
 
 def define_loop_flags() -> None:
@@ -160,6 +178,10 @@ def define_loop_flags() -> None:
                       "every process runs the same command with its own --process_id.")
   flags.DEFINE_integer("num_processes", 1, "Processes of a multi-process run.")
   flags.DEFINE_integer("process_id", 0, "This process's index in a multi-process run.")
+  flags.DEFINE_bool("deterministic", False,
+                    "GPU: run with XLA's deterministic ops (XLA_FLAGS="
+                    f"{DETERMINISTIC_XLA_FLAG}), so that a rerun or a resumed run reaches the "
+                    "same parameters bit for bit; slower. CPU runs are deterministic without it.")
   flags.DEFINE_float("distributed_timeout_s", 120.0,
                      "A multi-process run stops with one line when not every process has "
                      "reached the coordinator within this many seconds.")
@@ -196,6 +218,8 @@ def start(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   setup_logging()
+  if FLAGS.deterministic:
+    use_deterministic_ops()
   if FLAGS.coordinator_address or FLAGS.num_processes != 1 or FLAGS.process_id != 0:
     train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                  FLAGS.process_id, FLAGS.distributed_timeout_s)

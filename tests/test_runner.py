@@ -13,6 +13,7 @@ import pytest
 
 from cmjax import configs, data, runner
 from cmjax.methods import deep, emd_cnn, registry, uncsm
+from experiments import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, "tests")
@@ -204,3 +205,16 @@ def test_config_shorthand_names_a_config_family_from_any_directory():
   assert cli.expand_config_shorthand(["--seed=1"]) == ["--seed=1"]
   with pytest.raises(configs.ConfigError, match="no config file 'nope'.*uncsm"):
     cli.expand_config_shorthand(["--config=nope:default"])
+
+
+def test_deterministic_flag_reaches_xla_and_results(tmp_path):
+  """`--deterministic` sets XLA's deterministic-ops flag before the backend starts
+  (recorded in results.json); a feature choice on a features-only dataset is one line."""
+  workdir = tmp_path / "det"
+  _cli("experiments.run", *TOY, "--deterministic", f"--workdir={workdir}")
+  environment = json.loads((workdir / "results.json").read_text())["environment"]
+  assert cli.DETERMINISTIC_XLA_FLAG in environment["xla_flags"].split()
+  _one_line_error(_cli("experiments.run", *TOY, "--image_features=efficientnet",
+                       f"--workdir={tmp_path / 'x'}", check=False),
+                  "dataset 'synthetic' takes no view option image_features='efficientnet'")
+  assert not (tmp_path / "x").exists()
