@@ -318,8 +318,8 @@ def image_features(pixels: np.ndarray, variables: Mapping, batch_size: int = 64,
   Args:
     pixels: `[n, 224, 224, 3]` uint8 (`preprocess`).
     variables: `load_variables()`.
-    batch_size: images per step, rounded up to a multiple of the device count;
-      the last batch is padded (copies of its last image) and cut.
+    batch_size: images per step (at most n), rounded up to a multiple of the
+      device count; the last batch is padded (copies of its last image) and cut.
     dtype: compute dtype of the network.
     logits: ImageNet logits `[n, 1000]` instead of pooled features `[n, 1280]`.
     log_every_s: seconds between progress lines.
@@ -329,7 +329,7 @@ def image_features(pixels: np.ndarray, variables: Mapping, batch_size: int = 64,
   """
   devices = jax.local_devices()
   mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
-  batch = -(-batch_size // len(devices)) * len(devices)
+  batch = -(-max(1, min(batch_size, len(pixels))) // len(devices)) * len(devices)
   rows = NamedSharding(mesh, P("data"))
   model = EfficientNetLite0(dtype=dtype)
   apply = jax.jit(lambda v, x: model.apply(v, x, logits=logits),
