@@ -1,18 +1,24 @@
-"""Figures: precision-recall curves."""
+"""Figures: precision-recall curves; retrieval examples as HTML (photos and
+captions side by side, for notebooks: a browser renders Chinese captions, which
+matplotlib's default fonts cannot)."""
 
 from __future__ import annotations
 
-from typing import Mapping
+import base64
+import html
+import io
+from typing import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from cmjax import files  # noqa: E402
 
-__all__ = ["plot_pr_curves"]
+__all__ = ["image_to_texts_html", "photo_html", "plot_pr_curves", "text_to_images_html"]
 
 
 def plot_pr_curves(
@@ -59,3 +65,57 @@ def plot_pr_curves(
   finally:
     plt.close(fig)
   return path
+
+
+def photo_html(pixels: np.ndarray, size: int = 128, border: str = "none") -> str:
+  """An `<img>` of `[H, W, 3]` uint8 pixels (inline PNG), `size` px wide."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, format="PNG")
+  data = base64.b64encode(buffer.getvalue()).decode()
+  return (f'<img src="data:image/png;base64,{data}" width="{size}" '
+          f'style="border:{border};margin:2px">')
+
+
+def _mark(relevant: bool) -> str:
+  return '<b style="color:#2a2">&#10003;</b>' if relevant else '<b style="color:#c22">&#10007;</b>'
+
+
+def image_to_texts_html(photos: np.ndarray, texts: Sequence[str], labels: np.ndarray,
+                        class_names: Sequence[str], queries: Sequence[int],
+                        ranked: np.ndarray, max_chars: int = 80) -> str:
+  """A table: each query photo, then its top retrieved captions (relevant or not).
+
+  Args:
+    photos: `[N, H, W, 3]` uint8 test photos.
+    texts: the N test captions.
+    labels: `[N]` class ids (relevant = same class).
+    class_names: a name per class id.
+    queries: the query rows.
+    ranked: `[len(queries), k]` retrieved caption rows, best first.
+    max_chars: captions are cut to this many characters (marked with ...).
+  """
+  rows = []
+  for query, top in zip(queries, ranked):
+    items = "".join(
+        f"<li>{_mark(labels[i] == labels[query])} [{html.escape(class_names[labels[i]])}] "
+        f"{html.escape(texts[i][:max_chars])}{'...' if len(texts[i]) > max_chars else ''}</li>"
+        for i in top)
+    rows.append(f"<tr><td>{photo_html(photos[query])}<br>"
+                f"{html.escape(class_names[labels[query]])}</td><td><ol>{items}</ol></td></tr>")
+  return "<table>" + "".join(rows) + "</table>"
+
+
+def text_to_images_html(photos: np.ndarray, texts: Sequence[str], labels: np.ndarray,
+                        class_names: Sequence[str], queries: Sequence[int],
+                        ranked: np.ndarray, max_chars: int = 160) -> str:
+  """A table: each query caption, then its top retrieved photos (green border:
+  relevant, red: not). Arguments as `image_to_texts_html`."""
+  rows = []
+  for query, top in zip(queries, ranked):
+    images = "".join(photo_html(photos[i], 96, "3px solid " + (
+        "#2a2" if labels[i] == labels[query] else "#c22")) for i in top)
+    caption = html.escape(texts[query][:max_chars]) + ("..." if len(texts[query]) > max_chars
+                                                      else "")
+    rows.append(f"<tr><td style='max-width:320px'>[{html.escape(class_names[labels[query]])}] "
+                f"{caption}</td><td>{images}</td></tr>")
+  return "<table>" + "".join(rows) + "</table>"
