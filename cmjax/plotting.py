@@ -18,7 +18,8 @@ from PIL import Image  # noqa: E402
 
 from cmjax import files  # noqa: E402
 
-__all__ = ["image_to_texts_html", "photo_html", "plot_pr_curves", "text_to_images_html"]
+__all__ = ["image_to_texts_html", "photo_html", "plot_codes", "plot_pr_curves",
+           "plot_transport_plan", "text_to_images_html"]
 
 
 def plot_pr_curves(
@@ -59,12 +60,56 @@ def plot_pr_curves(
   if title:
     fig.suptitle(title)
   fig.tight_layout()
+  return _save(fig, path)
+
+
+def _save(fig, path: str) -> str:
   try:
     files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100,
                                                    bbox_inches="tight"), binary=True)
   finally:
     plt.close(fig)
   return path
+
+
+def plot_transport_plan(p: np.ndarray, q: np.ndarray, plan: np.ndarray, path: str,
+                        title: str = "") -> str:
+  """An image histogram `[m]` (left), a text histogram `[n]` (top) and the optimal
+  transport plan `[m, n]` between them (heat map); writes `path` atomically."""
+  fig = plt.figure(figsize=(7, 6))
+  grid = fig.add_gridspec(2, 2, width_ratios=(1, 4), height_ratios=(1, 4), wspace=0.05,
+                          hspace=0.05)
+  heat = fig.add_subplot(grid[1, 1])
+  heat.imshow(plan, aspect="auto", cmap="magma_r", interpolation="nearest")
+  heat.set(xlabel=f"text bin (of {len(q)})", yticks=[])
+  top = fig.add_subplot(grid[0, 1], sharex=heat)
+  top.bar(np.arange(len(q)), q, color="tab:orange")
+  top.set(ylabel="text", xticks=[])
+  left = fig.add_subplot(grid[1, 0], sharey=heat)
+  left.barh(np.arange(len(p)), p, color="tab:blue")
+  left.invert_xaxis()
+  left.set(xlabel="image", ylabel=f"image bin (of {len(p)})")
+  if title:
+    fig.suptitle(title)
+  return _save(fig, path)
+
+
+def plot_codes(codes: np.ndarray, labels: np.ndarray, class_names, path: str,
+               title: str = "") -> str:
+  """Binary codes `[n, bits]` (+-1) as rows of black and white, grouped by class
+  (`labels` `[n]`); writes `path` atomically."""
+  order = np.argsort(labels, kind="stable")
+  fig, ax = plt.subplots(figsize=(8, min(10, max(3, len(codes) / 30))))
+  ax.imshow(codes[order] > 0, aspect="auto", cmap="gray_r", interpolation="nearest")
+  ends = np.flatnonzero(np.diff(labels[order])) + 0.5
+  for end in ends:
+    ax.axhline(end, color="tab:red", linewidth=1)
+  starts = np.concatenate([[0], np.ceil(ends)])
+  ax.set_yticks(starts, [class_names[labels[order][int(i)]] for i in starts], fontsize=7)
+  ax.set(xlabel="bit")
+  if title:
+    ax.set_title(title)
+  return _save(fig, path)
 
 
 def photo_html(pixels: np.ndarray, size: int = 128, border: str = "none") -> str:

@@ -61,6 +61,7 @@ __all__ = [
     "Workdir",
     "data_fingerprint",
     "evaluate",
+    "fit",
     "in_blocks",
     "read_results",
     "check_seed",
@@ -126,6 +127,8 @@ class Fitted:
     alternatives: other scorers of the same encodings reported beside the main
       one (ablations of the same fitted model, e.g. UNCSM's cosine row).
     extras: further JSON-able facts (selected hyper-parameters...).
+    parts: learned pieces worth looking at, not recorded (EMD-CNN's ground
+      cost...); see `fit`.
   """
 
   encode_image: EncodeFn
@@ -134,6 +137,7 @@ class Fitted:
   stages: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   alternatives: Mapping[str, ScoreFn] = dataclasses.field(default_factory=dict)
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  parts: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def in_blocks(fn: Callable[[jax.Array], jax.Array], inputs: np.ndarray,
@@ -436,6 +440,36 @@ def _encode(fitted: Fitted, split: data_lib.Split) -> tuple[Any, Any]:
           jax.device_put(fitted.encode_text(split.text)))
 
 
+def _identity(spec: Any, config: Any, dataset: data_lib.Dataset, seed: int) -> dict:
+  """What a workdir belongs to (`Workdir.claim`): method, data, config, seed."""
+  data_lib.check_evaluable(dataset.test, dataset.metadata.get("source", dataset.name))
+  return {"method": spec.name, "dataset": dataset.name, "view": dataset.view.name,
+          "seed": seed, "config": dataclasses.asdict(config),
+          "data": {"fingerprint": data_fingerprint(dataset),
+                   "num_train": len(dataset.train), "num_test": len(dataset.test)}}
+
+
+def fit(spec: Any, config: Any, dataset: data_lib.Dataset, workdir: str, seed: int = 0, *,
+        mesh: jax.sharding.Mesh | None = None,
+        loop: train.LoopConfig = train.LoopConfig()) -> tuple[Fitted, preprocess.Prepared]:
+  """Fits one method in its workdir and returns the fitted model with the data as
+  it saw it, for looking inside (encodings, codes, transport plans) in a notebook.
+
+  The same workdir as `run` (same identity): the stages resume from their
+  checkpoints, so on a finished run nothing is trained again.
+
+  Returns:
+    `(fitted, prepared)`: encode `prepared.test.image` with `fitted.encode_image`.
+  """
+  seed = check_seed(seed)
+  identity = _identity(spec, config, dataset, seed)
+  prepared = spec.prepare(config, dataset, seed)
+  with Workdir(workdir) as wd:
+    wd.claim(identity, dataclasses.asdict(type(config)()))
+    context = FitContext(workdir=wd.path, seed=seed, mesh=mesh or train.data_mesh(), loop=loop)
+    return spec.fit(config, prepared, context), prepared
+
+
 def run(
     spec: Any,
     config: Any,
@@ -470,12 +504,7 @@ def run(
   start = time.time()
   seed = check_seed(seed)
   mesh = mesh or train.data_mesh()
-  data_lib.check_evaluable(dataset.test, dataset.metadata.get("source", dataset.name))
-  identity = {"method": spec.name, "dataset": dataset.name,
-              "view": dataset.view.name, "seed": seed,
-              "config": dataclasses.asdict(config),
-              "data": {"fingerprint": data_fingerprint(dataset),
-                       "num_train": len(dataset.train), "num_test": len(dataset.test)}}
+  identity = _identity(spec, config, dataset, seed)
   # Before the workdir is touched: data the method cannot take leaves nothing behind.
   prepared = spec.prepare(config, dataset, seed)
   with Workdir(workdir) as wd:

@@ -1,6 +1,6 @@
 r"""Runs every notebook in `colabs/` top to bottom in a fresh kernel, as a user would.
 
-  python tests/run_notebooks.py [--output=reports/notebooks.md]
+  python tests/run_notebooks.py [--output=reports/notebooks.md] [NOTEBOOK ...]
 
 The kernel runs in a new virtual environment that has no cmjax (checked), so
 each notebook's install cell really installs cmjax (`%pip install` from
@@ -58,6 +58,8 @@ def _error_text(notebook) -> str | None:
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("notebooks", nargs="*", help="Notebooks to run (default: every one in "
+                      "colabs/).")
   parser.add_argument("--output", help="Markdown table of the notebooks' times to write.")
   parser.add_argument("--timeout", type=int, default=1200, help="Seconds per cell.")
   parser.add_argument("--executed", help="Folder to write the executed notebooks to.")
@@ -73,7 +75,7 @@ def main() -> int:
     for name in ("wikipedia", "web_news"):
       if os.path.isdir(os.path.join(data_root, name)):
         os.environ[f"CMJAX_{name.upper()}"] = os.path.abspath(os.path.join(data_root, name))
-    for path in sorted(glob.glob(os.path.join(COLABS, "*.ipynb"))):
+    for path in args.notebooks or sorted(glob.glob(os.path.join(COLABS, "*.ipynb"))):
       notebook = nbformat.read(path, as_version=4)
       client = nbclient.NotebookClient(notebook, timeout=args.timeout, kernel_name=KERNEL,
                                        resources={"metadata": {"path": COLABS}})

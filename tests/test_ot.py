@@ -288,3 +288,14 @@ def test_semidual_config_is_validated():
   with pytest.raises(TypeError, match="SemidualConfig"):
     ot.pairwise_emd(jnp.ones((1, 3)) / 3, jnp.ones((1, 2)) / 2, jnp.ones((3, 2)),
                     ot.SinkhornConfig(), solver="certified")
+
+
+def test_exact_plan_has_the_marginals_and_the_exact_cost():
+  rng = np.random.default_rng(0)
+  p, q = rng.dirichlet(np.ones(7)), rng.dirichlet(np.ones(4))
+  cost = rng.random((7, 4))
+  plan = ot.exact_plan(p, q, cost)
+  np.testing.assert_allclose(plan.sum(1), p, atol=1e-9)
+  np.testing.assert_allclose(plan.sum(0), q, atol=1e-9)
+  assert plan.min() >= -1e-12
+  np.testing.assert_allclose(np.sum(plan * cost), pot.emd2(p, q, cost), rtol=1e-7)

@@ -218,3 +218,19 @@ def test_deterministic_flag_reaches_xla_and_results(tmp_path):
                        f"--workdir={tmp_path / 'x'}", check=False),
                   "dataset 'synthetic' takes no view option image_features='efficientnet'")
   assert not (tmp_path / "x").exists()
+
+
+def test_registry_fit_returns_the_run_model(tmp_path):
+  """`registry.fit` on a run's workdir gives the model that scored the test split;
+  on other data the workdir is refused."""
+  dataset = data.make_synthetic(num_train=200, num_test=60, seed=0)
+  workdir = str(tmp_path / "cca")
+  registry.run("cca", dataset, workdir, dims=8)
+  fitted, prepared = registry.fit("cca", dataset, workdir, dims=8)
+  scores = fitted.score(fitted.encode_image(prepared.test.image),
+                        fitted.encode_text(prepared.test.text))
+  np.testing.assert_allclose(scores, np.load(os.path.join(workdir, "test_scores.npy")),
+                             rtol=1e-5, atol=1e-6)
+  with pytest.raises(runner.RunError):
+    registry.fit("cca", data.make_synthetic(num_train=200, num_test=60, seed=1), workdir,
+                 dims=8)

@@ -328,7 +328,8 @@ def fit(config: EMDCNNConfig, prepared: preprocess.Prepared,
   return runner.Fitted(encode_image=encoder(model, params, "image"),
                        encode_text=encoder(model, params, "text"),
                        score=lambda p, q: -distance_matrix(config, p, q, cost),
-                       stages={"emd_cnn": runner.stage_facts(result)})
+                       stages={"emd_cnn": runner.stage_facts(result)},
+                       parts={"ground_cost": cost})
 
 
 for _name, _distance, _description in (

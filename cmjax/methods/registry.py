@@ -42,6 +42,7 @@ from cmjax import preprocess, runner
 __all__ = [
     "MethodSpec",
     "features_view",
+    "fit",
     "get",
     "import_modules",
     "load_data",
@@ -215,6 +216,15 @@ def load_data(spec: MethodSpec, config: Any, dataset: str, data_dir: str | None 
   the image/text feature choice applied (`cmjax.data.with_features`)."""
   view = view_options(spec, config, dataset, features)
   return data_lib.load_dataset(dataset, data_dir, view=view)
+
+
+def fit(name: str, dataset: data_lib.Dataset, workdir: str, seed: int = 0,
+        preset: str = "default", **overrides: Any):
+  """Fits method `name` as `run` would (same workdir: a finished run is not
+  trained again) and returns `(runner.Fitted, preprocess.Prepared)`, to look
+  inside the model in a notebook (see `cmjax.runner.fit`)."""
+  spec = get(name)
+  return runner.fit(spec, make_config(spec, preset, **overrides), dataset, workdir, seed)
 
 
 def run(name: str, dataset: data_lib.Dataset, workdir: str, seed: int = 0,

@@ -40,7 +40,7 @@ from cmjax.ot.entropic import (EMDResult, SinkhornConfig, batched_sinkhorn_emd, 
                                shared_cost_sinkhorn, sinkhorn_emd)
 from cmjax.ot.line import emd_on_line, ground_cost_on_line, pairwise_emd_on_line
 from cmjax.ot.pairwise import centroid_lower_bound, independent_lower_bound, pairwise_emd
-from cmjax.ot.topk import TopK, certified_topk, exact_emd, topk_emd
+from cmjax.ot.topk import TopK, certified_topk, exact_emd, exact_plan, topk_emd
 
 __all__ = [
     "EMDResult",
@@ -54,6 +54,7 @@ __all__ = [
     "certified_emd",
     "certified_topk",
     "exact_emd",
+    "exact_plan",
     "ground_cost_on_line",
     "independent_lower_bound",
     "learned_ground_cost",

@@ -13,6 +13,7 @@ __all__ = [
     "TopK",
     "certified_topk",
     "exact_emd",
+    "exact_plan",
     "topk_emd",
 ]
 
@@ -74,19 +75,24 @@ def exact_emd(p: np.ndarray, q: np.ndarray, cost: np.ndarray) -> np.ndarray:
     return np.array([pot.emd2(a, b, cost) for a, b in zip(p, q)])
   except ImportError:
     pass
+  return np.array([np.sum(exact_plan(a, b, cost) * cost) for a, b in zip(p, q)])
+
+
+def exact_plan(p: np.ndarray, q: np.ndarray, cost: np.ndarray) -> np.ndarray:
+  """The optimal transport plan `[m, n]` (float64) of histograms `[m]`, `[n]` under
+  `cost` `[m, n]`: rows sum to p, columns to q (normalised), total cost the EMD.
+  Solved by SciPy's HiGHS linear programming."""
   from scipy import optimize, sparse
+  p, q, cost = (np.asarray(x, np.float64) for x in (p, q, cost))
   m, n = cost.shape
   rows = sparse.kron(sparse.eye(m), np.ones((1, n)))      # sum_j F_ij = p_i
   cols = sparse.kron(np.ones((1, m)), sparse.eye(n))      # sum_i F_ij = q_j
-  constraints = sparse.vstack([rows, cols]).tocsr()
-  out = []
-  for a, b in zip(p, q):
-    result = optimize.linprog(cost.ravel(), A_eq=constraints, b_eq=np.concatenate([a, b]),
-                              bounds=(0, None), method="highs")
-    if result.status != 0:
-      raise FloatingPointError(f"exact_emd: linprog failed: {result.message}")
-    out.append(result.fun)
-  return np.array(out)
+  result = optimize.linprog(cost.ravel(), A_eq=sparse.vstack([rows, cols]).tocsr(),
+                            b_eq=np.concatenate([p / p.sum(), q / q.sum()]),
+                            bounds=(0, None), method="highs")
+  if result.status != 0:
+    raise FloatingPointError(f"exact_plan: linprog failed: {result.message}")
+  return result.x.reshape(m, n)
 
 
 class TopK(NamedTuple):
