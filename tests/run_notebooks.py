@@ -66,6 +66,7 @@ def main() -> int:
   args = parser.parse_args()
   data_root = os.environ.get("CMJAX_DATA_DIR", os.path.join(REPO, "..", "shared", "data"))
   rows, failed = [], 0
+  load = os.getloadavg()[0]
   with tempfile.TemporaryDirectory(prefix="cmjax_notebooks_") as root:
     start = time.perf_counter()
     os.environ.update(_fresh_kernel(root))
@@ -98,7 +99,8 @@ def main() -> int:
              "Regenerate: `python tests/run_notebooks.py --output=<this file>` (`.ci/run` runs "
              "it). Each notebook's time includes its install cell (pip installing cmjax and "
              "its dependencies into a new environment, from pip's cache when warm).", "",
-             f"{os.cpu_count()} CPU cores; kernel environment set up in {setup:.0f} s.", "",
+             f"{os.cpu_count()} CPU cores (load average {load:.1f} at the start: other work "
+             f"shares the cores above 0); kernel environment set up in {setup:.0f} s.", "",
              "| notebook | result | seconds |", "|---|---|---|", *rows]
     with open(args.output, "w") as f:
       f.write("\n".join(lines) + "\n")
