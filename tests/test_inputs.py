@@ -65,7 +65,8 @@ def test_pixels_are_converted_exactly_or_refused():
 def test_sixteen_bit_grey_is_scaled_not_saturated(tmp_path):
   path = str(tmp_path / "a.jpg")
   Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(path, format="PNG")
-  pixels, reason, found = web_news._decode_image(path, 4)  # pylint: disable=protected-access
+  pixels, reason, found = web_news._decode_image(  # pylint: disable=protected-access
+      path, web_news.square(4))
   assert reason == "" and found == "PNG 16-bit" and np.all(pixels == 128)
 
 
