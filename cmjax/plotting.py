@@ -18,8 +18,8 @@ from PIL import Image  # noqa: E402
 
 from cmjax import files  # noqa: E402
 
-__all__ = ["image_to_texts_html", "photo_html", "plot_codes", "plot_pr_curves",
-           "plot_transport_plan", "text_to_images_html"]
+__all__ = ["image_to_texts_html", "photo_html", "plot_codes", "plot_pair_weights",
+           "plot_pr_curves", "plot_transport_plan", "text_to_images_html"]
 
 
 def plot_pr_curves(
@@ -107,6 +107,26 @@ def plot_codes(codes: np.ndarray, labels: np.ndarray, class_names, path: str,
   starts = np.concatenate([[0], np.ceil(ends)])
   ax.set_yticks(starts, [class_names[labels[order][int(i)]] for i in starts], fontsize=7)
   ax.set(xlabel="bit")
+  if title:
+    ax.set_title(title)
+  return _save(fig, path)
+
+
+def plot_pair_weights(weights: np.ndarray, labels: np.ndarray, path: str,
+                      title: str = "") -> str:
+  """Histograms of `[n, n]` pair weights (FGL's fine-grained labels) over the
+  same-class and the different-class pairs of `[n]` labels (the diagonal left
+  out); writes `path` atomically."""
+  relevant = labels[:, None] == labels[None, :]
+  off_diagonal = ~np.eye(len(labels), dtype=bool)
+  fig, ax = plt.subplots(figsize=(7, 3.5))
+  bins = np.linspace(weights.min(), weights.max(), 41)
+  for mask, name, color in ((relevant, "same class (relevant)", "tab:green"),
+                            (~relevant, "different class (irrelevant)", "tab:red")):
+    ax.hist(weights[mask & off_diagonal], bins=bins, density=True, alpha=0.6, color=color,
+            label=f"{name}: {int((mask & off_diagonal).sum())} pairs")
+  ax.set(xlabel="pair weight in the matching loss", ylabel="density")
+  ax.legend()
   if title:
     ax.set_title(title)
   return _save(fig, path)

@@ -128,7 +128,7 @@ class Fitted:
       one (ablations of the same fitted model, e.g. UNCSM's cosine row).
     extras: further JSON-able facts (selected hyper-parameters...).
     parts: learned pieces worth looking at, not recorded (EMD-CNN's ground
-      cost...); see `fit`.
+      cost, FGL's pair weights...); see `fit`.
   """
 
   encode_image: EncodeFn

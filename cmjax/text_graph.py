@@ -83,6 +83,7 @@ class Graph:
     values: `[E]` float32 entries of L~ (the diagonal included).
     num_nodes: V.
     lambda_max: the largest eigenvalue of the unscaled L.
+    words: the `V` nodes' words, in node order (empty when unnamed).
   """
 
   rows: np.ndarray
@@ -90,14 +91,25 @@ class Graph:
   values: np.ndarray
   num_nodes: int
   lambda_max: float
+  words: tuple[str, ...] = ()
 
   def arrays(self) -> dict[str, np.ndarray]:
     """The edge arrays (what a jitted function needs)."""
     return {"rows": self.rows, "cols": self.cols, "values": self.values}
 
+  def neighbours(self, node: int) -> np.ndarray:
+    """The ids of `node`'s graph neighbours (itself excluded), strongest edge first."""
+    edges = (self.rows == node) & (self.cols != node)
+    # Off the diagonal L~ = -2 W~ / lambda_max: the most negative entry is the strongest edge.
+    order = np.argsort(self.values[edges], kind="stable")
+    return self.cols[edges][order]
 
-def build_graph(embeddings: np.ndarray, neighbors: int) -> Graph:
-  """The kNN word graph of `[V, d]` embeddings and its scaled Laplacian."""
+
+def build_graph(embeddings: np.ndarray, neighbors: int, words: Sequence[str] = ()) -> Graph:
+  """The kNN word graph of `[V, d]` embeddings (of `words`, if named) and its
+  scaled Laplacian."""
+  if words and len(words) != embeddings.shape[0]:
+    raise ValueError(f"{len(words)} words for {embeddings.shape[0]} embeddings")
   v = embeddings.shape[0]
   unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
   cosine = unit @ unit.T
@@ -116,7 +128,7 @@ def build_graph(embeddings: np.ndarray, neighbors: int) -> Graph:
   rows, cols = np.nonzero(adjacency | np.eye(v, dtype=bool))
   return Graph(rows=rows.astype(np.int32), cols=cols.astype(np.int32),
                values=scaled[rows, cols].astype(np.float32), num_nodes=v,
-               lambda_max=lambda_max)
+               lambda_max=lambda_max, words=tuple(words))
 
 
 def dense_laplacian(graph: Graph) -> np.ndarray:

@@ -1,12 +1,14 @@
 """FGL: the word graph, the sparse Chebyshev convolution against a dense reference,
 the losses against loops, learning on synthetic and real data."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmjax import data, models, runner, text_graph
+from cmjax import data, models, plotting, runner, text_graph
 from cmjax.methods import fgl, registry
 
 
@@ -23,6 +25,21 @@ def test_word_graph_is_symmetric_knn_with_scaled_spectrum():
   assert eigenvalues.min() >= -1 - 1e-5 and eigenvalues.max() <= 1 + 1e-5
   degree = (np.abs(dense) > 0).sum(1) - 1  # Off-diagonal neighbours.
   assert degree.min() >= 4  # Every word keeps at least its own k neighbours.
+
+
+def test_graph_neighbours_are_its_edges_strongest_first():
+  rng = np.random.default_rng(0)
+  words = [f"w{i}" for i in range(30)]
+  graph = text_graph.build_graph(rng.normal(size=(30, 6)).astype(np.float32), 4, words)
+  assert graph.words == tuple(words)
+  dense = text_graph.dense_laplacian(graph)
+  for node in (0, 7, 29):
+    got = graph.neighbours(node)
+    expected = set(np.flatnonzero(dense[node])) - {node}
+    assert set(got.tolist()) == expected and len(got) == len(expected)
+    assert np.all(np.diff(dense[node, got]) >= 0)  # Most negative L~ entry: strongest edge.
+  with pytest.raises(ValueError, match="3 words for 30 embeddings"):
+    text_graph.build_graph(rng.normal(size=(30, 6)), 4, words[:3])
 
 
 def test_tokens_vocabulary_embeddings_and_signals():
@@ -84,6 +101,23 @@ def test_fgl_learns_on_synthetic(tmp_path, labels):
   assert out["map"]["avg"] > 0.5, out["map"]  # Chance is about 0.1.
   assert ("siamese" in out["stages"]) == (labels == "fine_grained")
   assert out["extras"]["text_encoder"] == "mlp"
+  # The fitted model from the workdir (nothing retrained): fine-grained pair weights.
+  fitted, prepared = registry.fit("fgl", dataset, str(tmp_path), preset="quick",
+                                  labels=labels, steps=300)
+  assert ("pair_weights" in fitted.parts) == (labels == "fine_grained")
+  if labels == "fine_grained":
+    test = prepared.test
+    weights = np.asarray(fitted.parts["pair_weights"](test.text[:50], test.labels[:50]))
+    assert weights.shape == (50, 50)
+    np.testing.assert_allclose(weights, weights.T, atol=1e-5)
+    assert weights.min() >= 1 - 1e-5 and weights.max() <= 2 + 1e-5  # beta = 1.
+    # The siamese network has learned the classes: s = 2 - w for same-class pairs,
+    # w - 1 for the others, is higher for the former.
+    relevant = test.labels[:50, None] == test.labels[None, :50]
+    s_same, s_other = 2 - weights[relevant].mean(), weights[~relevant].mean() - 1
+    assert s_same > s_other + 0.1, (s_same, s_other)  # Seen: 0.88 vs 0.68 (50 steps).
+    path = plotting.plot_pair_weights(weights, test.labels[:50], str(tmp_path / "w.png"))
+    assert os.path.getsize(path) > 1000
 
 
 def test_fgl_gcn_on_web_news(web_news_dir, tmp_path):
@@ -92,6 +126,7 @@ def test_fgl_gcn_on_web_news(web_news_dir, tmp_path):
   dataset = registry.load_data(spec, config, "web_news", web_news_dir)
   graph = dataset.view.graph
   assert dataset.train.text.shape == (1693, 300) and graph.num_nodes == 300
+  assert len(graph.words) == 300 and len(set(graph.words)) == 300
   assert np.all(dataset.train.text >= 0)
   # Captions without any of the 300 words stay in (all-zero signal) and are counted.
   empty = {name: int((split.text.sum(1) == 0).sum())

@@ -7,10 +7,12 @@ import os
 import pickle
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
-from cmjax import data, features
+from cmjax import configs, data, features, runner, train
+from cmjax.methods import emd_cnn, registry
 from cmjax.pretrained import cache, efficientnet, torch_file
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
@@ -189,3 +191,47 @@ def test_datasets_released_as_features_refuse_a_feature_choice(wikipedia_dir):
                                            "image_features='efficientnet'"):
     data.load_dataset("wikipedia", wikipedia_dir,
                       view=data.FeaturesOptions(image_features="efficientnet"))
+
+
+def test_network_cut_before_a_block_composes_to_the_whole(variables):
+  pixels = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8)
+  whole = efficientnet.EfficientNetLite0().apply(variables, pixels)
+  maps = efficientnet.EfficientNetLite0(stop_block=14).apply(variables, pixels)
+  assert maps.shape == (2, 2, 2, 192)  # 64 / 32: the last stride-2 block is behind.
+  top = efficientnet.EfficientNetLite0(start_block=14).apply(variables, maps)
+  np.testing.assert_allclose(top, whole, atol=1e-5, rtol=0)
+  with pytest.raises(ValueError, match="blocks 15..14"):
+    efficientnet.EfficientNetLite0(start_block=15, stop_block=14).apply(variables, pixels)
+
+
+def test_emd_cnn_fine_tunes_the_pretrained_top(web_news_dir, tmp_path, monkeypatch, variables):
+  """finetune_blocks=2: the view holds the maps entering block 14 (cached), the
+  tower starts at the ImageNet weights (its pooled output equals the frozen
+  features), trains those blocks at the scaled rate, and never touches the
+  batch-norm statistics."""
+  root = _tiny_release(web_news_dir, tmp_path / "wn", per_split=8)
+  monkeypatch.setenv("CMJAX_CACHE_DIR", str(tmp_path / "cache"))
+  spec = registry.get("emd_cnn")
+  config = registry.make_config(spec, "quick", finetune_blocks=2, steps=5, batch_size=8,
+                                validation_fraction=0.0)
+  dataset = registry.load_data(spec, config, "web_news", root)
+  assert dataset.train.image.shape == (8, 7, 7, 192)
+  pooled = data.load_dataset("web_news", root, view=data.FeaturesOptions("efficientnet"))
+  top = efficientnet.EfficientNetLite0(start_block=14).apply(variables, dataset.train.image)
+  np.testing.assert_allclose(top, pooled.train.image, atol=1e-4, rtol=0)
+
+  prepared = spec.prepare(config, dataset, 0)
+  context = runner.FitContext(workdir=str(tmp_path / "run"), seed=0, mesh=train.data_mesh(),
+                              loop=train.LoopConfig())
+  _, trained, _ = emd_cnn.train_model(config, prepared, context)
+  tower = lambda collection: trained[collection]["image_net"]["efficientnet"]
+  for name in ("block14", "block15", "head"):
+    for leaf, start in zip(jax.tree.leaves(tower("batch_stats")[name]),
+                           jax.tree.leaves(variables["batch_stats"][name])):
+      np.testing.assert_array_equal(leaf, start)  # Frozen statistics.
+  moved = [np.abs(np.asarray(a) - b).max() for a, b in zip(
+      jax.tree.leaves(tower("params")["block15"]), jax.tree.leaves(variables["params"]["block15"]))]
+  assert max(moved) > 0  # Fine-tuned.
+  assert "block13" not in tower("params")  # Below the cut: not in the model at all.
+  with pytest.raises(configs.ConfigError, match="needs raw images"):
+    registry.view_options(spec, config, "wikipedia")

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from cmjax import train
+from cmjax import optim, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -236,3 +236,17 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, damage):
   with pytest.raises(train.RunError, match=r"stage 'regression': cannot read the checkpoint "
                      r"in .*checkpoints/regression .*delete that folder"):
     train.train_stage(_regression_stage(40), params, data, workdir=str(tmp_path), seed=1)
+
+
+def test_scale_updates_under_a_module_scales_only_that_subtree():
+  params = {"tower": {"efficientnet": {"w": jnp.ones(3)}, "head": {"w": jnp.ones(3)}},
+            "efficientnet_like": jnp.ones(2)}
+  grads = jax.tree.map(jnp.ones_like, params)
+  base = optim.make_optimizer("adam", 1e-2, 1e-3)
+  scaled = optim.scale_updates_under(base, "efficientnet", 0.1)
+  plain_updates, _ = base.update(grads, base.init(params), params)
+  updates, _ = scaled.update(grads, scaled.init(params), params)
+  np.testing.assert_allclose(updates["tower"]["efficientnet"]["w"],
+                             0.1 * plain_updates["tower"]["efficientnet"]["w"], rtol=1e-6)
+  np.testing.assert_allclose(updates["tower"]["head"]["w"], plain_updates["tower"]["head"]["w"])
+  np.testing.assert_allclose(updates["efficientnet_like"], plain_updates["efficientnet_like"])

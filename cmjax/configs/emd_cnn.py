@@ -6,6 +6,8 @@ r"""EMD-CNN presets (Zuo et al. 2020) and of its control rows.
 - `default`: 16 image bins, 8 text bins, a learned cost matrix, triplet loss
   with margin 0.1, epsilon 0.1 (reports/emd_cnn.md holds the variants tried
   on validation).
+- `finetune`: the image tower fine-tuned from ImageNet EfficientNet-Lite0 (its
+  last 2 blocks and head; web_news), texts as TF-IDF.
 - `quick`: tiny networks and 100 steps (smoke runs); not for reporting.
 
 The `distance` field is fixed by the method name (emd_cnn: emd,
@@ -55,6 +57,14 @@ class EMDCNNConfig:
     text_filters: text CNN: filters per width.
     pixels_chars: how the `pixels_chars` view (web_news, encoder=network) is
       loaded: `max_chars`, `char_vocab` (`cmjax.data.PixelsCharsOptions`).
+    finetune_blocks: 0, or an image tower fine-tuned from ImageNet
+      EfficientNet-Lite0 (raw images: web_news): its last `finetune_blocks`
+      MBConv blocks and head convolution, then the feature MLP, trained with the
+      rest; the blocks below stay frozen and run once (their output maps are
+      the cached image inputs). Texts: TF-IDF features. (The frozen network
+      alone is `--image_features=efficientnet` with 0.)
+    finetune_learning_rate_scale: learning rate of the fine-tuned pretrained
+      layers, as a multiple of `learning_rate`.
     learning_rate: AdamW learning rate.
     weight_decay: AdamW weight decay.
     batch_size: documents per step; all batch_size^2 image/text pairs are scored.
@@ -88,6 +98,8 @@ class EMDCNNConfig:
   text_widths: tuple[int, ...] = (2, 3, 4)
   text_filters: int = 64
   pixels_chars: data.PixelsCharsOptions = data.PixelsCharsOptions()
+  finetune_blocks: int = 0
+  finetune_learning_rate_scale: float = 0.1
   learning_rate: float = 1e-3
   weight_decay: float = 1e-4
   batch_size: int = 32
@@ -104,7 +116,13 @@ class EMDCNNConfig:
         "eval_threshold", "hidden", "image_channels", "char_embedding", "text_widths",
         "text_filters", "learning_rate", "batch_size", "steps",
         "eval_every")
-    configs.check_non_negative(self, "margin", "weight_decay", "patience")
+    configs.check_non_negative(self, "margin", "weight_decay", "patience", "finetune_blocks")
+    configs.check_positive(self, "finetune_learning_rate_scale")
+    if self.finetune_blocks > 16:
+      raise configs.ConfigError(f"config field 'finetune_blocks' must be <= 16 (EfficientNet-"
+                                f"Lite0 has 16 MBConv blocks), got {self.finetune_blocks}")
+    if self.finetune_blocks and self.encoder != "network":
+      raise configs.ConfigError("config field 'finetune_blocks' needs encoder='network'")
     configs.check_fraction(self, "dropout", "validation_fraction")
     configs.check_batch_size(self, "batch_size")
     configs.check_nonempty(self, "hidden", "image_channels", "text_widths")
@@ -123,6 +141,7 @@ class EMDCNNConfig:
 
 PRESETS = {
     "default": {},
+    "finetune": dict(finetune_blocks=2),
     "quick": dict(hidden=(32,), image_channels=(8, 16), text_filters=16, steps=100,
                   eval_every=50),
 }

@@ -133,14 +133,22 @@ class FeaturesOptions:
       EfficientNet-Lite0 features (`efficientnet`, `cmjax.pretrained`).
     text_features: TF-IDF of character 1-2-grams (`char_ngram`) or of jieba
       words (`words`).
+    efficientnet_block: with `efficientnet`: None for the pooled features, or b
+      for the `[h, w, c]` activation maps entering MBConv block b (0-15): the
+      input of an image tower that fine-tunes blocks b.. and the head.
   """
 
   image_features: ImageFeatures = "color_hist"
   text_features: TextFeatures = "char_ngram"
+  efficientnet_block: int | None = None
   name: ClassVar[str] = "features"
 
   def __post_init__(self):
     configs.check_literals(self)
+    block = self.efficientnet_block
+    if block is not None and (self.image_features != "efficientnet" or not 0 <= block < 16):
+      raise DataError(f"efficientnet_block={block} needs image_features='efficientnet' and a "
+                      f"block in 0..15 (got image_features={self.image_features!r})")
 
 
 @dataclasses.dataclass(frozen=True)

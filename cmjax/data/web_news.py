@@ -243,8 +243,10 @@ def _listed_image_paths(data_dir: str) -> list[str]:
 
 
 def efficientnet_features(data_dir: str, raw: dict[str, RawSplit],
-                          cache_dir: str | None = None) -> dict[str, np.ndarray]:
-  """Pooled EfficientNet-Lite0 features `[n, 1280]` of each split's images.
+                          cache_dir: str | None = None,
+                          block: int | None = None) -> dict[str, np.ndarray]:
+  """Pooled EfficientNet-Lite0 features `[n, 1280]` of each split's images, or
+  with `block` the activation maps `[n, h, w, c]` entering that MBConv block.
 
   Computed once (`cmjax.pretrained.efficientnet.image_features`) and kept in
   the content-addressed cache (`cmjax.pretrained.cache`) under a key of the
@@ -254,22 +256,28 @@ def efficientnet_features(data_dir: str, raw: dict[str, RawSplit],
     data_dir: the release directory.
     raw: `load_web_news_raw(data_dir)`: which pairs are kept, in which order.
     cache_dir: the cache folder (default `$CMJAX_CACHE_DIR`, else ~/.cache/cmjax).
+    block: None, or the MBConv block whose input maps are wanted.
   """
   weights = efficientnet.weights_path()
   key = {**_EFFICIENTNET_RECIPE, "weights_sha256": efficientnet.file_sha256(weights),
          "data_sha256": cache.files_sha256(_listed_image_paths(data_dir))}
+  what = "web_news EfficientNet features"
+  if block is not None:
+    key["stop_block"] = block
+    what = f"web_news EfficientNet maps entering block {block}"
 
   def compute() -> dict[str, np.ndarray]:
     decoded, *_ = load_web_news_raw(data_dir, transform=efficientnet.preprocess)
     names = list(decoded)
     pixels = np.concatenate([decoded[name].images for name in names])
     logging.info("web_news: EfficientNet-Lite0 features of %d images", len(pixels))
-    computed = efficientnet.image_features(pixels, efficientnet.load_variables(weights))
+    computed = efficientnet.image_features(pixels, efficientnet.load_variables(weights),
+                                           stop_block=block)
     ends = np.cumsum([len(decoded[name].labels) for name in names])
     out = dict(zip(names, np.split(computed, ends[:-1])))
     return {**out, **{f"{name}_ids": decoded[name].ids.astype(str) for name in names}}
 
-  arrays = cache.cached_arrays(key, compute, cache_dir, what="web_news EfficientNet features")
+  arrays = cache.cached_arrays(key, compute, cache_dir, what=what)
   for name, split in raw.items():
     if not np.array_equal(arrays[f"{name}_ids"], split.ids.astype(str)):
       raise DataError(f"{data_dir}: the cached EfficientNet features of the {name} split hold "
@@ -279,11 +287,15 @@ def efficientnet_features(data_dir: str, raw: dict[str, RawSplit],
 
 
 def _image_features(kind: ImageFeatures, data_dir: str, raw: dict[str, RawSplit],
-                    color_bins: int, cache_dir: str | None) -> dict[str, np.ndarray]:
+                    color_bins: int, cache_dir: str | None,
+                    efficientnet_block: int | None = None) -> dict[str, np.ndarray]:
+  if efficientnet_block is not None and kind != "efficientnet":
+    raise DataError(f"efficientnet_block={efficientnet_block} needs image features "
+                    f"'efficientnet', not {kind!r}")
   if kind == "color_hist":
     return {name: features.color_histogram(r.images, color_bins) for name, r in raw.items()}
   if kind == "efficientnet":
-    return efficientnet_features(data_dir, raw, cache_dir)
+    return efficientnet_features(data_dir, raw, cache_dir, efficientnet_block)
   raise DataError(f"unknown image features {kind!r}; choose color_hist or efficientnet")
 
 
@@ -311,24 +323,27 @@ def load_web_news(
     ngram_vocab: int = 1024,
     image_features: ImageFeatures = "color_hist",
     text_features: TextFeatures = "char_ngram",
+    efficientnet_block: int | None = None,
     cache_dir: str | None = None,
 ) -> Dataset:
   """Loads web_news as feature vectors computed from the raw data.
 
   Images: joint RGB colour histograms with a 2x2 spatial pyramid
   (`color_hist`, `[n, 5 * color_bins**3]`), or pooled ImageNet EfficientNet-Lite0
-  features (`efficientnet`, `[n, 1280]`, cached: `efficientnet_features`).
+  features (`efficientnet`, `[n, 1280]`, cached: `efficientnet_features`), or
+  with `efficientnet_block` the maps entering that block (`[n, h, w, c]`).
   Captions: TF-IDF weighted bags of character 1- and 2-grams (`char_ngram`) or
   of jieba words (`words`), `[n, ngram_vocab]`, vocabulary from the training
   split.
   """
   raw, class_names, dropped, stats = load_web_news_raw(data_dir, image_size)
-  images = _image_features(image_features, data_dir, raw, color_bins, cache_dir)
+  images = _image_features(image_features, data_dir, raw, color_bins, cache_dir,
+                          efficientnet_block)
   texts = _text_features(text_features, raw, ngram_vocab)
   splits = {name: Split(image=images[name], text=texts[name], labels=r.labels, ids=r.ids)
             for name, r in raw.items()}
   return _dataset(splits, class_names, data_dir, dropped, stats, image_features=image_features,
-                  text_features=text_features)
+                  text_features=text_features, efficientnet_block=efficientnet_block)
 
 
 def load_web_news_words(
@@ -356,7 +371,7 @@ def load_web_news_words(
   tokenized = {name: [text_graph.tokenize(t, tokens) for t in r.texts] for name, r in raw.items()}
   vocab = text_graph.vocabulary(tokenized["train"], vocab_size)
   embeddings = text_graph.word_embeddings(tokenized["train"], vocab, embedding_dim, window)
-  graph = text_graph.build_graph(embeddings, neighbors)
+  graph = text_graph.build_graph(embeddings, neighbors, words=sorted(vocab, key=vocab.get))
   splits = {
       name: Split(image=images[name], text=text_graph.node_signals(tokenized[name], vocab),
                   labels=r.labels, ids=r.ids)

@@ -52,6 +52,7 @@ from cmjax import configs, evaluation, optim, ot, preprocess, runner, sampling, 
 from cmjax.configs.emd_cnn import EMDCNNConfig
 from cmjax.methods import registry
 from cmjax.models import MLP, ImageCNN, TextCNN
+from cmjax.pretrained import efficientnet
 
 __all__ = [
     "EMDCNN",
@@ -124,7 +125,8 @@ def _normalise(h: jax.Array) -> jax.Array:
 
 
 def build_model(config: EMDCNNConfig, pixels: bool, vocabulary_size: int | None) -> EMDCNN:
-  """The EMD-CNN of a dataset: CNNs on pixels/characters, else feature MLPs."""
+  """The EMD-CNN of a dataset: CNNs on pixels/characters, else feature MLPs (on
+  the image side after the fine-tuned EfficientNet top, with `finetune_blocks`)."""
   m, n = config.bins
   if pixels:
     image_net = ImageCNN(m, config.image_channels, config.dropout)
@@ -135,7 +137,23 @@ def build_model(config: EMDCNNConfig, pixels: bool, vocabulary_size: int | None)
     mlp = lambda out: MLP(tuple(config.hidden) + (out,), config.activation, "none",
                           config.dropout)
     image_net, text_net = mlp(m), mlp(n)
+    if config.finetune_blocks:
+      image_net = efficientnet.FineTunedTop(_start_block(config), image_net)
   return EMDCNN(image_net, text_net, config)
+
+
+def _start_block(config: EMDCNNConfig) -> int:
+  """The first fine-tuned EfficientNet-Lite0 block."""
+  return efficientnet.NUM_BLOCKS - config.finetune_blocks
+
+
+def _optimizer(config: EMDCNNConfig):
+  """AdamW; the fine-tuned pretrained layers at `finetune_learning_rate_scale`."""
+  optimizer = optim.make_optimizer("adam", config.learning_rate, config.weight_decay)
+  if not config.finetune_blocks:
+    return optimizer
+  return optim.scale_updates_under(optimizer, "efficientnet",
+                                   config.finetune_learning_rate_scale)
 
 
 # ---------------------------------------------------------------------------
@@ -240,14 +258,19 @@ def _distances(config: EMDCNNConfig, model: EMDCNN, params, split: data_lib.Spli
   return distance_matrix(config, p, q, cost, on_nonconvergence)
 
 
-def training_stage(config: EMDCNNConfig, model: EMDCNN,
-                   val: data_lib.Split | None) -> train.Stage:
-  """The joint training stage of both networks and the ground cost."""
+def training_stage(config: EMDCNNConfig, model: EMDCNN, val: data_lib.Split | None,
+                   frozen: Any = None) -> train.Stage:
+  """The joint training stage of both networks and the ground cost.
+
+  The loss's context holds the variable collections that are not trained
+  (`frozen`: the pretrained batch-norm statistics), merged into the parameters.
+  """
   def sample_fn(rng, data):
     return sampling.sample_rows(rng, data, config.batch_size)
 
   def loss_fn(params, context, batch, rng):
-    p, q, cost = model.apply(params, batch["image"], batch["text"], True, rngs={"dropout": rng})
+    p, q, cost = model.apply({**params, **context}, batch["image"], batch["text"], True,
+                             rngs={"dropout": rng})
     distances, converged = batch_distances(config, p, q, cost)
     relevant = evaluation.relevance(batch["labels"], batch["labels"])
     loss = pair_losses(distances, relevant, config.margin, config.loss)
@@ -256,11 +279,10 @@ def training_stage(config: EMDCNNConfig, model: EMDCNN,
     return loss, {"sinkhorn_converged": converged, "distance_gap": gap}
 
   eval_fn = None if val is None else (lambda params: evaluation.cross_modal_map(
-      -_distances(config, model, params, val), val.labels, val.labels))
+      -_distances(config, model, {**params, **(frozen or {})}, val), val.labels, val.labels))
 
   return train.Stage(
-      name="emd_cnn", loss_fn=loss_fn, sample_fn=sample_fn,
-      optimizer=optim.make_optimizer("adam", config.learning_rate, config.weight_decay),
+      name="emd_cnn", loss_fn=loss_fn, sample_fn=sample_fn, optimizer=_optimizer(config),
       num_steps=config.steps if config.encoder == "network" or config.ground_cost != "fixed"
       else 0,
       eval_fn=eval_fn, eval_every=config.eval_every,
@@ -268,16 +290,31 @@ def training_stage(config: EMDCNNConfig, model: EMDCNN,
 
 
 def view(config: EMDCNNConfig, dataset: str) -> data_lib.ViewOptions:
-  """Pixels and characters where the dataset has them (web_news), else features."""
-  if config.encoder == "network" and dataset in data_lib.VIEWS["pixels_chars"]:
+  """Pixels and characters where the dataset has them (web_news), else features;
+  with `finetune_blocks`, EfficientNet maps and TF-IDF features of the raw data."""
+  raw = dataset in data_lib.VIEWS["pixels_chars"]
+  if config.finetune_blocks:
+    if not raw:
+      raise configs.ConfigError(f"finetune_blocks={config.finetune_blocks} needs raw images; "
+                                f"dataset {dataset!r} is released as features")
+    return data_lib.FeaturesOptions(image_features="efficientnet",
+                                    efficientnet_block=_start_block(config))
+  if config.encoder == "network" and raw:
     return config.pixels_chars
   return data_lib.FeaturesOptions()
 
 
 def prepare(config: EMDCNNConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
-  """Train/validation/test; feature datasets get `input_transform` (not pixels or ids)."""
+  """Train/validation/test; feature vectors get `input_transform` (not pixels, ids
+  or EfficientNet maps)."""
   pixels = isinstance(dataset.view, data_lib.PixelsChars)
   transform = config.input_transform
+  if config.finetune_blocks:
+    if dataset.train.image.ndim != 4:
+      raise data_lib.DataError(f"finetune_blocks needs EfficientNet maps [n, h, w, c] as "
+                               f"images, got {dataset.train.image.shape[1:]}")
+    return preprocess.prepare(dataset, "none", config.validation_fraction, seed,
+                              text_transform=transform)
   if pixels or config.encoder == "identity":
     transform = "none"
   if config.encoder == "identity":
@@ -303,8 +340,12 @@ def train_model(config: EMDCNNConfig, prepared: preprocess.Prepared,
   pixels = isinstance(prepared.view, data_lib.PixelsChars)
   vocabulary_size = prepared.view.vocabulary_size if pixels else None
   model = build_model(config, pixels, vocabulary_size)
-  params = model.init(jax.random.key(context.seed), jnp.asarray(prepared.train.image[:1]),
-                      jnp.asarray(prepared.train.text[:1]))
+  variables = model.init(jax.random.key(context.seed), jnp.asarray(prepared.train.image[:1]),
+                         jnp.asarray(prepared.train.text[:1]))
+  if config.finetune_blocks:
+    variables = efficientnet.pretrained_top(variables, ("image_net",), _start_block(config))
+  params = {"params": variables["params"]}
+  frozen = {k: v for k, v in variables.items() if k != "params"}
   train_data = {"image": jnp.asarray(prepared.train.image),
                 "text": jnp.asarray(prepared.train.text),
                 "labels": jnp.asarray(prepared.train.labels)}
@@ -315,9 +356,9 @@ def train_model(config: EMDCNNConfig, prepared: preprocess.Prepared,
     # than in a plain jitted step (reports/benchmark_emd_cnn_step.md).
     logging.info("emd_cnn: CNNs on CPU train one step per call (steps_per_call=1)")
     context = dataclasses.replace(context, loop=dataclasses.replace(loop, steps_per_call=1))
-  result = context.train(training_stage(config, model, val), params, train_data,
-                         seed=context.seed * 1000 + 1)
-  return model, result.params, result
+  result = context.train(training_stage(config, model, val, frozen), params, train_data,
+                         seed=context.seed * 1000 + 1, context=frozen)
+  return model, {**result.params, **frozen}, result
 
 
 def fit(config: EMDCNNConfig, prepared: preprocess.Prepared,

@@ -138,6 +138,14 @@ def matching_loss(logits: jax.Array, relevant: jax.Array, weights: jax.Array,
                                                      - (mu_pos - mu_neg)))
 
 
+def siamese_weights(siamese: TextPath, params, text: jax.Array, graph, relevant: jax.Array,
+                    beta: float) -> jax.Array:
+  """`[B, B]` fine-grained weights of the pairs of `[B, ...]` texts: s = (1 + cosine
+  of their siamese embeddings) / 2 in `fine_grained_weights`."""
+  g = siamese.apply(params, text, graph)
+  return fine_grained_weights((1.0 + similarity.cosine(g, g)) / 2.0, relevant, beta)
+
+
 # ---------------------------------------------------------------------------
 # Stages.
 # ---------------------------------------------------------------------------
@@ -182,10 +190,9 @@ def matching_stage(config: FGLConfig, model: FGLNet, siamese: TextPath, eval_fn)
                          rngs={"dropout": rng})
     relevant = evaluation.relevance(batch["labels"], batch["labels"]).astype(jnp.float32)
     weights = jnp.ones_like(logits)
-    if config.labels == "fine_grained":
-      g = siamese.apply(context["siamese"], batch["text"], graph)  # T_I of row i is text i.
-      text_similarity = (1.0 + similarity.cosine(g, g)) / 2.0
-      weights = fine_grained_weights(text_similarity, relevant, config.beta)
+    if config.labels == "fine_grained":  # T_I of row i is text i.
+      weights = siamese_weights(siamese, context["siamese"], batch["text"], graph, relevant,
+                                config.beta)
     loss = matching_loss(logits, relevant, weights, config)
     gap = (jnp.sum(logits * relevant) / jnp.sum(relevant)
            - jnp.sum(logits * (1 - relevant)) / jnp.maximum(jnp.sum(1 - relevant), 1.0))
@@ -217,6 +224,14 @@ def _encode_text(model: FGLNet, params, text: jax.Array, graph) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("model",))
 def _pair_logits(model: FGLNet, params, fi: jax.Array, ft: jax.Array) -> jax.Array:
   return model.apply(params, fi, ft, method=FGLNet.logits)
+
+
+@functools.partial(jax.jit, static_argnames=("siamese", "beta"))
+def _pair_weights(siamese: TextPath, params, text: jax.Array, labels: jax.Array, *, graph,
+                  beta: float) -> jax.Array:
+  """`[n, n]` fine-grained weights of the pairs of `[n, ...]` texts with `[n]` labels."""
+  relevant = evaluation.relevance(labels, labels).astype(jnp.float32)
+  return siamese_weights(siamese, params, text, graph, relevant, beta)
 
 
 def view(config: FGLConfig, dataset: str) -> data_lib.ViewOptions:
@@ -268,9 +283,13 @@ def fit(config: FGLConfig, prepared: preprocess.Prepared,
   encode_image = functools.partial(runner.in_blocks, lambda x: _encode_image(model, params, x))
   encode_text = functools.partial(runner.in_blocks,
                                   lambda z: _encode_text(model, params, z, graph))
+  parts = {}
+  if siamese_params is not None:
+    parts["pair_weights"] = functools.partial(_pair_weights, siamese, siamese_params,
+                                              graph=graph, beta=config.beta)
   return runner.Fitted(encode_image=encode_image, encode_text=encode_text,
                        score=lambda fi, ft: _pair_logits(model, params, fi, ft), stages=stages,
-                       extras={"text_encoder": kind})
+                       extras={"text_encoder": kind}, parts=parts)
 
 registry.register(registry.MethodSpec(
     name="fgl",

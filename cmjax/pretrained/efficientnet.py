@@ -39,11 +39,14 @@ from cmjax.pretrained import torch_file
 
 __all__ = [
     "EfficientNetLite0",
+    "FineTunedTop",
+    "NUM_BLOCKS",
     "STAGES",
     "WEIGHTS_PACKAGE",
     "convert_state_dict",
     "image_features",
     "preprocess",
+    "pretrained_top",
     "load_variables",
     "weights_path",
 ]
@@ -159,29 +162,50 @@ class _MBConv(nn.Module):
     return x
 
 
+NUM_BLOCKS = sum(stage.repeats for stage in STAGES)  # 16 MBConv blocks.
+
+
+def _blocks() -> list[tuple[Stage, int]]:
+  """(stage, stride) of each MBConv block, in order."""
+  return [(stage, stage.stride if repeat == 0 else 1)
+          for stage in STAGES for repeat in range(stage.repeats)]
+
+
 class EfficientNetLite0(nn.Module):
   """`[B, H, W, 3]` RGB pixels in [0, 255] -> `[B, 1280]` pooled features, or
-  `[B, 1000]` ImageNet logits with `logits=True`.
+  `[B, 1000]` ImageNet logits with `logits=True`; or a part of the network, cut
+  before a block.
 
-  Inference only (batch norm uses its running statistics; no dropout).
+  Batch norm uses its running statistics (no dropout): inference, or
+  fine-tuning with the statistics frozen.
 
   Attributes:
     dtype: compute dtype (float32; bfloat16 on accelerators that favour it).
+    start_block: None: the input is pixels (through the stem); b: the input is
+      the activation map entering MBConv block b.
+    stop_block: None: through the head to the pooled features (or logits); b:
+      the output is the activation map entering block b (`[B, h, w, c]`).
   """
 
   dtype: Any = jnp.float32
+  start_block: int | None = None
+  stop_block: int | None = None
 
   @nn.compact
-  def __call__(self, pixels: jax.Array, logits: bool = False) -> jax.Array:
-    x = (pixels.astype(jnp.float32) - 127.0) / 128.0
-    x = _Conv(STEM_CHANNELS, 3, 2, dtype=self.dtype, name="stem")(x.astype(self.dtype))
-    index = 0
-    for stage in STAGES:
-      for repeat in range(stage.repeats):
-        x = _MBConv(stage, stage.stride if repeat == 0 else 1, dtype=self.dtype,
-                    name=f"block{index}")(x)
-        index += 1
-    x = _Conv(FEATURES, 1, dtype=self.dtype, name="head")(x)
+  def __call__(self, inputs: jax.Array, logits: bool = False) -> jax.Array:
+    start = 0 if self.start_block is None else self.start_block
+    stop = NUM_BLOCKS if self.stop_block is None else self.stop_block
+    if not 0 <= start <= stop <= NUM_BLOCKS:
+      raise ValueError(f"blocks {start}..{stop} of EfficientNet-Lite0 (0..{NUM_BLOCKS})")
+    x = inputs
+    if self.start_block is None:
+      x = (inputs.astype(jnp.float32) - 127.0) / 128.0
+      x = _Conv(STEM_CHANNELS, 3, 2, dtype=self.dtype, name="stem")(x.astype(self.dtype))
+    for index, (stage, stride) in enumerate(_blocks()[start:stop], start):
+      x = _MBConv(stage, stride, dtype=self.dtype, name=f"block{index}")(x)
+    if self.stop_block is not None:
+      return x.astype(jnp.float32)
+    x = _Conv(FEATURES, 1, dtype=self.dtype, name="head")(x.astype(self.dtype))
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if not logits:
       return features
@@ -311,7 +335,7 @@ def preprocess(image: Image.Image) -> np.ndarray:
 
 def image_features(pixels: np.ndarray, variables: Mapping, batch_size: int = 64,
                    dtype: Any = jnp.float32, logits: bool = False,
-                   log_every_s: float = 10.0) -> np.ndarray:
+                   stop_block: int | None = None, log_every_s: float = 10.0) -> np.ndarray:
   """EfficientNet-Lite0 on every image: one jitted, batched pass, data-parallel over
   the local devices, with progress lines (images done, images/s, ETA).
 
@@ -322,16 +346,20 @@ def image_features(pixels: np.ndarray, variables: Mapping, batch_size: int = 64,
       device count; the last batch is padded (copies of its last image) and cut.
     dtype: compute dtype of the network.
     logits: ImageNet logits `[n, 1000]` instead of pooled features `[n, 1280]`.
+    stop_block: the activation maps entering this MBConv block instead (the
+      input of a tower that fine-tunes the blocks from there on).
     log_every_s: seconds between progress lines.
 
   Returns:
-    `[n, 1280]` (or `[n, 1000]`) float32.
+    `[n, 1280]` (or `[n, 1000]`, or `[n, h, w, c]`) float32.
   """
+  if logits and stop_block is not None:
+    raise ValueError("logits=True needs the whole network (stop_block=None)")
   devices = jax.local_devices()
   mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
   batch = -(-max(1, min(batch_size, len(pixels))) // len(devices)) * len(devices)
   rows = NamedSharding(mesh, P("data"))
-  model = EfficientNetLite0(dtype=dtype)
+  model = EfficientNetLite0(dtype=dtype, stop_block=stop_block)
   apply = jax.jit(lambda v, x: model.apply(v, x, logits=logits),
                   in_shardings=(NamedSharding(mesh, P()), rows), out_shardings=rows)
   variables = jax.device_put(variables, NamedSharding(mesh, P()))
@@ -349,5 +377,61 @@ def image_features(pixels: np.ndarray, variables: Mapping, batch_size: int = 64,
       logging.info("EfficientNet-Lite0: %d of %d images, %.1f images/s, ETA %.0f s", done, n,
                    rate, (n - done) / rate)
       last_log = now
-  return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES if logits else FEATURES),
-                                                    np.float32)
+  if out:
+    return np.concatenate(out)
+  shape = jax.eval_shape(lambda x: model.apply(variables, x, logits=logits),
+                         jax.ShapeDtypeStruct((1, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.uint8)).shape
+  return np.zeros((0, *shape[1:]), np.float32)
+
+
+class FineTunedTop(nn.Module):
+  """The top of EfficientNet-Lite0 with a head on its pooled features, to be
+  fine-tuned: `[B, h, w, c]` maps entering block `start_block` -> `head(features)`.
+
+  Batch norm keeps its ImageNet running statistics (a variable collection the
+  optimizer must not touch: `pretrained_top` puts them in `batch_stats`); its
+  scales and offsets train with the convolutions.
+
+  Attributes:
+    start_block: the first fine-tuned MBConv block (0-15).
+    head: a module `(features [B, 1280], train) -> outputs`.
+  """
+
+  start_block: int
+  head: nn.Module
+
+  @nn.compact
+  def __call__(self, maps: jax.Array, train: bool = False) -> jax.Array:
+    features = EfficientNetLite0(start_block=self.start_block, name="efficientnet")(maps)
+    return self.head(features, train)
+
+
+def pretrained_top(variables: Mapping, path: Sequence[str], start_block: int,
+                   pretrained: Mapping | None = None) -> dict:
+  """`variables` of a model holding a `FineTunedTop` at `path` (module names),
+  with that top's blocks and head convolution set to the ImageNet weights.
+
+  Args:
+    variables: the model's initial variables (`params` and `batch_stats`).
+    path: names of the `FineTunedTop`'s enclosing modules, e.g. `("image_net",)`.
+    start_block: the `FineTunedTop`'s `start_block`.
+    pretrained: `load_variables()` (loaded here if None).
+
+  Raises:
+    ValueError: the model's top is not EfficientNet-Lite0's from `start_block`.
+  """
+  pretrained = load_variables() if pretrained is None else pretrained
+  names = {f"block{b}" for b in range(start_block, NUM_BLOCKS)} | {"head"}
+  out = {collection: dict(tree) for collection, tree in variables.items()}
+  for collection in ("params", "batch_stats"):
+    parent = out[collection]
+    for name in path:
+      parent[name] = dict(parent[name])
+      parent = parent[name]
+    source = {k: v for k, v in pretrained[collection].items() if k in names}
+    target = parent["efficientnet"]
+    if jax.tree.map(np.shape, dict(target)) != jax.tree.map(np.shape, source):
+      raise ValueError(f"the {collection} at {'/'.join(path)}/efficientnet are not those of "
+                       f"EfficientNet-Lite0 from block {start_block}")
+    parent["efficientnet"] = jax.tree.map(jnp.asarray, source)
+  return out
