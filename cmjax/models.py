@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -30,48 +30,54 @@ class MLP(nn.Module):
     output_activation: name in `ACTIVATIONS`, after the last layer.
     dropout: dropout rate on the input of every layer but the first
       (active when `train=True`; needs a `'dropout'` rng).
+    dtype: compute dtype (parameters and the output stay float32).
   """
 
   features: Sequence[int]
   activation: str = "relu"
   output_activation: str = "none"
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     for i, width in enumerate(self.features):
       if i and self.dropout:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-      x = nn.Dense(width)(x)
+      x = nn.Dense(width, dtype=self.dtype)(x)
       last = i == len(self.features) - 1
       x = ACTIVATIONS[self.output_activation if last else self.activation](x)
-    return x
+    return x.astype(jnp.float32)
 
 
 class ImageCNN(nn.Module):
   """`[B, H, W, 3]` uint8 pixels -> `[B, outputs]` logits.
 
   Stride-2 3x3 convolutions with ReLU, global average pooling, dropout, dense.
+  `dtype`: compute dtype (parameters and the output stay float32).
   """
 
   outputs: int
   channels: Sequence[int] = (32, 64, 128)
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, pixels: jax.Array, train: bool = False) -> jax.Array:
-    x = pixels.astype(jnp.float32) / 127.5 - 1.0
+    x = (pixels.astype(jnp.float32) / 127.5 - 1.0).astype(self.dtype)
     for width in self.channels:
-      x = nn.relu(nn.Conv(width, (3, 3), strides=(2, 2))(x))
-    x = nn.Dropout(self.dropout, deterministic=not train)(jnp.mean(x, axis=(1, 2)))
-    return nn.Dense(self.outputs)(x)
+      x = nn.relu(nn.Conv(width, (3, 3), strides=(2, 2), dtype=self.dtype)(x))
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.outputs, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class TextCNN(nn.Module):
   """`[B, L]` character ids (0 pads, at the end) -> `[B, outputs]` logits.
 
   Kim (2014): embeddings, one convolution per width, ReLU, max over the
-  windows that start on a real character, dropout, dense.
+  windows that start on a real character, dropout, dense. `dtype`: compute
+  dtype (parameters and the output stay float32).
   """
 
   outputs: int
@@ -80,18 +86,19 @@ class TextCNN(nn.Module):
   widths: Sequence[int] = (2, 3, 4)
   filters: int = 128
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, ids: jax.Array, train: bool = False) -> jax.Array:
     ids = ids.astype(jnp.int32)
-    x = nn.Embed(self.vocabulary_size, self.embedding)(ids)
+    x = nn.Embed(self.vocabulary_size, self.embedding, dtype=self.dtype)(ids)
     pooled = []
     for width in self.widths:
-      h = nn.relu(nn.Conv(self.filters, (width,), padding="VALID")(x))  # [B, L - w + 1, f]
-      real = (ids[:, : h.shape[1]] > 0)[:, :, None]
+      h = nn.relu(nn.Conv(self.filters, (width,), padding="VALID", dtype=self.dtype)(x))
+      real = (ids[:, : h.shape[1]] > 0)[:, :, None]  # h: [B, L - w + 1, f]
       pooled.append(jnp.max(jnp.where(real, h, 0.0), axis=1))
     x = nn.Dropout(self.dropout, deterministic=not train)(jnp.concatenate(pooled, axis=-1))
-    return nn.Dense(self.outputs)(x)
+    return nn.Dense(self.outputs, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 def sparse_matmul(graph: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:

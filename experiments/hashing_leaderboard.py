@@ -61,8 +61,6 @@ def main(argv):
   cli.start(argv)
   start = time.time()
   bits_list = _parse_bits(FLAGS.bits)
-  if FLAGS.seeds <= 0:
-    raise configs.ConfigError(f"--seeds must be > 0, got {FLAGS.seeds}")
   data_dir = lambda d: os.path.join(FLAGS.data_root, d) if FLAGS.data_root else None
   features = cli.feature_choice()
   results = {(d + features.suffix, m, b): reports.hashing_runs(

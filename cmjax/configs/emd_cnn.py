@@ -65,6 +65,9 @@ class EMDCNNConfig:
       alone is `--image_features=efficientnet` with 0.)
     finetune_learning_rate_scale: learning rate of the fine-tuned pretrained
       layers, as a multiple of `learning_rate`.
+    tower_dtype: compute dtype of the image and text networks: bfloat16 is
+      fast on TPUs and recent GPUs (emulated, slow, on CPU); parameters,
+      histograms, the ground cost and the Sinkhorn EMD stay float32.
     learning_rate: AdamW learning rate.
     weight_decay: AdamW weight decay.
     batch_size: documents per step; all batch_size^2 image/text pairs are scored.
@@ -100,6 +103,7 @@ class EMDCNNConfig:
   pixels_chars: data.PixelsCharsOptions = data.PixelsCharsOptions()
   finetune_blocks: int = 0
   finetune_learning_rate_scale: float = 0.1
+  tower_dtype: Literal["float32", "bfloat16"] = "float32"
   learning_rate: float = 1e-3
   weight_decay: float = 1e-4
   batch_size: int = 32

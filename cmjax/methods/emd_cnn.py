@@ -128,17 +128,18 @@ def build_model(config: EMDCNNConfig, pixels: bool, vocabulary_size: int | None)
   """The EMD-CNN of a dataset: CNNs on pixels/characters, else feature MLPs (on
   the image side after the fine-tuned EfficientNet top, with `finetune_blocks`)."""
   m, n = config.bins
+  dtype = jnp.dtype(config.tower_dtype)
   if pixels:
-    image_net = ImageCNN(m, config.image_channels, config.dropout)
+    image_net = ImageCNN(m, config.image_channels, config.dropout, dtype)
     text_net = TextCNN(n, vocabulary_size, config.char_embedding, config.text_widths,
-                       config.text_filters, config.dropout)
+                       config.text_filters, config.dropout, dtype)
   else:
     # Dropout acts on the input of every layer after the first: here, the hidden layers.
     mlp = lambda out: MLP(tuple(config.hidden) + (out,), config.activation, "none",
-                          config.dropout)
+                          config.dropout, dtype)
     image_net, text_net = mlp(m), mlp(n)
     if config.finetune_blocks:
-      image_net = efficientnet.FineTunedTop(_start_block(config), image_net)
+      image_net = efficientnet.FineTunedTop(_start_block(config), image_net, dtype)
   return EMDCNN(image_net, text_net, config)
 
 
@@ -351,7 +352,8 @@ def train_model(config: EMDCNNConfig, prepared: preprocess.Prepared,
                 "labels": jnp.asarray(prepared.train.labels)}
   val = prepared.val if len(prepared.val) else None
   loop = context.loop
-  if pixels and jax.default_backend() == "cpu" and loop.steps_per_call > 1:
+  convolutions = pixels or config.finetune_blocks > 0
+  if convolutions and jax.default_backend() == "cpu" and loop.steps_per_call > 1:
     # XLA:CPU runs convolutions inside a device-side loop many times slower
     # than in a plain jitted step (reports/benchmark_emd_cnn_step.md).
     logging.info("emd_cnn: CNNs on CPU train one step per call (steps_per_call=1)")

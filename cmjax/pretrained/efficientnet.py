@@ -395,14 +395,17 @@ class FineTunedTop(nn.Module):
   Attributes:
     start_block: the first fine-tuned MBConv block (0-15).
     head: a module `(features [B, 1280], train) -> outputs`.
+    dtype: compute dtype of the blocks (the pooled features are float32).
   """
 
   start_block: int
   head: nn.Module
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, maps: jax.Array, train: bool = False) -> jax.Array:
-    features = EfficientNetLite0(start_block=self.start_block, name="efficientnet")(maps)
+    features = EfficientNetLite0(self.dtype, start_block=self.start_block,
+                                 name="efficientnet")(maps)
     return self.head(features, train)
 
 
