@@ -2,10 +2,11 @@
 
 - `pack`: `[n, K]` codes (signs, 0/1 or bool) -> `[n, ceil(K/32)]` uint32 words.
 - `hamming`: XOR and popcount of packed words: `[Q, W] x [N, W] -> [Q, N]` int32.
-- `top_k`: the k nearest database items of each query, ties by database index,
-  over database chunks (a running merge), so the database need not fit in one
-  block; within a chunk, groups ranked by their minimum distance and radix
-  selects on the distance replace a sort.
+- `HammingIndex` (`top_k` for one search): the k nearest database items of
+  each query, ties by database index, over database chunks laid out on the
+  device once (a running merge), so the database need not fit in one block;
+  within a chunk, groups ranked by their minimum distance and radix selects on
+  the distance replace a sort.
 - `distance_counts`: per query and Hamming distance b = 0..K, how many database
   items (and how many relevant ones) lie at distance b; O(N) per query, no sort.
 - Metrics (`hashing_metrics`), both ways of breaking Hamming ties:
@@ -33,6 +34,7 @@ import scipy.special
 from cmjax import evaluation
 
 __all__ = [
+    "HammingIndex",
     "codes_score",
     "distance_counts",
     "hamming",
@@ -176,66 +178,108 @@ def _merge_chunk(best_distances, best_indices, queries, chunk, offset, valid, k,
   return jax.lax.map(merge_block, (best_distances, best_indices, queries))
 
 
-def top_k(query_words: np.ndarray, database_words: np.ndarray, k: int, bits: int,
-          chunk_size: int = 1 << 20, query_block: int = 32,
-          group: int = 32) -> tuple[np.ndarray, np.ndarray]:
-  """The k nearest database items of each query, ties by lower database index.
+class HammingIndex:
+  """A database of packed codes laid out on the device once, for k-nearest searches.
 
-  The database is read `chunk_size` items at a time (each chunk sent to the
-  device once, word-major) and scored against blocks of `query_block`
-  queries. A chunk's k nearest items are found without sorting it or
-  storing its distances: groups of `group` items are ranked by their
-  minimum distance, recursively (`_smallest_groups`), then only the k best
-  groups' items are scored again and merged; every selection is a radix
-  select on the distance (reports/benchmark_hamming.md).
+  The database is split into chunks of `chunk_size` items, each padded to a
+  multiple of `group`, transposed word-major and placed on the default device
+  when the index is built; `search` scores blocks of queries against the
+  chunks (`_merge_chunk`): groups of `group` items are ranked by their minimum
+  distance, recursively (`_smallest_groups`), then only the k best groups'
+  items are scored again and merged; every selection is a radix select on the
+  distance (reports/benchmark_hamming.md). No distance matrix is stored.
 
-  Args:
-    query_words, database_words: packed codes `[Q, W]`, `[N, W]`.
-    k: neighbours per query (<= N).
+  Attributes:
     bits: code length K (distances are 0..K).
-    chunk_size: database items scored at a time.
-    query_block: queries scored together; memory is
-      O(query_block * chunk_size / group) int32.
-    group: items per group of the selection.
+    size: database items N.
+  """
+
+  def __init__(self, database_words: np.ndarray, bits: int, chunk_size: int = 1 << 20,
+               group: int = 32):
+    """Args:
+      database_words: packed codes `[N, W]` (`pack`).
+      bits: code length K.
+      chunk_size: database items scored at a time.
+      group: items per group of the selection.
+    """
+    self.bits, self.size, self.group = bits, database_words.shape[0], group
+    if self.size == 0:
+      raise ValueError("an empty database")
+    self._chunk = -(-min(chunk_size, self.size) // group) * group  # The last one is padded.
+    # XLA:CPU's pass over one-word codes measured about 2x slower than over two:
+    # on CPU they get a zero second word (no distance changes).
+    self._extra_word = max(0, 2 - database_words.shape[1]) if _on_cpu() else 0
+    self._chunks = []
+    for start in range(0, self.size, self._chunk):
+      words = database_words[start:start + self._chunk]
+      word_major = np.pad(words, ((0, self._chunk - len(words)), (0, self._extra_word))).T
+      self._chunks.append((start, len(words), jax.device_put(np.ascontiguousarray(word_major))))
+
+  def search(self, query_words: np.ndarray, k: int,
+             query_block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest database items of each query, ties by lower database index.
+
+    Args:
+      query_words: packed queries `[Q, W]`.
+      k: neighbours per query (<= N).
+      query_block: queries scored together (default: 32 on CPU, 256 on
+        accelerators); memory is O(query_block * chunk_size / group) int32.
+
+    Returns:
+      `(distances, indices)`, both `[Q, k]` int32, nearest first.
+    """
+    if not 0 < k <= self.size:
+      raise ValueError(f"k must be in [1, {self.size}], got {k}")
+    num_q = query_words.shape[0]
+    block = min(query_block or (32 if _on_cpu() else 256), num_q)
+    queries = np.pad(query_words, ((0, -num_q % block), (0, self._extra_word)))
+    queries = jnp.asarray(queries.reshape(-1, block, queries.shape[1]))
+    distances = jnp.full(queries.shape[:2] + (k,), self.bits + 1, jnp.int32)
+    indices = jnp.zeros_like(distances)
+    for start, valid, chunk in self._chunks:
+      distances, indices = _merge_chunk(distances, indices, queries, chunk, start, valid, k,
+                                        self.bits, self.group)
+    distances = np.asarray(distances).reshape(-1, k)[:num_q]
+    indices = np.asarray(indices).reshape(-1, k)[:num_q]
+    order = np.argsort(distances, axis=1, kind="stable")  # Index order within a distance.
+    return np.take_along_axis(distances, order, 1), np.take_along_axis(indices, order, 1)
+
+
+def _on_cpu() -> bool:
+  return jax.default_backend() == "cpu"
+
+
+def top_k(query_words: np.ndarray, database_words: np.ndarray, k: int, bits: int,
+          chunk_size: int = 1 << 20, query_block: int | None = None,
+          group: int = 32) -> tuple[np.ndarray, np.ndarray]:
+  """The k nearest database items of each query, ties by lower database index:
+  a one-off `HammingIndex(database_words, bits, chunk_size, group).search(...)`
+  (build the index once to search the same database again).
 
   Returns:
     `(distances, indices)`, both `[Q, k]` int32, nearest first.
   """
-  n = database_words.shape[0]
-  if not 0 < k <= n:
-    raise ValueError(f"k must be in [1, {n}], got {k}")
-  chunk = -(-min(chunk_size, n) // group) * group  # One shape: the last chunk is padded.
-  num_q = query_words.shape[0]
-  block = min(query_block, num_q)
-  # One-word codes get a zero second word (no distance changes): XLA:CPU's
-  # pass over one word measured about 2x slower than over two.
-  extra_word = max(0, 2 - query_words.shape[1])
-  queries = np.pad(query_words, ((0, -num_q % block), (0, extra_word)))
-  queries = jnp.asarray(queries.reshape(-1, block, queries.shape[1]))
-  distances = jnp.full(queries.shape[:2] + (k,), bits + 1, jnp.int32)
-  indices = jnp.zeros_like(distances)
-  for start in range(0, n, chunk):
-    words = database_words[start:start + chunk]
-    word_major = np.ascontiguousarray(
-        np.pad(words, ((0, chunk - len(words)), (0, extra_word))).T)
-    distances, indices = _merge_chunk(distances, indices, queries, jnp.asarray(word_major),
-                                      start, len(words), k, bits, group)
-  distances = np.asarray(distances).reshape(-1, k)[:num_q]
-  indices = np.asarray(indices).reshape(-1, k)[:num_q]
-  order = np.argsort(distances, axis=1, kind="stable")  # Index order within a distance.
-  return np.take_along_axis(distances, order, 1), np.take_along_axis(indices, order, 1)
+  return HammingIndex(database_words, bits, chunk_size, group).search(query_words, k,
+                                                                       query_block)
 
 
-@functools.partial(jax.jit, static_argnames=("bits",))
-def _counts_block(query_words, chunk_words, relevant, bits):
+@functools.partial(jax.jit, static_argnames=("bits", "scatter"))
+def _counts_block(query_words, chunk_words, relevant, bits, scatter):
   """`[Q, W]` queries, `[C, W]` items, `[Q, C]` bool relevance ->
   `(count, count_relevant)`, `[Q, bits + 1]` int32 each.
 
-  One bincount over bins (query, distance, relevant) gives both counts;
-  two vmapped bincounts, one per count, cost 2.6x as much on CPU.
+  On CPU one bincount over bins (query, distance, relevant) gives both
+  counts (two vmapped bincounts, one per count, cost 2.6x as much). Off CPU,
+  where a bincount is a contended scatter of atomic adds, each distance's
+  count is a comparison summed over the items (O(Q C K), no scatter).
   """
+  distances = hamming(query_words, chunk_words)  # [Q, C]
+  if not scatter:
+    at = distances[:, :, None] == jnp.arange(bits + 1, dtype=jnp.int32)  # [Q, C, K + 1]
+    return (jnp.sum(at, axis=1, dtype=jnp.int32),
+            jnp.sum(at & relevant[:, :, None], axis=1, dtype=jnp.int32))
   bins = 2 * (bits + 1)
-  keys = (hamming(query_words, chunk_words) * 2 + relevant.astype(jnp.int32)
+  keys = (distances * 2 + relevant.astype(jnp.int32)
           + bins * jnp.arange(query_words.shape[0], dtype=jnp.int32)[:, None])
   both = jnp.bincount(keys.ravel(), length=bins * query_words.shape[0]).reshape(-1, bits + 1, 2)
   return both.sum(axis=2), both[:, :, 1]
@@ -243,8 +287,12 @@ def _counts_block(query_words, chunk_words, relevant, bits):
 
 def distance_counts(query_words: np.ndarray, database_words: np.ndarray,
                     query_labels: np.ndarray, database_labels: np.ndarray, bits: int,
-                    chunk_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+                    chunk_size: int = 65536,
+                    scatter: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Per query, database items (and relevant ones) at each Hamming distance.
+
+  `scatter`: count with one bincount (default on CPU) or with comparisons
+  (default elsewhere; see `_counts_block`); both give the same counts.
 
   Returns:
     `(count, count_relevant)`, both `[Q, bits + 1]` int64.
@@ -256,7 +304,7 @@ def distance_counts(query_words: np.ndarray, database_words: np.ndarray,
     labels = jnp.asarray(database_labels[start:start + chunk_size])
     relevant = evaluation.relevance(query_labels, labels)
     c, r = _counts_block(queries, jnp.asarray(database_words[start:start + chunk_size]),
-                         relevant, bits)
+                         relevant, bits, _on_cpu() if scatter is None else scatter)
     count += np.asarray(c).astype(np.int64)
     count_relevant += np.asarray(r).astype(np.int64)
   return count, count_relevant

@@ -2,6 +2,7 @@
 
 import itertools
 
+import jax
 import numpy as np
 import pytest
 
@@ -54,6 +55,20 @@ def test_top_k_group_selection_matches_brute_force(k, group, chunk_size):
   _assert_brute_force_top_k(q, db, k, distances, indices)
 
 
+def test_hamming_index_is_laid_out_once_and_searched_again():
+  bits = 64
+  q, db = _codes(11, bits, 6), _codes(500, bits, 7)
+  index = hashing.HammingIndex(hashing.pack(db), bits, chunk_size=128, group=4)
+  chunks = list(index._chunks)  # pylint: disable=protected-access
+  assert len(chunks) == 4 and all(isinstance(c, jax.Array) for _, _, c in chunks)
+  for k in (1, 9):
+    distances, indices = index.search(hashing.pack(q), k, query_block=4)
+    _assert_brute_force_top_k(q, db, k, distances, indices)
+  assert index._chunks == chunks  # Searches reuse the device arrays.  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="k must be in"):
+    index.search(hashing.pack(q), 501)
+
+
 @pytest.mark.parametrize("shape", [(3, 1000), (2, 70_001), (1, 5)])
 def test_running_count_equals_cumsum(shape):
   # Blocks of 32 counted by a matrix product, block totals by an int32 cumsum:
@@ -63,13 +78,15 @@ def test_running_count_equals_cumsum(shape):
   np.testing.assert_array_equal(got, np.cumsum(mask, axis=1))
 
 
-def test_distance_counts_match_brute_force_over_chunks():
+@pytest.mark.parametrize("scatter", [True, False])  # CPU's bincount; accelerators' sums.
+def test_distance_counts_match_brute_force_over_chunks(scatter):
   bits = 32
   rng = np.random.default_rng(8)
   q, db = _codes(9, bits, 9), _codes(250, bits, 10)
   q_labels, db_labels = rng.random((9, 5)) < 0.3, rng.random((250, 5)) < 0.3  # Multi-label.
   count, count_relevant = hashing.distance_counts(hashing.pack(q), hashing.pack(db), q_labels,
-                                                  db_labels, bits, chunk_size=64)
+                                                  db_labels, bits, chunk_size=64,
+                                                  scatter=scatter)
   distances = _distances(q, db)
   relevant = (q_labels.astype(int) @ db_labels.T.astype(int)) > 0
   for i in range(9):
