@@ -345,7 +345,7 @@ def train_model(config: EMDCNNConfig, prepared: preprocess.Prepared,
                          jnp.asarray(prepared.train.text[:1]))
   if config.finetune_blocks:
     variables = efficientnet.pretrained_top(variables, ("image_net",), _start_block(config))
-  params = {k: v for k, v in variables.items() if k == "params"}  # None without networks.
+  params = {k: v for k, v in variables.items() if k == "params"}  # Empty without networks.
   frozen = {k: v for k, v in variables.items() if k != "params"}
   train_data = {"image": jnp.asarray(prepared.train.image),
                 "text": jnp.asarray(prepared.train.text),
