@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import ot as pot
 
-from cmjax import console, data, evaluation, runner, train
+from cmjax import data, evaluation, runner, train
 from cmjax import ot as cmot
 from cmjax.methods import emd_cnn, registry
 import benchmarks
@@ -265,14 +265,14 @@ def _training_throughput(sizes=((8, 4), (16, 8), (32, 16), (64, 32), (128, 10)))
 
 
 def main(argv):
-  del argv
+  benchmarks.start(argv)
   test = data.load_dataset("wikipedia", FLAGS.data_dir).test
   header = ["# EMD retrieval on the Wikipedia test histograms: cmjax vs POT", "",
             "Regenerate: `python -m benchmarks.emd --output=reports/benchmark_emd.md`", "",
             benchmarks.machine() + f" POT {pot.__version__}.", ""]
   general = _general_cost_lines(test)
   if FLAGS.general_only:
-    console.write_markdown(header + general, FLAGS.output)
+    benchmarks.write_report(header + general, FLAGS.output)
     return
   p = test.image[:FLAGS.max_queries].astype(np.float64)
   q = test.text.astype(np.float64)
@@ -359,7 +359,7 @@ def main(argv):
       *[f"| {m} x {n} | {ours:,.0f} | {domain} | {theirs:,.0f} | {ours / theirs:.1f}x |"
         for (m, n), (ours, domain, theirs) in throughput.items()],
   ]
-  console.write_markdown(lines, FLAGS.output)
+  benchmarks.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cmjax import console, ot, sampling
+from cmjax import ot, sampling
 from cmjax.methods import emd_cnn
 import benchmarks
 
@@ -87,11 +87,11 @@ def _domain_timings() -> dict[str, float]:
 
 
 def main(argv):
-  del argv
+  benchmarks.start(argv)
   plain, looped = _step_timings()
   domains = _domain_timings()
   lines = [
-      "# EMD-CNN training step on CPU",
+      f"# EMD-CNN training step ({jax.default_backend()})",
       "",
       "Regenerate: `python -m benchmarks.emd_cnn_step "
       "--output=reports/benchmark_emd_cnn_step.md`",
@@ -110,7 +110,7 @@ def main(argv):
       f"| scaling domain | {domains['scaling']:.1f} |",
       f"| log domain | {domains['log']:.1f} ({domains['log'] / domains['scaling']:.1f}x) |",
   ]
-  console.write_markdown(lines, FLAGS.output)
+  benchmarks.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmjax import console, evaluation
+from cmjax import evaluation
 import benchmarks
 
 FLAGS = flags.FLAGS
@@ -46,7 +46,7 @@ def _numpy_map(scores: np.ndarray, query_labels, item_labels) -> np.ndarray:
 
 
 def main(argv):
-  del argv
+  benchmarks.start(argv)
   rng = np.random.default_rng(0)
   n, q = FLAGS.num_items, FLAGS.num_queries
   labels = rng.integers(0, FLAGS.num_classes, n)
@@ -89,7 +89,7 @@ def main(argv):
       f"{1e3 * numpy_s / m:.2f} ms per query; cmjax / NumPy time ratio "
       f"{(jax_s / q) / (numpy_s / m):.2f} (cmjax computes more metrics). APs agree to 1e-4.",
   ]
-  console.write_markdown(lines, FLAGS.output)
+  benchmarks.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 import benchmarks
-from cmjax import console, models, text_graph
+from cmjax import models, text_graph
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("vocab_sizes", ["500", "1000", "2000", "4000", "8000"], "Vocabulary sizes.")
@@ -97,13 +97,13 @@ def _torch_rate(graph, signals, target) -> tuple[float, str, int] | None:
     import torch
   except ImportError:
     return None
-  v = graph.num_nodes
+  v, device = graph.num_nodes, benchmarks.torch_device()
   lap = torch.sparse_coo_tensor(np.stack([graph.rows, graph.cols]), graph.values,
-                                (v, v)).coalesce()
-  cheb = torch.nn.Linear(ORDER, FILTERS)
-  dense = torch.nn.Linear(v * FILTERS, OUTPUTS)
+                                (v, v)).coalesce().to(device)
+  cheb = torch.nn.Linear(ORDER, FILTERS).to(device)
+  dense = torch.nn.Linear(v * FILTERS, OUTPUTS).to(device)
   optimizer = torch.optim.Adam(list(cheb.parameters()) + list(dense.parameters()), 1e-3)
-  x, y = torch.from_numpy(signals), torch.from_numpy(target)
+  x, y = torch.from_numpy(signals).to(device), torch.from_numpy(target).to(device)
 
   def run():
     optimizer.zero_grad()
@@ -124,8 +124,9 @@ def _torch_rate(graph, signals, target) -> tuple[float, str, int] | None:
     start = time.perf_counter()
     for _ in range(FLAGS.steps):
       run()
+    benchmarks.torch_sync(device)
     best = max(best, FLAGS.steps / (time.perf_counter() - start))
-  return best, torch.__version__, torch.get_num_threads()
+  return best, f"{torch.__version__} on {device.type}", torch.get_num_threads()
 
 
 def main(argv):
@@ -167,7 +168,7 @@ def main(argv):
         f"| {v:,} | {edges:,} | {sparse * b:,.0f} | {sparse * b * b:,.0f} | {dense * b:,.0f} | "
         + (f"{torch_rate * b:,.0f}" if torch_rate else "") + f" | {sparse / dense:.2f}x | "
         + (f"{sparse / torch_rate:.2f}x" if torch_rate else "") + " |")
-  console.write_markdown(lines, FLAGS.output)
+  benchmarks.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

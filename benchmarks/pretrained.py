@@ -36,7 +36,7 @@ import optax
 from PIL import Image
 
 import benchmarks
-from cmjax import console, data, features
+from cmjax import data, features
 from cmjax.data import web_news
 from cmjax.pretrained import efficientnet
 
@@ -49,13 +49,13 @@ flags.DEFINE_integer("batch_size", 64, "Images per forward pass in the speed com
 flags.DEFINE_integer("photos", 8, "web_news photos shown with their top-5 ImageNet classes.")
 
 
-def _torch_model(path: str):
-  """A PyTorch EfficientNet-Lite0 holding the file's weights (eval mode)."""
+def _torch_model(path: str, device):
+  """A PyTorch EfficientNet-Lite0 holding the file's weights (eval mode) on `device`."""
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 
-  state = torch.load(path, map_location="cpu", weights_only=True)
+  state = torch.load(path, map_location=device, weights_only=True)
 
   def conv_bn(x, conv, bn, stride=1, groups=1, act=True):
     weight = state[f"{conv}.weight"]
@@ -99,11 +99,12 @@ def _reference_batch() -> np.ndarray:
   return np.stack([photo, noise])
 
 
-def _torch_outputs(model, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _torch_outputs(model, pixels: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
+  """Features and logits on the host (copying them back waits for the device)."""
   import torch  # pylint: disable=g-import-not-at-top
   with torch.inference_mode():
-    features, logits = model(torch.from_numpy(pixels).permute(0, 3, 1, 2).float())
-  return features.numpy(), logits.numpy()
+    features, logits = model(torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float())
+  return features.cpu().numpy(), logits.cpu().numpy()
 
 
 def _best_rate(run, batch: int) -> float:
@@ -168,16 +169,17 @@ def main(argv):
   torch.set_num_threads(os.cpu_count() or 1)
   path = efficientnet.weights_path()
   variables = efficientnet.load_variables(path)
-  model = _torch_model(path)
+  cpu, device = torch.device("cpu"), benchmarks.torch_device()
+  model = _torch_model(path, cpu)  # The float32 reference; the speed peer runs on `device`.
   lines = ["# EfficientNet-Lite0 (ImageNet) in cmjax", "",
            "Regenerate: `python -m benchmarks.pretrained --output=<this file>` "
            "(`--fixture=tests/data/efficientnet_lite0_reference.npz` rewrites the test "
            "fixture).", "", benchmarks.machine() + f" torch {torch.__version__}, "
-           f"{torch.get_num_threads()} threads.", ""]
+           f"{torch.get_num_threads()} threads, PyTorch's speed peer on {device.type}.", ""]
 
   # 1. Conversion.
   batch = _reference_batch()
-  want_features, want_logits = _torch_outputs(model, batch)
+  want_features, want_logits = _torch_outputs(model, batch, cpu)
   got_features = np.asarray(efficientnet.image_features(batch, variables))
   got_logits = np.asarray(efficientnet.image_features(batch, variables, logits=True))
   if FLAGS.fixture:
@@ -201,12 +203,14 @@ def main(argv):
   flax_rate = _best_rate(lambda: efficientnet.image_features(pixels, variables,
                                                              batch_size=FLAGS.batch_size),
                          FLAGS.batch_size)
-  torch_rate = _best_rate(lambda: _torch_outputs(model, pixels), FLAGS.batch_size)
+  device_model = model if device == cpu else _torch_model(path, device)
+  torch_rate = _best_rate(lambda: _torch_outputs(device_model, pixels, device),
+                          FLAGS.batch_size)
   lines += ["## 2. Forward pass speed", "",
             f"Batch {FLAGS.batch_size}, 224 x 224, float32, best of 3 after a warm-up.", "",
             "| implementation | images/s |", "|---|---|",
             f"| cmjax (flax, jit; depthwise convolutions as shifted sums) | {flax_rate:.1f} |",
-            f"| PyTorch (eager, inference_mode) | {torch_rate:.1f} |",
+            f"| PyTorch (eager, inference_mode, {device.type}) | {torch_rate:.1f} |",
             f"| ratio cmjax / PyTorch | {flax_rate / torch_rate:.2f} |", ""]
 
   # 3. web_news.
@@ -248,7 +252,7 @@ def main(argv):
     lines += [f"Top-5 ImageNet classes of {FLAGS.photos} test photos (evenly spaced in the "
               "test list), with their probabilities:", "",
               f"![top-5 classes]({os.path.basename(figure)})", ""]
-  console.write_markdown(lines, FLAGS.output)
+  benchmarks.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 import benchmarks
-from cmjax import console, runner
+from cmjax import runner
 from cmjax.methods import uncsm
 
 FLAGS = flags.FLAGS
@@ -171,7 +171,7 @@ def main(argv):
       f"**{rate:,.0f} pairs/s**. The 33,955-item split has {full_pairs:,} pairs both ways: "
       f"a projected **{full_pairs / rate / 3600:.1f} hours** on this machine.",
   ]
-  console.write_markdown(lines, FLAGS.output)
+  benchmarks.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

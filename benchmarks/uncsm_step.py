@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmjax import console, data as data_lib
+from cmjax import data as data_lib
 from cmjax import sampling, train
 from cmjax.methods import registry, uncsm
 import benchmarks
@@ -96,6 +96,7 @@ def _torch_rate(config, stage_name, dataset, batch) -> float:
   from torch import nn
 
   torch.manual_seed(0)
+  device = benchmarks.torch_device()
   act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[config.activation]
 
   def pathway(d):
@@ -105,35 +106,35 @@ def _torch_rate(config, stage_name, dataset, batch) -> float:
       if i < len(config.hidden) - 1:
         layers.append(act())
       width = w
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers).to(device)
 
   fi, ft = pathway(dataset.train.image.shape[1]), pathway(dataset.train.text.shape[1])
-  bi = nn.Linear(config.hidden[-1], config.branch_size)
-  bt = nn.Linear(config.hidden[-1], config.branch_size)
+  bi = nn.Linear(config.hidden[-1], config.branch_size).to(device)
+  bt = nn.Linear(config.hidden[-1], config.branch_size).to(device)
   parameters = [*fi.parameters(), *ft.parameters(), *bi.parameters(), *bt.parameters()]
   opt = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum,
                         weight_decay=config.weight_decay)
-  x, z = torch.from_numpy(dataset.train.image), torch.from_numpy(dataset.train.text)
-  labels = torch.from_numpy(dataset.train.labels.astype(np.int64))
+  x, z = (torch.from_numpy(a).to(device) for a in (dataset.train.image, dataset.train.text))
+  labels = torch.from_numpy(dataset.train.labels.astype(np.int64)).to(device)
   order = torch.argsort(labels, stable=True)
   counts = torch.bincount(labels, minlength=10)
   offsets = torch.cumsum(counts, 0) - counts
   n = labels.shape[0]
 
   def positives(anchor_labels):
-    r = torch.randint(0, 1 << 30, anchor_labels.shape) % counts[anchor_labels]
+    r = torch.randint(0, 1 << 30, anchor_labels.shape, device=device) % counts[anchor_labels]
     return order[offsets[anchor_labels] + r]
 
   def negatives(anchor_labels):
-    cand = torch.randint(0, n, (anchor_labels.shape[0], 8))
+    cand = torch.randint(0, n, (anchor_labels.shape[0], 8), device=device)
     pick = (labels[cand] != anchor_labels[:, None]).int().argmax(1)
-    return cand[torch.arange(cand.shape[0]), pick]
+    return cand[torch.arange(cand.shape[0], device=device), pick]
 
   def sqdist(a, b):
     return ((a - b) ** 2).sum(-1)
 
   def pretrain_step():
-    a = torch.randint(0, n, (batch,))
+    a = torch.randint(0, n, (batch,), device=device)
     half = batch // 2
     partner = torch.cat([positives(labels[a[:half]]), negatives(labels[a[half:]])])
     rel = (labels[a] == labels[partner]).float()
@@ -142,7 +143,7 @@ def _torch_rate(config, stage_name, dataset, batch) -> float:
     return (rel * d2 + (1 - rel) * push).mean()
 
   def finetune_step():
-    ia, ta = torch.randint(0, n, (batch,)), torch.randint(0, n, (batch,))
+    ia, ta = (torch.randint(0, n, (batch,), device=device) for _ in range(2))
     tp, ip = positives(labels[ia]), positives(labels[ta])
     tn, inn = negatives(labels[ia]), negatives(labels[ta])
     gi = lambda f: torch.sigmoid(bi(f))
@@ -173,13 +174,19 @@ def _matmul_flops() -> dict[str, float]:
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   mm = jax.jit(lambda a: a @ a)
   jax_rate = _median_rate(lambda: mm(a).block_until_ready(), 2 * n**3)
-  t = torch.randn(n, n)
-  torch_rate = _median_rate(lambda: t @ t, 2 * n**3)
+  device = benchmarks.torch_device()
+  t = torch.randn(n, n, device=device)
+
+  def torch_matmul():
+    t @ t  # pylint: disable=pointless-statement
+    benchmarks.torch_sync(device)
+
+  torch_rate = _median_rate(torch_matmul, 2 * n**3)
   return {"jax": jax_rate, "torch": torch_rate}
 
 
 def main(argv):
-  del argv
+  benchmarks.start(argv)
   import torch
 
   dataset = data_lib.make_synthetic(num_train=2173, image_dim=128, text_dim=10)
@@ -196,12 +203,13 @@ def main(argv):
             f"steps/s ({jax_rate / torch_rate:.2f}x), cmjax {jax_rate * flops / 1e9:.1f} "
             f"GFLOP/s = {jax_rate * flops / peak['jax']:.0%} of matmul peak", flush=True)
   lines = [
-      "# UNCSM update step: cmjax vs PyTorch (CPU)",
+      f"# UNCSM update step: cmjax vs PyTorch ({jax.default_backend()})",
       "",
       "Regenerate: `python -m benchmarks.uncsm_step --output=reports/benchmark_uncsm.md`",
       "",
       benchmarks.machine(),
-      f"torch {torch.__version__} with {torch.get_num_threads()} threads.",
+      f"torch {torch.__version__} on {benchmarks.torch_device().type}, "
+      f"{torch.get_num_threads()} threads.",
       f"Model: paper pathways {'-'.join(map(str, config.hidden))} ({config.activation}), 128-d image and "
       f"10-d text inputs, SGD + momentum + weight decay; batches sampled on the fly by label "
       f"in both. cmjax fuses {FLAGS.steps_per_call} steps per jitted call.",
@@ -226,7 +234,7 @@ def main(argv):
     lines += ["", f"One whole UNCSM run, default recipe, {FLAGS.full_run_dataset}, seed 0 "
               f"(loading, 3 stages with validation, test evaluation): {full['wall_s']:.0f} s "
               f"({stages}); test MAP avg {full['map']['avg']:.4f}."]
-  console.write_markdown(lines, FLAGS.output)
+  benchmarks.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -214,6 +214,12 @@ class HammingIndex:
       words = database_words[start:start + self._chunk]
       word_major = np.pad(words, ((0, self._chunk - len(words)), (0, self._extra_word))).T
       self._chunks.append((start, len(words), jax.device_put(np.ascontiguousarray(word_major))))
+    jax.block_until_ready([chunk for _, _, chunk in self._chunks])  # Built = on the device.
+
+  def query_block(self, num_queries: int, query_block: int | None = None) -> int:
+    """Queries scored together: `query_block` if given, else 32 on CPU and 256 on
+    accelerators, at most `num_queries`."""
+    return min(query_block or (32 if _on_cpu() else 256), num_queries)
 
   def search(self, query_words: np.ndarray, k: int,
              query_block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +237,7 @@ class HammingIndex:
     if not 0 < k <= self.size:
       raise ValueError(f"k must be in [1, {self.size}], got {k}")
     num_q = query_words.shape[0]
-    block = min(query_block or (32 if _on_cpu() else 256), num_q)
+    block = self.query_block(num_q, query_block)
     queries = np.pad(query_words, ((0, -num_q % block), (0, self._extra_word)))
     queries = jnp.asarray(queries.reshape(-1, block, queries.shape[1]))
     distances = jnp.full(queries.shape[:2] + (k,), self.bits + 1, jnp.int32)

@@ -151,6 +151,8 @@ class GraphTextEncoder(nn.Module):
     outputs: width of the text representation.
     activation: name in `ACTIVATIONS` after the dense layer.
     dropout: dropout before the dense layer.
+    dtype: compute dtype of the dense layer; the graph convolution (a
+      Chebyshev recursion), the parameters and the output stay float32.
   """
 
   filters: int = 4
@@ -158,6 +160,7 @@ class GraphTextEncoder(nn.Module):
   outputs: int = 1024
   activation: str = "relu"
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, signals: jax.Array, graph: Mapping[str, jax.Array],
@@ -165,4 +168,5 @@ class GraphTextEncoder(nn.Module):
     h = nn.relu(ChebConv(self.filters, self.order)(signals[..., None], graph))
     h = h.reshape(h.shape[0], -1)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return ACTIVATIONS[self.activation](nn.Dense(self.outputs)(h))
+    h = nn.Dense(self.outputs, dtype=self.dtype)(h)
+    return ACTIVATIONS[self.activation](h).astype(jnp.float32)

@@ -120,6 +120,30 @@ def test_fgl_learns_on_synthetic(tmp_path, labels):
     assert os.path.getsize(path) > 1000
 
 
+@pytest.mark.parametrize("kind", ["mlp", "gcn"])
+def test_bfloat16_paths_keep_the_graph_convolution_and_scores_in_float32(kind):
+  """tower_dtype=bfloat16: the dense layers of both paths run in bfloat16; the
+  Chebyshev recursion, the parameters, the representations and the pair
+  scores stay float32."""
+  config = registry.make_config(registry.get("fgl"), "quick", tower_dtype="bfloat16")
+  model = fgl.FGLNet(fgl._text_path(config, kind, 16), (32,), 16, "tanh", 0.0,  # pylint: disable=protected-access
+                     jnp.bfloat16)
+  graph = jax.tree.map(jnp.asarray, _graph().arrays())
+  x, z = jnp.ones((4, 10)), jnp.ones((4, 40))
+  params = model.init(jax.random.key(0), x, z, graph)
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
+  text = jax.jit(model.apply).lower(params, x, z, graph).as_text()
+  dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
+  bf16 = [d for d in dots if "bf16" in d]
+  # Image: 2 dense layers; text: 2 (MLP) or the dense after the graph convolution.
+  assert len(bf16) == (4 if kind == "mlp" else 3), bf16
+  assert all("bf16" not in d for d in dots if d not in bf16)
+  fi = model.apply(params, x, method=fgl.FGLNet.encode_image)
+  ft = model.apply(params, z, graph, method=fgl.FGLNet.encode_text)
+  assert fi.dtype == ft.dtype == jnp.float32
+  assert model.apply(params, fi, ft, method=fgl.FGLNet.logits).dtype == jnp.float32
+
+
 def test_fgl_gcn_on_web_news(web_news_dir, tmp_path):
   spec = registry.get("fgl")
   config = registry.make_config(spec, "quick")

@@ -40,6 +40,11 @@ class FGLConfig:
     embed: width of both paths' output (paper: 1024).
     activation: activation of both paths' output layer.
     dropout: dropout in both paths.
+    tower_dtype: compute dtype of the image and text paths (the siamese text
+      network's too): bfloat16 is fast on TPUs and recent GPUs (emulated, slow,
+      on CPU). Parameters, the paths' outputs, the pair scores and losses stay
+      float32, and so does the graph convolution (its Chebyshev recursion);
+      the dense layer after it takes the dtype.
     labels: fine_grained (weights from the siamese network) or binary (all
       pairs weigh 1: the ablation).
     beta: strength of the fine-grained labels (weight+ = 1 + beta (1 - s),
@@ -72,6 +77,7 @@ class FGLConfig:
   embed: int = 1024
   activation: Literal["relu", "sigmoid", "tanh"] = "tanh"
   dropout: float = 0.2
+  tower_dtype: Literal["float32", "bfloat16"] = "float32"
   labels: Literal["fine_grained", "binary"] = "fine_grained"
   beta: float = 1.0
   loss: Literal["pairwise", "distribution"] = "pairwise"

@@ -37,6 +37,10 @@ class UNCSMConfig:
     output_activation: activation of the pathway output (the shared representation).
     dropout: dropout on the pathway hidden layers.
     branch_size: width of the sigmoid triplet branches (paper: 256).
+    tower_dtype: compute dtype of the two pathways: bfloat16 is fast on TPUs
+      and recent GPUs (emulated, slow, on CPU); parameters, the pathways'
+      outputs, the triplet branches, the losses and the metric network stay
+      float32.
     metric_hidden: metric network layer widths (paper: 3 x 512).
     similarity: ranking similarity: the metric network's p_hat (paper) or the
       cosine of the shared representations (Table 5 ablation).
@@ -80,6 +84,7 @@ class UNCSMConfig:
   output_activation: Literal["none", "relu", "sigmoid", "tanh"] = "none"
   dropout: float = 0.0
   branch_size: int = 256
+  tower_dtype: Literal["float32", "bfloat16"] = "float32"
   metric_hidden: tuple[int, ...] = (512, 512, 512)
   similarity: Literal["metric", "cosine"] = "metric"
   pretrain: bool = True

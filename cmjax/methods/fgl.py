@@ -59,14 +59,15 @@ class TextPath(nn.Module):
   order: int = 3
   activation: str = "tanh"
   dropout: float = 0.0
+  dtype: Any = jnp.float32  # Compute dtype (the output stays float32).
 
   @nn.compact
   def __call__(self, z: jax.Array, graph: Any, train: bool = False) -> jax.Array:
     if self.kind == "gcn":
       return GraphTextEncoder(self.filters, self.order, self.outputs, self.activation,
-                              self.dropout)(z, graph, train)
+                              self.dropout, self.dtype)(z, graph, train)
     return MLP(tuple(self.hidden) + (self.outputs,), "relu", self.activation,
-               self.dropout)(z, train)
+               self.dropout, self.dtype)(z, train)
 
 
 class FGLNet(nn.Module):
@@ -77,10 +78,11 @@ class FGLNet(nn.Module):
   embed: int
   activation: str
   dropout: float
+  dtype: Any = jnp.float32  # The image path's compute dtype (the output stays float32).
 
   def setup(self):
     self.image_path = MLP(tuple(self.image_hidden) + (self.embed,), "relu", self.activation,
-                          self.dropout)
+                          self.dropout, self.dtype)
     self.score_weight = self.param("score_weight", nn.initializers.ones, (self.embed,))
     self.score_bias = self.param("score_bias", nn.initializers.zeros, ())
 
@@ -160,7 +162,7 @@ def _text_kind(config: FGLConfig, view: data_lib.View) -> str:
 
 def _text_path(config: FGLConfig, kind: str, outputs: int) -> TextPath:
   return TextPath(kind, outputs, config.text_hidden, config.gcn_filters, config.gcn_order,
-                  config.activation, config.dropout)
+                  config.activation, config.dropout, jnp.dtype(config.tower_dtype))
 
 
 def _optimizer(config: FGLConfig):
@@ -267,7 +269,7 @@ def fit(config: FGLConfig, prepared: preprocess.Prepared,
     siamese_params, stages["siamese"] = result.params, runner.stage_facts(result)
 
   model = FGLNet(_text_path(config, kind, config.embed), config.image_hidden, config.embed,
-                 config.activation, config.dropout)
+                 config.activation, config.dropout, jnp.dtype(config.tower_dtype))
   params = model.init(jax.random.key(seed), data["image"][:1], data["text"][:1], graph)
   val = prepared.val
   eval_fn = None

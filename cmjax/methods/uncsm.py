@@ -30,7 +30,7 @@ details, validation-based model selection. Presets: `cmjax/configs/uncsm.py`.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import flax.linen as nn
 import jax
@@ -68,10 +68,11 @@ class TwoPathway(nn.Module):
   output_activation: str
   dropout: float
   branch_size: int
+  dtype: Any = jnp.float32  # The pathways' compute dtype (outputs stay float32).
 
   def setup(self):
     path = functools.partial(
-        MLP, self.hidden, self.activation, self.output_activation, self.dropout
+        MLP, self.hidden, self.activation, self.output_activation, self.dropout, self.dtype
     )
     self.image_path, self.text_path = path(), path()
     self.image_branch = nn.Dense(self.branch_size)
@@ -207,7 +208,7 @@ def metric_scores(net: MetricNet, params, fi: jax.Array, ft: jax.Array,
 def pathway_model(config: UNCSMConfig) -> TwoPathway:
   """The two pathways and triplet branches of `config`."""
   return TwoPathway(config.hidden, config.activation, config.output_activation,
-                    config.dropout, config.branch_size)
+                    config.dropout, config.branch_size, jnp.dtype(config.tower_dtype))
 
 
 @functools.partial(jax.jit, static_argnames=("model",))

@@ -1,0 +1,48 @@
+"""`benchmarks.suite`: every benchmark in its own process, one report.
+
+Small sizes of one benchmark (NumPy is its peer, so the test needs no extra);
+the real sizes are the command's, and its reports are in reports/.
+"""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--flags=evaluation:--num_items=2000", "--flags=evaluation:--num_queries=32",
+         "--flags=evaluation:--numpy_queries=8"]
+
+
+def _suite(*args):
+  return subprocess.run([sys.executable, "-m", "benchmarks.suite", *args], cwd=ROOT,
+                        capture_output=True, text=True, check=False)
+
+
+def test_suite_gathers_each_benchmark_report_under_one_header(tmp_path):
+  output = tmp_path / "benchmark_cpu.md"
+  done = _suite("--benchmarks=evaluation", *SMALL, f"--output={output}")
+  assert done.returncode == 0, done.stderr[-3000:]
+  report = output.read_text()
+  own = (tmp_path / "benchmark_cpu" / "benchmark_evaluation.md").read_text()
+  assert report.startswith("# Benchmark suite\n")
+  assert "backend cpu" in report and "| evaluation | --num_items=2000" in report
+  # The benchmark's own report, headings one level down, inside the suite's.
+  assert "## Retrieval evaluation at scale" in report and own.startswith("# Retrieval")
+  assert "N = 2,000 items, 32 queries evaluated" in report
+  assert own.rstrip().splitlines()[-1].startswith("Peak memory: ")
+  assert "--flags=evaluation:--num_queries=32" in report  # The regenerate command.
+
+
+def test_suite_stops_on_a_failing_benchmark_and_writes_no_report(tmp_path):
+  output = tmp_path / "benchmark_cpu.md"
+  done = _suite("--benchmarks=evaluation", "--flags=evaluation:--num_items=notanumber",
+                f"--output={output}")
+  assert done.returncode != 0
+  assert "benchmarks.evaluation failed" in done.stderr
+  assert not output.exists()
+
+
+def test_suite_refuses_flags_for_a_benchmark_it_does_not_run(tmp_path):
+  done = _suite("--benchmarks=evaluation", "--flags=hamming:--database=10",
+                f"--output={tmp_path / 'b.md'}")
+  assert done.returncode != 0 and "'hamming' is not among --benchmarks" in done.stderr
