@@ -55,7 +55,7 @@ def _step_timings() -> tuple[float, float]:
 
   def step(params, opt_state, key):
     batch = sampling.sample_rows(key, data, config.batch_size)
-    grads = jax.grad(lambda p: stage.loss_fn(p, None, batch, key)[0])(params)
+    grads = jax.grad(lambda p: stage.loss_fn(p, {}, batch, key)[0])(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 

@@ -13,7 +13,8 @@ accelerator memory in these processes, so a peer in the same process gets its
 share and `memory_stats()` peaks are what the benchmark used.
 
 A benchmark that fails stops the suite (its output is above the error) and no
-suite report is written.
+suite report is written; `--resume` then runs only the benchmarks whose reports
+are not in the folder yet (the others' rows say "earlier run").
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ flags.DEFINE_string("output", None, "Suite report (markdown), e.g. reports/bench
 flags.DEFINE_list("benchmarks", list(BENCHMARKS), "Benchmarks to run, in this order.")
 flags.DEFINE_multi_string("flags", [], "NAME:--flag=value: a flag for benchmark NAME only "
                           "(repeat the option for more), e.g. hamming:--database=100000.")
+flags.DEFINE_bool("resume", False, "Keep the reports already in the output's folder (from an "
+                  "interrupted or failed suite) and run only the missing benchmarks.")
 flags.mark_flag_as_required("output")
 
 
@@ -85,22 +88,27 @@ def main(argv):
     raise app.UsageError(f"--output={FLAGS.output!r}: expected a .md file")
   folder = FLAGS.output[:-len(".md")]
   os.makedirs(folder, exist_ok=True)
-  sections, rows, spent = [], [], 0.0
+  sections, rows, spent, ran = [], [], 0.0, 0
   for k, name in enumerate(FLAGS.benchmarks):
-    eta = f"; ETA {spent / k * (len(FLAGS.benchmarks) - k) / 60:.0f} min" if k else ""
-    logging.info("suite: benchmark %d of %d, %s%s", k + 1, len(FLAGS.benchmarks), name, eta)
     path = os.path.join(folder, f"benchmark_{name}.md")
-    start = time.time()
-    done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", f"--output={path}",
-                           *extra[name]], env=_child_env(), check=False)
-    seconds = time.time() - start
-    spent += seconds
-    if done.returncode:
-      raise SystemExit(f"suite: benchmarks.{name} failed (exit code {done.returncode}; its "
-                       "output is above); no suite report written")
+    if FLAGS.resume and os.path.exists(path):
+      wall = "earlier run"
+    else:
+      eta = f"; ETA {spent / ran * (len(FLAGS.benchmarks) - k) / 60:.0f} min" if ran else ""
+      logging.info("suite: benchmark %d of %d, %s%s", k + 1, len(FLAGS.benchmarks), name, eta)
+      ran += 1
+      start = time.time()
+      done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", f"--output={path}",
+                             *extra[name]], env=_child_env(), check=False)
+      seconds = time.time() - start
+      spent, wall = spent + seconds, f"{seconds:.0f}"
+      if done.returncode:
+        raise SystemExit(f"suite: benchmarks.{name} failed (exit code {done.returncode}; its "
+                         "output is above); no suite report written (--resume keeps the "
+                         "reports written so far)")
     with open(path, encoding="utf-8") as f:
       sections += _section(name, f.read(), os.path.basename(folder))
-    rows.append(f"| {name} | {' '.join(extra[name]) or 'defaults'} | {seconds:.0f} |")
+    rows.append(f"| {name} | {' '.join(extra[name]) or 'defaults'} | {wall} |")
   chosen = ([] if tuple(FLAGS.benchmarks) == BENCHMARKS else
             [f"--benchmarks={','.join(FLAGS.benchmarks)}"])
   command = " ".join(["python -m benchmarks.suite", *chosen,
@@ -110,7 +118,7 @@ def main(argv):
       f"Regenerate: `{command}` (every benchmark on JAX's default backend).", "",
       _machine(), "",
       "| benchmark | flags | wall s |", "|---|---|---|", *rows, "",
-      f"Total {spent / 60:.1f} min. Each section below is the benchmark's own report "
+      f"Total of this invocation {spent / 60:.1f} min. Each section below is the benchmark's own report "
       f"(`{os.path.basename(folder)}/benchmark_<name>.md`), run in its own process.", "",
       *sections,
   ]

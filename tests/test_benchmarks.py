@@ -31,6 +31,12 @@ def test_suite_gathers_each_benchmark_report_under_one_header(tmp_path):
   assert "N = 2,000 items, 32 queries evaluated" in report
   assert own.rstrip().splitlines()[-1].startswith("Peak memory: ")
   assert "--flags=evaluation:--num_queries=32" in report  # The regenerate command.
+  # --resume keeps the report already written (the bad flag is never used).
+  done = _suite("--benchmarks=evaluation", "--flags=evaluation:--num_items=notanumber",
+                "--resume", f"--output={output}")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "| evaluation | --num_items=notanumber | earlier run |" in output.read_text()
+  assert "N = 2,000 items" in output.read_text()
 
 
 def test_suite_stops_on_a_failing_benchmark_and_writes_no_report(tmp_path):
