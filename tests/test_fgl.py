@@ -125,9 +125,9 @@ def test_bfloat16_paths_keep_the_graph_convolution_and_scores_in_float32(kind):
   """tower_dtype=bfloat16: the dense layers of both paths run in bfloat16; the
   Chebyshev recursion, the parameters, the representations and the pair
   scores stay float32."""
-  config = registry.make_config(registry.get("fgl"), "quick", tower_dtype="bfloat16")
-  model = fgl.FGLNet(fgl._text_path(config, kind, 16), (32,), 16, "tanh", 0.0,  # pylint: disable=protected-access
-                     jnp.bfloat16)
+  config = registry.make_config(registry.get("fgl"), "quick", tower_dtype="bfloat16",
+                                 embed=16, image_hidden=(32,), text_hidden=(32,))
+  model = fgl.build_model(config, kind)
   graph = jax.tree.map(jnp.asarray, _graph().arrays())
   x, z = jnp.ones((4, 10)), jnp.ones((4, 40))
   params = model.init(jax.random.key(0), x, z, graph)

@@ -45,8 +45,8 @@ from cmjax.configs.fgl import FGLConfig
 from cmjax.methods import registry
 from cmjax.models import MLP, GraphTextEncoder
 
-__all__ = ["FGLConfig", "FGLNet", "TextPath", "fine_grained_weights", "fit", "matching_loss",
-           "siamese_loss"]
+__all__ = ["FGLConfig", "FGLNet", "TextPath", "build_model", "fine_grained_weights", "fit",
+           "matching_loss", "siamese_loss"]
 
 
 class TextPath(nn.Module):
@@ -165,6 +165,12 @@ def _text_path(config: FGLConfig, kind: str, outputs: int) -> TextPath:
                   config.activation, config.dropout, jnp.dtype(config.tower_dtype))
 
 
+def build_model(config: FGLConfig, kind: str) -> FGLNet:
+  """The matching network of `config` with a `kind` ("gcn" or "mlp") text path."""
+  return FGLNet(_text_path(config, kind, config.embed), config.image_hidden, config.embed,
+                config.activation, config.dropout, jnp.dtype(config.tower_dtype))
+
+
 def _optimizer(config: FGLConfig):
   return optim.make_optimizer("adam", config.learning_rate, config.weight_decay)
 
@@ -268,8 +274,7 @@ def fit(config: FGLConfig, prepared: preprocess.Prepared,
                            seed * 1000 + 1, context={"graph": graph})
     siamese_params, stages["siamese"] = result.params, runner.stage_facts(result)
 
-  model = FGLNet(_text_path(config, kind, config.embed), config.image_hidden, config.embed,
-                 config.activation, config.dropout, jnp.dtype(config.tower_dtype))
+  model = build_model(config, kind)
   params = model.init(jax.random.key(seed), data["image"][:1], data["text"][:1], graph)
   val = prepared.val
   eval_fn = None
