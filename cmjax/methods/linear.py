@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Callable, Literal
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -270,12 +272,15 @@ def _select_reg(variant: LinearVariant, prepared: preprocess.Prepared, num_class
   if not variant.has_ridge or len(config.reg_grid) == 1 or len(prepared.val) == 0:
     return config.reg_grid[0], {}
   scores = {}
-  for reg in config.reg_grid:
+  for k, reg in enumerate(config.reg_grid):
+    start = time.time()
     projection = variant.fit(prepared.train, num_classes, config, reg, seed)
     val = prepared.val
     scores[reg] = evaluation.cross_modal_map(
         similarity(projection.image(val.image), projection.text(val.text),
                    projection.similarity), val.labels, val.labels)["avg"]
+    logging.info("ridge %d of %d (%g): validation avg MAP %.4f in %.0f s", k + 1,
+                 len(config.reg_grid), reg, scores[reg], time.time() - start)
   return max(scores, key=scores.get), scores
 
 
