@@ -31,7 +31,7 @@ from cmjax import console
 
 FLAGS = flags.FLAGS
 BENCHMARKS = ("hamming", "emd", "evaluation", "gcn_text", "uncsm_step", "emd_cnn_step",
-              "pretrained", "scale")
+              "pretrained", "metric_eval", "scale")
 flags.DEFINE_string("output", None, "Suite report (markdown), e.g. reports/benchmark_cpu.md; "
                     "the benchmarks' own reports go to the folder of the same name without .md.")
 flags.DEFINE_list("benchmarks", list(BENCHMARKS), "Benchmarks to run, in this order.")

@@ -7,7 +7,7 @@ a joint RBM on top).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,23 +37,27 @@ def dbn_forward(layers: Sequence[tuple[str, dict]], x: jax.Array) -> jax.Array:
   return h
 
 
+# Trains a stage in the run's workdir, mesh and loop: `(stage, params, data, seed) ->
+# StageResult` (`cmjax.runner.FitContext.train`).
+TrainFn = Callable[[train.Stage, Any, Any, int], train.StageResult]
+
+
 def train_dbn(
     x: np.ndarray,
     kinds: Sequence[rbm.RBMKind],
     sizes: Sequence[int],
     *,
     name: str,
-    workdir: str,
+    train_fn: TrainFn,
     seed: int,
     steps: int,
     learning_rate: float,
     batch_size: int,
-    mesh: Any = None,
-    loop: train.LoopConfig = train.LoopConfig(),
 ) -> DBN:
   """Greedy layer-wise CD-1 training; layer i is stage `<name>_<i+1>`.
 
   Args:
+    train_fn: trains a stage in the run (`runner.FitContext.train`).
     x: `[n, V]` visible data of the bottom layer (counts for replicated softmax).
     kinds: RBM kind of each layer, bottom first.
     sizes: hidden units of each layer.
@@ -65,8 +69,7 @@ def train_dbn(
     params = rbm.init_rbm(jax.random.key(seed + layer), layer_input.shape[1], width)
     loss = lambda p, c, b, r, kind=kind: rbm.cd_loss(p, b["x"], r, kind)
     stage = rows_stage(f"{name}_{layer + 1}", loss, optimizer, steps, batch_size)
-    params = train.train_stage(stage, params, {"x": jnp.asarray(layer_input)}, workdir=workdir,
-                               seed=seed + 10 + layer, mesh=mesh, loop=loop).params
+    params = train_fn(stage, params, {"x": jnp.asarray(layer_input)}, seed + 10 + layer).params
     layers.append((kind, params))
     layer_input = np.asarray(rbm.hidden_probabilities(params, jnp.asarray(layer_input), kind))
   return layers
@@ -79,12 +82,10 @@ def train_softmax_head(
     num_classes: int,
     *,
     name: str,
-    workdir: str,
+    train_fn: TrainFn,
     seed: int,
     steps: int,
     batch_size: int,
-    mesh: Any = None,
-    loop: train.LoopConfig = train.LoopConfig(),
 ) -> DBN:
   """Unrolls the DBN into a sigmoid net with a softmax head and fine-tunes all of it
   with cross entropy; returns the fine-tuned layers (the head is dropped)."""
@@ -99,6 +100,6 @@ def train_softmax_head(
     return jnp.mean(optax.softmax_cross_entropy(logits + p["head"]["b"], target)), {}
 
   data = {"x": jnp.asarray(x), "y": jnp.asarray(sampling.multi_hot(labels, num_classes))}
-  net = train.train_stage(rows_stage(name, loss_fn, optim.make_optimizer("adam", 1e-4), steps, batch_size), net,
-                          data, workdir=workdir, seed=seed, mesh=mesh, loop=loop).params
+  stage = rows_stage(name, loss_fn, optim.make_optimizer("adam", 1e-4), steps, batch_size)
+  net = train_fn(stage, net, data, seed).params
   return list(zip(kinds, net["layers"]))

@@ -29,11 +29,15 @@ import dataclasses
 import functools
 from typing import Callable, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.stats
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
 
+from cmjax import devices
 from cmjax.precision import float32_matmuls
 
 __all__ = [
@@ -42,6 +46,8 @@ __all__ = [
     "NonFiniteScoresError",
     "RetrievalMetrics",
     "average_precision",
+    "block_metrics",
+    "evenly_spaced",
     "cross_modal_map",
     "cross_modal_metrics",
     "map_summary",
@@ -50,6 +56,8 @@ __all__ = [
     "retrieval_metrics",
     "roc_auc",
     "scored_metrics",
+    "scored_rows",
+    "streamed_metrics",
     "top_k",
 ]
 
@@ -110,7 +118,7 @@ class NonFiniteScoresError(FloatingPointError):
 
 
 @functools.partial(jax.jit, static_argnames=("ks", "recall_levels"))
-def _chunk_metrics(scores, query_labels, item_labels, ks, recall_levels):
+def block_metrics(scores, query_labels, item_labels, ks, recall_levels):
   """Per-query metrics of a `[B, N]` score block; see module docstring.
 
   Any real dtype ranks exactly in its own precision (no cast). Returns AP,
@@ -221,26 +229,10 @@ def retrieval_metrics(
                        f"[{chunk_size}, {item_labels.shape[0]}] (queries x items)")
     if isinstance(scores, np.ndarray):  # Host scores rank exactly as float32 on device.
       scores = _float32_order(scores)
-    block = _chunk_metrics(scores, query_labels[padded], item_labels, ks, levels)
+    block = block_metrics(scores, query_labels[padded], item_labels, ks, levels)
     results.append(block)
-  results = [[np.asarray(x)[: min(chunk_size, num_queries - start)] for x in block]
-             for start, block in zip(range(0, num_queries, chunk_size), results)]
-  ap, ap_at, p_at, curve, nonfinite, score_range = (np.concatenate(p) for p in zip(*results))
-  if nonfinite.any():
-    raise NonFiniteScoresError(int(nonfinite.sum()), num_queries * int(item_labels.shape[0]),
-                               int(np.flatnonzero(nonfinite)[0]))
-  valid = ~np.isnan(ap)
-  mean = lambda x: float(np.mean(x[valid])) if valid.any() else float("nan")
-  return RetrievalMetrics(
-      map=mean(ap),
-      map_at={k: mean(ap_at[:, i]) for i, k in enumerate(ks)},
-      precision_at={k: mean(p_at[:, i]) for i, k in enumerate(ks)},
-      recall_levels=np.asarray(levels),
-      precision_curve=curve[valid].mean(0) if valid.any() else np.full(len(levels), np.nan),
-      average_precisions=ap,
-      num_queries_without_relevant=int((~valid).sum()),
-      score_range=score_range,
-  )
+  return _summarize(jax.device_get(results), num_queries, int(item_labels.shape[0]), ks,
+                    levels)
 
 
 def average_precision(scores, query_labels, item_labels) -> np.ndarray:
@@ -287,45 +279,198 @@ VALIDATION_QUERIES = 2000
 
 def scored_metrics(score: Callable, images, texts, image_labels, text_labels, *,
                    max_dense_pairs: int = MAX_DENSE_PAIRS, max_queries: int | None = None,
-                   **kwargs):
-  """Both directions of a block scorer over encoded items: `(metrics, matrix)`.
+                   mesh: jax.sharding.Mesh | None = None, chunk_size: int = 256,
+                   ks: Sequence[int] = (50,),
+                   recall_levels: Sequence[float] = DEFAULT_RECALL_LEVELS):
+  """Both directions of a block scorer over encoded items, on device: `(metrics, matrix)`.
 
   Args:
-    score: `(images [a, ...], texts [b, ...]) -> [a, b]` scores, on device.
-    images, texts: `[n_images, ...]`, `[n_texts, ...]` encodings (device arrays).
-    image_labels, text_labels: their labels.
+    score: `(images [a, ...], texts [b, ...]) -> [a, b]` scores; traceable
+      (it runs inside the jitted program of each block).
+    images, texts: `[n_images, ...]`, `[n_texts, ...]` encodings (device arrays; host
+      ones are uploaded once).
+    image_labels, text_labels: their labels (host; uploaded once).
     max_dense_pairs: up to this many pairs the matrix is scored in one call
-      and both directions read it (`matrix` is returned); beyond, each
-      direction streams blocks of queries against the whole other side,
-      `score(images[rows], texts)` and `score(images, texts[rows]).T`, and
-      `matrix` is None. The two forms rank alike, but a float score can
+      and both directions read it (`matrix` is returned, on device); beyond,
+      each direction streams blocks of queries against the whole other side
+      and `matrix` is None. The two forms rank alike, but a float score can
       differ in its last bit between them (XLA's matrix products are not
       invariant to the block shape).
     max_queries: if given, each direction ranks the whole other side for at
-      most this many queries, evenly spaced (a validation budget that does not
-      grow with the split); the metrics are then over those queries.
-    **kwargs: of `retrieval_metrics`.
+      most this many queries, evenly spaced; the metrics are then over those.
+    mesh: the `'data'` mesh: each block's query rows are sharded over it (every
+      device, and so every process, scores its share; the per-query results
+      are gathered). None: the default device.
+    chunk_size: queries per block (at most the number of queries, rounded up to a
+      multiple of the mesh size).
+    ks, recall_levels: of `retrieval_metrics`.
+
+  Every block is one jitted program of device arrays: the query rows are
+  generated on device from the previous block's end, so nothing but the labels
+  (once) and the dense/streamed choice crosses from the host.
   """
   image_labels, text_labels = np.asarray(image_labels), np.asarray(text_labels)
   n_images, n_texts = len(image_labels), len(text_labels)
-  image_rows, text_rows = (_evenly_spaced(n, max_queries) for n in (n_images, n_texts))
+  image_rows, text_rows = (evenly_spaced(n, max_queries) for n in (n_images, n_texts))
+  # No block larger than the queries (so every device gets rows), a multiple of the mesh.
+  chunk_size = min(chunk_size, max(len(image_rows), len(text_rows)))
+  if mesh is not None:
+    chunk_size = -(-chunk_size // mesh.size) * mesh.size
+  # Host encodings are uploaded once, here; device ones stay where they are.
+  images, texts, image_labels_dev, text_labels_dev = devices.put(
+      (images, texts, image_labels, text_labels))
   matrix = None
   if n_images * n_texts <= max_dense_pairs:
-    matrix = score(images, texts)
+    matrix = _score_whole(score, images, texts)
     if matrix.shape != (n_images, n_texts):
       raise ValueError(f"scores of shape {matrix.shape}, expected [{n_images}, {n_texts}] "
                        "(images x texts)")
-    matrix_t = matrix.T
-    i2t = lambda rows: matrix[image_rows[rows]]
-    t2i = lambda rows: matrix_t[text_rows[rows]]
+    i2t = (_rows_scorer, _take(matrix, image_rows), None)
+    t2i = (_rows_scorer, _take(_transpose(matrix), text_rows), None)
   else:
-    i2t = lambda rows: score(images[image_rows[rows]], texts)
-    t2i = lambda rows: score(images, texts[text_rows[rows]]).T
-  return {"i2t": retrieval_metrics(i2t, image_labels[image_rows], text_labels, **kwargs),
-          "t2i": retrieval_metrics(t2i, text_labels[text_rows], image_labels, **kwargs)}, matrix
+    i2t = (score, _take(images, image_rows), texts)
+    t2i = (functools.partial(_transposed, score), _take(texts, text_rows), images)
+  ks = tuple(int(k) for k in ks)
+  levels = tuple(float(r) for r in recall_levels)
+  run = lambda direction, rows, query_labels, item_labels: streamed_metrics(
+      *direction, query_labels[rows], item_labels, mesh=mesh, chunk_size=chunk_size, ks=ks,
+      recall_levels=levels)
+  return {"i2t": run(i2t, image_rows, image_labels, text_labels_dev),
+          "t2i": run(t2i, text_rows, text_labels, image_labels_dev)}, matrix
 
 
-def _evenly_spaced(n: int, most: int | None) -> np.ndarray:
+@jax.jit
+def _transpose(matrix: jax.Array) -> jax.Array:
+  return matrix.T
+
+
+def _take(array: jax.Array, rows: np.ndarray) -> jax.Array:
+  """`array[rows]` on device (the index uploaded explicitly), for `evenly_spaced` rows:
+  the array itself when they are all of its rows."""
+  if len(rows) == array.shape[0]:
+    return array
+  return _gather(array, devices.put(rows))
+
+
+@jax.jit
+def _gather(array: jax.Array, rows: jax.Array) -> jax.Array:
+  return array[rows]
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _score_whole(score: Callable, images: jax.Array, texts: jax.Array) -> jax.Array:
+  return score(images, texts)
+
+
+def scored_rows(score: Callable, images: jax.Array, texts: jax.Array,
+                rows: np.ndarray) -> jax.Array:
+  """`[len(rows), n_texts]` scores of the image query `rows` (uploaded explicitly)."""
+  return _score_whole(score, _take(images, rows), texts)
+
+
+def _rows_scorer(rows: jax.Array, items: None) -> jax.Array:
+  """The scorer of a dense matrix's rows: the query block is its own scores."""
+  del items
+  return rows
+
+
+def _transposed(score: Callable, texts: jax.Array, images: jax.Array) -> jax.Array:
+  """Text queries against images: `score(images, texts).T`."""
+  return score(images, texts).T
+
+
+@functools.partial(jax.jit, static_argnames=("score", "chunk", "ks", "recall_levels", "mesh"))
+def _scored_block(score, queries, items, query_labels, item_labels, start, *, chunk, ks,
+                  recall_levels, mesh):
+  """Per-query metrics of the `chunk` queries from `start` (the last row repeated past
+  the end), and the next block's start."""
+  rows = jnp.minimum(start + jnp.arange(chunk), queries.shape[0] - 1)
+  by_rows = lambda x: x
+  if mesh is not None:  # Each device scores, ranks and summarises its rows of the block.
+    by_rows = lambda x: jax.lax.with_sharding_constraint(
+        x, NamedSharding(mesh, PartitionSpec("data")))
+  rows = by_rows(rows)
+  scores = by_rows(score(queries[rows], items))
+  out = jax.tree.map(by_rows, block_metrics(scores, query_labels[rows], item_labels, ks,
+                                            recall_levels))
+  return out, start + chunk
+
+
+def streamed_metrics(score: Callable, queries: jax.Array, items, query_labels: np.ndarray,
+                     item_labels: jax.Array, *, mesh: jax.sharding.Mesh | None = None,
+                     chunk_size: int = 256, ks: Sequence[int] = (50,),
+                     recall_levels: Sequence[float] = DEFAULT_RECALL_LEVELS
+                     ) -> RetrievalMetrics:
+  """One retrieval direction of `score(queries[block], items) -> [block, N]`, streamed
+  over blocks of `chunk_size` query rows, each block one jitted program on device
+  (rows sharded over `mesh` when given).
+
+  Raises:
+    NonFiniteScoresError: some score is NaN or infinite.
+  """
+  num_queries = len(query_labels)
+  query_labels_dev = devices.put(np.asarray(query_labels))
+  start = devices.put(np.int32(0))
+  blocks, local_rows = [], 0
+  # Parameters and encodings are on the devices already: a block that uploads
+  # anything from the host is an error.
+  with jax.transfer_guard_host_to_device("disallow"):
+    for first in range(0, num_queries, chunk_size):
+      block, start = _scored_block(score, queries, items, query_labels_dev, item_labels, start,
+                                   chunk=chunk_size, ks=tuple(ks),
+                                   recall_levels=tuple(recall_levels), mesh=mesh)
+      blocks.append(block)
+      local_rows += _local_rows(block[0], first, num_queries)
+  if jax.process_count() > 1:
+    logging.info("streamed evaluation: process %d of %d scored %d of %d query rows",
+                 jax.process_index(), jax.process_count(), local_rows, num_queries)
+  return _summarize([_gather_to_host(b) for b in blocks], num_queries,
+                    int(item_labels.shape[0]), tuple(ks), tuple(recall_levels))
+
+
+def _local_rows(block_ap: jax.Array, first: int, num_queries: int) -> int:
+  """Rows of a block (beginning at query `first`, padding excluded) whose results were
+  computed on this process's devices (the shards it holds; replicated shards once)."""
+  rows = set()
+  for shard in block_ap.addressable_shards:
+    start, stop, _ = shard.index[0].indices(block_ap.shape[0])
+    rows.update(range(first + start, min(first + stop, num_queries)))
+  return len(rows)
+
+
+def _gather_to_host(tree):
+  """Host copies of a block's results, from every process (an all-gather when the
+  rows of the block are spread over several processes)."""
+  leaves = jax.tree.leaves(tree)
+  if all(leaf.is_fully_addressable for leaf in leaves):
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _summarize(blocks, num_queries: int, num_items: int, ks: tuple, levels: tuple
+               ) -> RetrievalMetrics:
+  """`RetrievalMetrics` of per-block `block_metrics` outputs (host arrays, the
+  blocks' padding rows cut at `num_queries`)."""
+  ap, ap_at, p_at, curve, nonfinite, score_range = (
+      np.concatenate(part)[:num_queries] for part in zip(*blocks))
+  if nonfinite.any():
+    raise NonFiniteScoresError(int(nonfinite.sum()), num_queries * num_items,
+                               int(np.flatnonzero(nonfinite)[0]))
+  valid = ~np.isnan(ap)
+  mean = lambda x: float(np.mean(x[valid])) if valid.any() else float("nan")
+  return RetrievalMetrics(
+      map=mean(ap),
+      map_at={k: mean(ap_at[:, i]) for i, k in enumerate(ks)},
+      precision_at={k: mean(p_at[:, i]) for i, k in enumerate(ks)},
+      recall_levels=np.asarray(levels),
+      precision_curve=curve[valid].mean(0) if valid.any() else np.full(len(levels), np.nan),
+      average_precisions=ap,
+      num_queries_without_relevant=int((~valid).sum()),
+      score_range=score_range,
+  )
+
+
+def evenly_spaced(n: int, most: int | None) -> np.ndarray:
   """`[min(n, most)]` evenly spaced indices of n items (all of them if `most` is None)."""
   if most is None or most >= n:
     return np.arange(n)

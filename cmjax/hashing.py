@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
-from cmjax import evaluation
+from cmjax import devices, evaluation
 
 __all__ = [
     "HammingIndex",
@@ -40,6 +40,7 @@ __all__ = [
     "hamming",
     "hashing_metrics",
     "pack",
+    "pack_on_device",
     "precision_within_radius",
     "tie_aware_average_precision",
     "top_k",
@@ -303,13 +304,13 @@ def distance_counts(query_words: np.ndarray, database_words: np.ndarray,
   Returns:
     `(count, count_relevant)`, both `[Q, bits + 1]` int64.
   """
-  queries, query_labels = jnp.asarray(query_words), jnp.asarray(query_labels)
+  queries, query_labels = devices.put((query_words, np.asarray(query_labels)))
   count = np.zeros((queries.shape[0], bits + 1), np.int64)
   count_relevant = np.zeros_like(count)
   for start in range(0, database_words.shape[0], chunk_size):
-    labels = jnp.asarray(database_labels[start:start + chunk_size])
+    labels = devices.put(np.asarray(database_labels[start:start + chunk_size]))
     relevant = evaluation.relevance(query_labels, labels)
-    c, r = _counts_block(queries, jnp.asarray(database_words[start:start + chunk_size]),
+    c, r = _counts_block(queries, devices.put(database_words[start:start + chunk_size]),
                          relevant, bits, _on_cpu() if scatter is None else scatter)
     count += np.asarray(c).astype(np.int64)
     count_relevant += np.asarray(r).astype(np.int64)
@@ -344,20 +345,22 @@ def precision_within_radius(count: np.ndarray, count_relevant: np.ndarray,
   return np.where(retrieved > 0, hits / np.maximum(retrieved, 1), 0.0)
 
 
-def hashing_metrics(query_codes: np.ndarray, database_codes: np.ndarray,
+def hashing_metrics(query_codes: jax.Array, database_codes: jax.Array,
                     query_labels: np.ndarray, database_labels: np.ndarray,
                     ks: tuple[int, ...] = (50,)) -> dict:
   """One direction of the hashing protocol: queries rank the database by Hamming distance.
+
+  The codes (`[n, K]`, device or host) are packed on device; the ranking is
+  streamed over blocks of queries there (`cmjax.evaluation.streamed_metrics`).
 
   Returns:
     `{"map", "map@k"..., "map_tie_aware", "precision_radius2", "pr_curve"}`; MAP
     means leave out queries without a relevant item (as `cmjax.evaluation`).
   """
   bits = query_codes.shape[1]
-  q, db = pack(query_codes), pack(database_codes)
-  db_jax = jnp.asarray(db)
-  scores = lambda rows: -hamming(jnp.asarray(q[rows]), db_jax)  # int32: exact order.
-  deterministic = evaluation.retrieval_metrics(scores, query_labels, database_labels, ks=ks)
+  q, db = pack_on_device(devices.put(query_codes)), pack_on_device(devices.put(database_codes))
+  deterministic = evaluation.streamed_metrics(_minus_hamming, q, db, query_labels,
+                                              devices.put(np.asarray(database_labels)), ks=ks)
   count, count_relevant = distance_counts(q, db, query_labels, database_labels, bits)
   valid = count_relevant.sum(1) > 0
   return {
@@ -368,6 +371,19 @@ def hashing_metrics(query_codes: np.ndarray, database_codes: np.ndarray,
       "pr_curve": {"recall": deterministic.recall_levels,
                    "precision": deterministic.precision_curve},
   }
+
+
+def _minus_hamming(query_words: jax.Array, database_words: jax.Array) -> jax.Array:
+  """Scores of packed codes: minus their Hamming distances (int32: an exact order)."""
+  return -hamming(query_words, database_words)
+
+
+@jax.jit
+def pack_on_device(codes: jax.Array) -> jax.Array:
+  """`pack` on device: `[n, K]` codes (> 0 is a 1 bit) -> `[n, ceil(K / 32)]` uint32."""
+  n, k = codes.shape
+  bits = jnp.pad(codes > 0, ((0, 0), (0, -k % 32))).reshape(n, -1, 32).astype(jnp.uint32)
+  return jnp.sum(bits << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
 
 
 def codes_score(image_codes: jax.Array, text_codes: jax.Array) -> jax.Array:

@@ -8,7 +8,7 @@ from typing import Callable, Literal
 from absl import logging
 import numpy as np
 
-from cmjax.configs import ConfigError
+from cmjax.checks import ConfigError
 from cmjax.data import DataError, Dataset, Split, View, validation_split
 
 __all__ = [

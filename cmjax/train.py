@@ -39,7 +39,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from cmjax.configs import ConfigError
+from cmjax import protocol
+from cmjax.checks import ConfigError
 from cmjax.files import RunError
 from cmjax.metric_writer import MetricWriter
 
@@ -87,13 +88,16 @@ class Stage:
     sample_fn: pure, jittable batch sampler, see `SampleFn`.
     optimizer: optax transformation.
     num_steps: step budget.
-    eval_fn: host function `params -> {name: value}` run every `eval_every`
-      steps (validation metrics, logged under `val/`).
+    validation: if set, the stage's model on a validation split
+      (`cmjax.protocol.Validation`), evaluated every `eval_every` steps by the
+      evaluation protocol (`protocol.validation_map`, logged under `val/`); the
+      parameters with the best `protocol.SELECT_METRIC`, among the initial ones
+      and those of every evaluation, are the stage's result.
     eval_every: steps between evaluations (0: never).
-    select_metric: if set, the parameters with the highest value of this
-      `eval_fn` metric, among the initial ones and those of every evaluation, are
-      the stage's result (model selection on validation).
     patience: stop after this many evaluations without improvement (0: never).
+    loops_convolutions: the step runs convolutions: on CPU the loop runs one step
+      per call, since XLA:CPU runs convolutions inside a device-side loop many
+      times slower than in a plain jitted step (reports/benchmark_emd_cnn_step.md).
   """
 
   name: str
@@ -101,10 +105,10 @@ class Stage:
   sample_fn: SampleFn
   optimizer: optax.GradientTransformation
   num_steps: int
-  eval_fn: Callable[[Params], Mapping[str, float]] | None = None
+  validation: protocol.Validation | None = None
   eval_every: int = 0
-  select_metric: str | None = None
   patience: int = 0
+  loops_convolutions: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,13 +128,33 @@ class LoopConfig:
 
 @dataclasses.dataclass(frozen=True)
 class StageResult:
-  """What `train_stage` returns; `params` are host (NumPy) arrays."""
+  """What `train_stage` returns; `params` are device arrays, replicated over the mesh."""
 
   params: Params
   steps: int
   best_score: float | None
   wall_s: float
   resumed_from: int
+
+
+# Stages seed their keys with seed * 1000 + a small offset, and JAX keys hold 32
+# bits: a larger seed would wrap onto another seed's keys.
+MAX_SEED = (2**32 - 1000) // 1000
+
+
+def check_seed(seed: Any) -> int:
+  """`seed` if it is an int in [0, MAX_SEED], else a `ConfigError`."""
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    raise ConfigError(f"seed must be an integer, got {seed!r}")
+  if not 0 <= seed <= MAX_SEED:
+    raise ConfigError(f"seed must be in [0, {MAX_SEED}] (stage keys are seed * 1000 + k in "
+                      f"JAX's 32 bits), got {seed}")
+  return int(seed)
+
+
+def stage_seed(seed: int, k: int) -> int:
+  """The key seed of a run's stage `k`: `seed * 1000 + k` (`k` < 1000)."""
+  return seed * 1000 + k
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
@@ -280,7 +304,7 @@ def _check_batch_splits(stage: Stage, key: jax.Array, data: Any,
 
 def _next_boundary(step: int, stage: Stage, loop: LoopConfig) -> int:
   candidates = [stage.num_steps, step + loop.steps_per_call]
-  for every in (stage.eval_every if stage.eval_fn else 0, loop.checkpoint_every):
+  for every in (stage.eval_every if stage.validation else 0, loop.checkpoint_every):
     if every:
       candidates.append((step // every + 1) * every)
   return min(candidates)
@@ -317,6 +341,10 @@ def train_stage(
   """
   start_time = time.time()
   mesh = mesh or data_mesh()
+  if (stage.loops_convolutions and loop.steps_per_call > 1
+      and mesh.devices.flat[0].platform == "cpu"):
+    logging.info("stage '%s': convolutions on CPU train one step per call", stage.name)
+    loop = dataclasses.replace(loop, steps_per_call=1)
   ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints", stage.name))
   state = replicate(init_state(params, stage.optimizer), mesh)
   manager, state, resumed_from = _restore(stage.name, ckpt_dir, state)
@@ -327,45 +355,52 @@ def train_stage(
   key = jax.random.key(seed)
   _check_batch_splits(stage, key, data, mesh)
   run = make_update_fn(stage, mesh)
+  validation = stage.validation
+  val_data = None
+  if validation is not None:  # Uploaded once a stage: a data source.
+    val_data = replicate((validation.image, validation.text, np.asarray(validation.labels)),
+                         mesh)
   writer = MetricWriter(os.path.join(workdir, "logs", stage.name),
                         enabled=jax.process_index() == 0, resume_step=resumed_from)
   step = int(state["step"])
   stopped = bool(state["stopped"])
   last_log, last_log_step = time.time(), step
+  evaluate = lambda state, step: _evaluate(stage, state, val_data, writer, step, mesh)
   try:
-    if step == 0 and stage.eval_fn and stage.select_metric:
-      # The starting point is a candidate too: a stage never selects parameters
-      # that are worse on validation than the ones it was given.
-      state, _ = _evaluate(stage, state, writer, step)
-      state = replicate(state, mesh)
-    while step < stage.num_steps and not stopped:
-      n = _next_boundary(step, stage, loop) - step
-      state, metrics = run(state, context, data, key, n)
-      metrics = jax.device_get(metrics)
-      _check_finite(stage.name, step, metrics)
-      step += n
-      writer.write_scalars(step, {f"train/{k}": np.mean(v) for k, v in metrics.items()})
-      if stage.eval_fn and stage.eval_every and step % stage.eval_every == 0:
-        state, stopped = _evaluate(stage, state, writer, step)
-        state = replicate(state, mesh)
-      now = time.time()
-      if now - last_log >= loop.log_every_s or step == stage.num_steps or stopped:
-        rate = (step - last_log_step) / max(now - last_log, 1e-9)
-        logging.info(
-            "stage '%s': step %d/%d loss %.4f (%.0f steps/s, eta %.0fs)%s",
-            stage.name, step, stage.num_steps, float(np.mean(metrics["loss"])), rate,
-            (stage.num_steps - step) / max(rate, 1e-9), " early stop" if stopped else "",
-        )
-        last_log, last_log_step = now, step
-      if step % loop.checkpoint_every == 0 or step == stage.num_steps or stopped:
-        _save(stage.name, ckpt_dir, manager, step, state)
-    _save(stage.name, ckpt_dir, manager, None, state)
+    # From here on nothing is uploaded but explicitly (`replicate`): a step or a
+    # validation that moves host arrays to the devices is an error.
+    with jax.transfer_guard_host_to_device("disallow"):
+      if step == 0 and validation is not None:
+        # The starting point is a candidate too: a stage never selects parameters
+        # that are worse on validation than the ones it was given.
+        state, _ = evaluate(state, step)
+      while step < stage.num_steps and not stopped:
+        n = _next_boundary(step, stage, loop) - step
+        state, metrics = run(state, context, data, key, n)
+        metrics = jax.device_get(metrics)
+        _check_finite(stage.name, step, metrics)
+        step += n
+        writer.write_scalars(step, {f"train/{k}": np.mean(v) for k, v in metrics.items()})
+        if validation is not None and stage.eval_every and step % stage.eval_every == 0:
+          state, stopped = evaluate(state, step)
+        now = time.time()
+        if now - last_log >= loop.log_every_s or step == stage.num_steps or stopped:
+          rate = (step - last_log_step) / max(now - last_log, 1e-9)
+          logging.info(
+              "stage '%s': step %d/%d loss %.4f (%.0f steps/s, eta %.0fs)%s",
+              stage.name, step, stage.num_steps, float(np.mean(metrics["loss"])), rate,
+              (stage.num_steps - step) / max(rate, 1e-9), " early stop" if stopped else "",
+          )
+          last_log, last_log_step = now, step
+        if step % loop.checkpoint_every == 0 or step == stage.num_steps or stopped:
+          _save(stage.name, ckpt_dir, manager, step, state)
+      _save(stage.name, ckpt_dir, manager, None, state)
   finally:
     writer.close()
     manager.close()
-  selected = stage.select_metric and np.isfinite(float(state["best_score"]))
+  selected = validation is not None and np.isfinite(float(state["best_score"]))
   return StageResult(
-      params=to_host(state["best_params"] if selected else state["params"]),
+      params=state["best_params"] if selected else state["params"],
       steps=step,
       best_score=float(state["best_score"]) if selected else None,
       wall_s=time.time() - start_time,
@@ -413,22 +448,19 @@ def _save(stage: str, ckpt_dir: str, manager, step: int | None, state: dict) -> 
     raise _checkpoint_error(stage, ckpt_dir, e, "write") from None
 
 
-def _evaluate(stage: Stage, state: dict, writer: MetricWriter, step: int) -> tuple[dict, bool]:
-  """Runs the stage's eval, keeps the best parameters, decides early stopping."""
-  scores = {k: float(v) for k, v in stage.eval_fn(to_host(state["params"])).items()}
+def _evaluate(stage: Stage, state: dict, val_data: Any, writer: MetricWriter, step: int,
+              mesh: jax.sharding.Mesh) -> tuple[dict, bool]:
+  """Validates the current parameters on device, keeps the best ones, decides early
+  stopping. The selection's scalars are uploaded explicitly (`replicate`)."""
+  scores = protocol.validation_map(stage.validation, state["params"], val_data)
   writer.write_scalars(step, {f"val/{k}": v for k, v in scores.items()})
-  if not stage.select_metric:
-    return state, False
-  score = scores[stage.select_metric]
+  score = scores[protocol.SELECT_METRIC]
+  evals_since_best = int(state["evals_since_best"]) + 1
   if score > float(state["best_score"]):
-    state = dict(
-        state,
-        best_params=jax.tree.map(jnp.copy, state["params"]),
-        best_score=jnp.asarray(score, jnp.float32),
-        evals_since_best=jnp.zeros((), jnp.int32),
-    )
-  else:
-    state = dict(state, evals_since_best=state["evals_since_best"] + 1)
-  stopped = bool(stage.patience and int(state["evals_since_best"]) >= stage.patience)
-  state = dict(state, stopped=jnp.asarray(stopped))
+    state = dict(state, best_params=jax.tree.map(jnp.copy, state["params"]))
+    state["best_score"] = replicate(np.float32(score), mesh)
+    evals_since_best = 0
+  stopped = bool(stage.patience and evals_since_best >= stage.patience)
+  state["evals_since_best"], state["stopped"] = replicate(
+      (np.int32(evals_since_best), np.bool_(stopped)), mesh)
   return state, stopped

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from cmjax import optim, train
+from cmjax import optim, protocol, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -138,27 +138,37 @@ def test_non_finite_loss_stops_with_step(tmp_path):
                       loop=train.LoopConfig(steps_per_call=10))
 
 
-def test_model_selection_and_early_stopping(tmp_path):
+def _scripted_validation(monkeypatch, scores, calls=None):
+  """A stage validation whose avg MAPs are `scores`, in order (the selection logic alone)."""
+  def validation_map(validation, params, data=None):
+    if calls is not None:
+      calls.append(float(jnp.sum(params["w2"] ** 2)))
+    score = next(scores)
+    return {"i2t": score, "t2i": score, "avg": score}
+
+  monkeypatch.setattr(train.protocol, "validation_map", validation_map)
+  identity = lambda p, x: x
+  model = protocol.Model(identity, identity, lambda p, a, b: a @ b.T)
+  return protocol.Validation(model, np.eye(4, dtype=np.float32), np.eye(4, dtype=np.float32),
+                             np.arange(4))
+
+
+def test_model_selection_and_early_stopping(tmp_path, monkeypatch):
   params, data = _problem()
   calls = []
-
-  def eval_fn(p):
-    calls.append(float(jnp.sum(p["w2"] ** 2)))
-    return {"score": [0.0, 3.0, 5.0, 4.0, 2.0, 1.0, 0.0, 9.0][len(calls) - 1]}
-
-  stage = _regression_stage(200, eval_fn=eval_fn, eval_every=10, select_metric="score",
-                            patience=3)
+  validation = _scripted_validation(
+      monkeypatch, iter([0.0, 3.0, 5.0, 4.0, 2.0, 1.0, 0.0, 9.0]), calls)
+  stage = _regression_stage(200, validation=validation, eval_every=10, patience=3)
   result = train.train_stage(stage, params, data, workdir=str(tmp_path), seed=0,
                              loop=train.LoopConfig(steps_per_call=100))
   assert result.steps == 50 and result.best_score == 5.0  # Stopped 3 evals after the best.
   assert float(jnp.sum(result.params["w2"] ** 2)) == pytest.approx(calls[2], rel=1e-6)
   logged = [json.loads(l) for l in open(tmp_path / "logs" / "regression" / "metrics.jsonl")]
-  assert [l["val/score"] for l in logged if "val/score" in l] == [0, 3, 5, 4, 2, 1]
+  assert [l["val/avg"] for l in logged if "val/avg" in l] == [0, 3, 5, 4, 2, 1]
 
   # The starting point wins when training only makes validation worse.
-  scores = iter([7.0, 1.0, 0.5])
-  stage = _regression_stage(20, eval_fn=lambda p: {"score": next(scores)}, eval_every=10,
-                            select_metric="score")
+  validation = _scripted_validation(monkeypatch, iter([7.0, 1.0, 0.5]))
+  stage = _regression_stage(20, validation=validation, eval_every=10)
   kept = train.train_stage(stage, params, data, workdir=str(tmp_path / "keep"), seed=0)
   np.testing.assert_array_equal(np.asarray(kept.params["w2"]), np.asarray(params["w2"]))
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
 
-from cmjax import configs, text_graph
+from cmjax import checks, text_graph
 
 __all__ = [
     "MAX_CLASSES",
@@ -144,7 +144,7 @@ class FeaturesOptions:
   name: ClassVar[str] = "features"
 
   def __post_init__(self):
-    configs.check_literals(self)
+    checks.check_literals(self)
     block = self.efficientnet_block
     if block is not None and (self.image_features != "efficientnet" or not 0 <= block < 16):
       raise DataError(f"efficientnet_block={block} needs image_features='efficientnet' and a "
@@ -165,7 +165,7 @@ class PixelsCharsOptions:
   name: ClassVar[str] = "pixels_chars"
 
   def __post_init__(self):
-    configs.check_positive(self, "max_chars", "char_vocab")
+    checks.check_positive(self, "max_chars", "char_vocab")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,8 +190,8 @@ class WordsGraphOptions:
   name: ClassVar[str] = "words_graph"
 
   def __post_init__(self):
-    configs.check_literals(self)
-    configs.check_positive(self, "vocab_size", "embedding_dim", "neighbors", "window")
+    checks.check_literals(self)
+    checks.check_positive(self, "vocab_size", "embedding_dim", "neighbors", "window")
 
 
 ViewOptions = FeaturesOptions | PixelsCharsOptions | WordsGraphOptions

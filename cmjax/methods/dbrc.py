@@ -28,7 +28,6 @@ packed codes).
 
 from __future__ import annotations
 
-import functools
 from typing import Literal
 
 import flax.linen as nn
@@ -37,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cmjax import evaluation, hashing, optim, preprocess, runner, sampling, train
+from cmjax import hashing, optim, preprocess, runner, sampling, train
 from cmjax.configs.dbrc import DBRCConfig
 from cmjax.methods import registry
 
@@ -88,7 +87,8 @@ class DBRCNet(nn.Module):
     return h, penalty, decode(self.image_dim, "image"), decode(self.text_dim, "text"), logits
 
 
-def _stage(config: DBRCConfig, model: DBRCNet, eval_fn) -> train.Stage:
+def _stage(config: DBRCConfig, model: DBRCNet,
+           validation: runner.Validation | None) -> train.Stage:
   def loss_fn(params, context, batch, rng):
     x, z = batch["image"], batch["text"]
     drop_rng, mode_rng, dropout_rng = jax.random.split(rng, 3)
@@ -117,11 +117,10 @@ def _stage(config: DBRCConfig, model: DBRCNet, eval_fn) -> train.Stage:
       sample_fn=lambda rng, data: sampling.sample_rows(rng, data, config.batch_size),
       optimizer=optim.make_optimizer(config.optimizer, config.learning_rate,
                                      config.weight_decay),
-      num_steps=config.steps, eval_fn=eval_fn, eval_every=config.eval_every,
-      select_metric="avg" if eval_fn else None, patience=config.patience)
+      num_steps=config.steps, validation=validation, eval_every=config.eval_every,
+      patience=config.patience)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "modality"))
 def _codes(model: DBRCNet, params, inputs: jax.Array, modality: str) -> jax.Array:
   """`[n, d]` inputs of one modality (the other zeroed) -> `[n, K]` +-1 sign codes."""
   zeros = lambda dim: jnp.zeros((inputs.shape[0], dim), inputs.dtype)
@@ -141,24 +140,16 @@ def fit(config: DBRCConfig, prepared: preprocess.Prepared,
   data = {"image": jnp.asarray(tr.image), "text": jnp.asarray(tr.text),
           "labels": jnp.asarray(tr.labels)}
   val = prepared.val
-
-  def validation_map(p):
-    image, text = (runner.in_blocks(lambda v, m=m: _codes(model, p, v, m), getattr(val, m))
-                   for m in ("image", "text"))
-    return evaluation.map_summary(evaluation.scored_metrics(
-        hashing.codes_score, image, text, val.labels, val.labels,
-        max_queries=evaluation.VALIDATION_QUERIES)[0])
-
-  eval_fn = validation_map if len(val) else None
-  result = context.train(_stage(config, model, eval_fn), params, data, context.seed * 1000 + 1)
-
-  encode = lambda modality: functools.partial(
-      runner.in_blocks, lambda v: _codes(model, result.params, v, modality))
+  functions = runner.Model(encode_image=lambda p, x: _codes(model, p, x, "image"),
+                           encode_text=lambda p, z: _codes(model, p, z, "text"),
+                           score=lambda p, a, b: hashing.codes_score(a, b))
+  validation = runner.Validation(functions, val.image, val.text, val.labels) if len(val) else None
+  result = context.train(_stage(config, model, validation), params, data,
+                         train.stage_seed(context.seed, 1))
   alpha = result.params["params"].get("AdaptiveTanh_0", {}).get("alpha")
   extras = {} if alpha is None else {"mean_alpha": float(np.mean(np.logaddexp(0, alpha)))}
-  return runner.Fitted(encode_image=encode("image"), encode_text=encode("text"),
-                       score=hashing.codes_score, stages={"dbrc": runner.stage_facts(result)},
-                       extras=extras)
+  return functions.bind(result.params, stages={"dbrc": runner.stage_facts(result)},
+                        extras=extras)
 
 registry.register(registry.MethodSpec(
     name="dbrc",

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import flax.linen as nn
 import jax
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmjax import data as data_lib
-from cmjax import dbn, evaluation, optim, preprocess, rbm, runner, sampling, similarity, train
+from cmjax import dbn, devices, optim, preprocess, rbm, runner, sampling, similarity, train
 from cmjax.configs.deep import DeepConfig
 from cmjax.methods import linear, registry
 from cmjax.models import ACTIVATIONS, MLP
@@ -225,17 +225,15 @@ def _model(variant: DeepVariant, config: DeepConfig, image_dim: int,
   return TwoTowers(config.hidden, code, config.activation, image_dim, text_dim)
 
 
-def _cosine_val_eval(encode: Callable, val: Any):
+def _cosine_validation(model: nn.Module, val: Any) -> runner.Validation | None:
+  """The towers' codes compared by cosine, on the validation split."""
   if val is None or len(val) == 0:
     return None
-
-  def eval_fn(params):
-    fi, ft = encode(params, jnp.asarray(val.image), jnp.asarray(val.text))
-    return evaluation.map_summary(evaluation.scored_metrics(
-        similarity.cosine, fi, ft, val.labels, val.labels,
-        max_queries=evaluation.VALIDATION_QUERIES)[0])
-
-  return eval_fn
+  functions = runner.Model(
+      encode_image=lambda p, x: model.apply(p, x, method=model.encode_image),
+      encode_text=lambda p, z: model.apply(p, z, method=model.encode_text),
+      score=lambda p, fi, ft: similarity.cosine(fi, ft))
+  return runner.Validation(functions, val.image, val.text, val.labels)
 
 
 def fit_deep(variant: DeepVariant, prepared: preprocess.Prepared, config: DeepConfig,
@@ -252,22 +250,21 @@ def fit_deep(variant: DeepVariant, prepared: preprocess.Prepared, config: DeepCo
     return (model.apply(params, x, method=model.encode_image),
             model.apply(params, z, method=model.encode_text))
 
-  eval_fn = _cosine_val_eval(encode, prepared.val)
   stage = train.Stage(
       name=variant.name, loss_fn=_loss_fn(variant, model, config),
       sample_fn=lambda rng, data: sampling.sample_rows(rng, data, batch),
       optimizer=optim.make_optimizer("adam", config.learning_rate, config.weight_decay),
-      num_steps=config.steps, eval_fn=eval_fn, eval_every=config.eval_every,
-      select_metric="avg" if eval_fn else None, patience=config.patience)
+      num_steps=config.steps, validation=_cosine_validation(model, prepared.val),
+      eval_every=config.eval_every, patience=config.patience)
   result = context.train(stage, params, {"image": jnp.asarray(tr.image),
                                          "text": jnp.asarray(tr.text)}, seed=context.seed + 1)
   params = result.params
-  to_image = lambda v: np.asarray(encode(params, jnp.asarray(v, jnp.float32),
-                                         jnp.asarray(tr.text[:1]))[0])
-  to_text = lambda v: np.asarray(encode(params, jnp.asarray(tr.image[:1]),
-                                        jnp.asarray(v, jnp.float32))[1])
-  if correlation:  # Linear CCA on the trained network outputs.
-    cca = linear.fit_cca(to_image(tr.image), to_text(tr.text), config.dcca_dim, config.dcca_reg)
+  image_row, text_row = devices.put((tr.image[:1], tr.text[:1]))
+  to_image = lambda v: encode(params, jnp.asarray(v, jnp.float32), text_row)[0]
+  to_text = lambda v: encode(params, image_row, jnp.asarray(v, jnp.float32))[1]
+  if correlation:  # Linear CCA on the trained network outputs (fitted on the host).
+    cca = linear.fit_cca(np.asarray(to_image(tr.image)), np.asarray(to_text(tr.text)),
+                         config.dcca_dim, config.dcca_reg)
     return linear.Projection(image=lambda v: cca.image(to_image(v)),
                              text=lambda v: cca.text(to_text(v)),
                              correlations=cca.correlations), result
@@ -299,19 +296,20 @@ def fit_multimodal_dbn(prepared: preprocess.Prepared, config: DeepConfig,
   RBM. The returned projection takes untransformed features too.
   """
   raw_train = prepared.raw[0]
-  fit_standardize = lambda train: (lambda x, m=train.mean(0), s=train.std(0) + 1e-6:
-                                   ((np.asarray(x) - m) / s).astype(np.float32))
+  # Input scalings fitted on the host, applied by NumPy (training) or JAX (`xp=jnp`,
+  # traceable: the projection's encoders run on device).
+  fit_standardize = lambda train: (lambda x, xp=np, m=train.mean(0), s=train.std(0) + 1e-6:
+                                   ((xp.asarray(x) - m) / s).astype(xp.float32))
   image_in = fit_standardize(raw_train.image)
   if np.all(raw_train.text >= 0):  # Counts, tf-idf or topic proportions.
     text_kind = "replicated_softmax"
-    text_in = lambda z: (config.mdbn_doc_length * np.asarray(z) / np.maximum(
-        np.asarray(z).sum(1, keepdims=True), 1e-12)).astype(np.float32)
+    text_in = lambda z, xp=np: (config.mdbn_doc_length * xp.asarray(z) / xp.maximum(
+        xp.asarray(z).sum(1, keepdims=True), 1e-12)).astype(xp.float32)
   else:  # Real-valued text features: a Gaussian RBM, as for images.
     text_kind, text_in = "gaussian", fit_standardize(raw_train.text)
   seed = context.seed
-  common = dict(workdir=context.workdir, steps=config.mdbn_steps,
-                learning_rate=config.mdbn_learning_rate, batch_size=config.batch_size,
-                mesh=context.mesh, loop=context.loop)
+  common = dict(train_fn=context.train, steps=config.mdbn_steps,
+                learning_rate=config.mdbn_learning_rate, batch_size=config.batch_size)
   image_dbn = dbn.train_dbn(image_in(raw_train.image), ("gaussian", "binary"),
                             config.mdbn_image_hidden, name="mdbn_image", seed=seed, **common)
   text_dbn = dbn.train_dbn(text_in(raw_train.text), (text_kind, "binary"),
@@ -326,8 +324,8 @@ def fit_multimodal_dbn(prepared: preprocess.Prepared, config: DeepConfig,
       joint, dbn.dbn_forward(image_dbn, x), "image", width, steps))
   to_text = jax.jit(lambda z: _mean_field_joint(
       joint, dbn.dbn_forward(text_dbn, z), "text", width, steps))
-  return linear.Projection(image=lambda v: np.asarray(to_image(jnp.asarray(image_in(v)))),
-                           text=lambda v: np.asarray(to_text(jnp.asarray(text_in(v)))))
+  return linear.Projection(image=lambda v: to_image(image_in(v, jnp)),
+                           text=lambda v: to_text(text_in(v, jnp)))
 
 
 # ---------------------------------------------------------------------------

@@ -41,7 +41,6 @@ import dataclasses
 import functools
 from typing import Any, Literal
 
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -252,11 +251,13 @@ def histograms(model: EMDCNN, params, image: np.ndarray, text: np.ndarray):
           model.apply(params, method=EMDCNN.cost))
 
 
-def _distances(config: EMDCNNConfig, model: EMDCNN, params, split: data_lib.Split,
-               on_nonconvergence: Literal["raise", "warn"] = "warn") -> np.ndarray:
-  """`[n, n]` distances of every image/text pair of a (prepared) split."""
-  p, q, cost = histograms(model, params, split.image, split.text)
-  return distance_matrix(config, p, q, cost, on_nonconvergence)
+def model_functions(config: EMDCNNConfig, model: EMDCNN) -> runner.Model:
+  """The model as pure functions of its variables: histograms of each modality,
+  scored by minus their distance under the learned ground cost."""
+  return runner.Model(
+      encode_image=lambda v, x: model.apply(v, x, method=EMDCNN.image_histogram),
+      encode_text=lambda v, z: model.apply(v, z, method=EMDCNN.text_histogram),
+      score=lambda v, p, q: -distance_matrix(config, p, q, model.apply(v, method=EMDCNN.cost)))
 
 
 def training_stage(config: EMDCNNConfig, model: EMDCNN, val: data_lib.Split | None,
@@ -279,15 +280,19 @@ def training_stage(config: EMDCNNConfig, model: EMDCNN, val: data_lib.Split | No
            - jnp.sum(distances * relevant) / jnp.maximum(jnp.sum(relevant), 1))
     return loss, {"sinkhorn_converged": converged, "distance_gap": gap}
 
-  eval_fn = None if val is None else (lambda params: evaluation.cross_modal_map(
-      -_distances(config, model, {**params, **(frozen or {})}, val), val.labels, val.labels))
+  validation = None
+  if val is not None:  # The stage's parameters, with the frozen collections merged in.
+    functions = model_functions(config, model)
+    merged = lambda fn: lambda params, *args: fn({**params, **(frozen or {})}, *args)
+    validation = runner.Validation(
+        runner.Model(merged(functions.encode_image), merged(functions.encode_text),
+                     merged(functions.score)), val.image, val.text, val.labels)
 
   return train.Stage(
       name="emd_cnn", loss_fn=loss_fn, sample_fn=sample_fn, optimizer=_optimizer(config),
       num_steps=config.steps if config.encoder == "network" or config.ground_cost != "fixed"
       else 0,
-      eval_fn=eval_fn, eval_every=config.eval_every,
-      select_metric="avg" if eval_fn else None, patience=config.patience)
+      validation=validation, eval_every=config.eval_every, patience=config.patience)
 
 
 def view(config: EMDCNNConfig, dataset: str) -> data_lib.ViewOptions:
@@ -351,15 +356,10 @@ def train_model(config: EMDCNNConfig, prepared: preprocess.Prepared,
                 "text": jnp.asarray(prepared.train.text),
                 "labels": jnp.asarray(prepared.train.labels)}
   val = prepared.val if len(prepared.val) else None
-  loop = context.loop
-  convolutions = pixels or config.finetune_blocks > 0
-  if convolutions and jax.default_backend() == "cpu" and loop.steps_per_call > 1:
-    # XLA:CPU runs convolutions inside a device-side loop many times slower
-    # than in a plain jitted step (reports/benchmark_emd_cnn_step.md).
-    logging.info("emd_cnn: CNNs on CPU train one step per call (steps_per_call=1)")
-    context = dataclasses.replace(context, loop=dataclasses.replace(loop, steps_per_call=1))
-  result = context.train(training_stage(config, model, val, frozen), params, train_data,
-                         seed=context.seed * 1000 + 1, context=frozen)
+  stage = training_stage(config, model, val, frozen)
+  stage = dataclasses.replace(stage, loops_convolutions=pixels or config.finetune_blocks > 0)
+  result = context.train(stage, params, train_data,
+                         seed=train.stage_seed(context.seed, 1), context=frozen)
   return model, {**result.params, **frozen}, result
 
 

@@ -189,7 +189,8 @@ def siamese_stage(config: FGLConfig, net: TextPath) -> train.Stage:
                      optimizer=_optimizer(config), num_steps=config.siamese_steps)
 
 
-def matching_stage(config: FGLConfig, model: FGLNet, siamese: TextPath, eval_fn) -> train.Stage:
+def matching_stage(config: FGLConfig, model: FGLNet, siamese: TextPath,
+                   validation: runner.Validation | None = None) -> train.Stage:
   """Stage 2: the matching model with fine-grained (or binary) pair weights."""
 
   def loss_fn(params, context, batch, rng):
@@ -209,29 +210,17 @@ def matching_stage(config: FGLConfig, model: FGLNet, siamese: TextPath, eval_fn)
   return train.Stage(
       name="fgl", loss_fn=loss_fn,
       sample_fn=lambda rng, data: sampling.sample_rows(rng, data, config.batch_size),
-      optimizer=_optimizer(config), num_steps=config.steps, eval_fn=eval_fn,
-      eval_every=config.eval_every, select_metric="avg" if eval_fn else None,
-      patience=config.patience)
+      optimizer=_optimizer(config), num_steps=config.steps, validation=validation,
+      eval_every=config.eval_every, patience=config.patience)
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _logits(model: FGLNet, params, image: jax.Array, text: jax.Array, graph) -> jax.Array:
-  return model.apply(params, image, text, graph)
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _encode_image(model: FGLNet, params, image: jax.Array) -> jax.Array:
-  return model.apply(params, image, method=FGLNet.encode_image)
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _encode_text(model: FGLNet, params, text: jax.Array, graph) -> jax.Array:
-  return model.apply(params, text, graph, method=FGLNet.encode_text)
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _pair_logits(model: FGLNet, params, fi: jax.Array, ft: jax.Array) -> jax.Array:
-  return model.apply(params, fi, ft, method=FGLNet.logits)
+def matching_functions(model: FGLNet, graph) -> runner.Model:
+  """The matching model as pure functions of its parameters: encoders and the
+  product-layer logits z of every pair (`graph`: the word graph's device arrays)."""
+  return runner.Model(
+      encode_image=lambda p, x: model.apply(p, x, method=FGLNet.encode_image),
+      encode_text=lambda p, z: model.apply(p, z, graph, method=FGLNet.encode_text),
+      score=lambda p, fi, ft: model.apply(p, fi, ft, method=FGLNet.logits))
 
 
 @functools.partial(jax.jit, static_argnames=("siamese", "beta"))
@@ -271,32 +260,24 @@ def fit(config: FGLConfig, prepared: preprocess.Prepared,
   if config.labels == "fine_grained":
     siamese_params = siamese.init(jax.random.key(seed + 7), data["text"][:1], graph)
     result = context.train(siamese_stage(config, siamese), siamese_params, data,
-                           seed * 1000 + 1, context={"graph": graph})
+                           train.stage_seed(seed, 1), context={"graph": graph})
     siamese_params, stages["siamese"] = result.params, runner.stage_facts(result)
 
   model = build_model(config, kind)
   params = model.init(jax.random.key(seed), data["image"][:1], data["text"][:1], graph)
   val = prepared.val
-  eval_fn = None
-  if len(val):
-    eval_fn = lambda p: evaluation.cross_modal_map(
-        _logits(model, p, jnp.asarray(val.image), jnp.asarray(val.text), graph), val.labels,
-        val.labels)
-  result = context.train(matching_stage(config, model, siamese, eval_fn), params, data,
-                         seed * 1000 + 2, context={"graph": graph, "siamese": siamese_params})
+  functions = matching_functions(model, graph)
+  validation = runner.Validation(functions, val.image, val.text, val.labels) if len(val) else None
+  result = context.train(matching_stage(config, model, siamese, validation), params, data,
+                         train.stage_seed(seed, 2), context={"graph": graph, "siamese": siamese_params})
   stages["fgl"] = runner.stage_facts(result)
 
-  params = result.params
-  encode_image = functools.partial(runner.in_blocks, lambda x: _encode_image(model, params, x))
-  encode_text = functools.partial(runner.in_blocks,
-                                  lambda z: _encode_text(model, params, z, graph))
   parts = {}
   if siamese_params is not None:
     parts["pair_weights"] = functools.partial(_pair_weights, siamese, siamese_params,
                                               graph=graph, beta=config.beta)
-  return runner.Fitted(encode_image=encode_image, encode_text=encode_text,
-                       score=lambda fi, ft: _pair_logits(model, params, fi, ft), stages=stages,
-                       extras={"text_encoder": kind}, parts=parts)
+  return functions.bind(result.params, stages=stages, extras={"text_encoder": kind},
+                        parts=parts)
 
 registry.register(registry.MethodSpec(
     name="fgl",

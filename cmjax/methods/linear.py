@@ -36,10 +36,11 @@ import numpy as np
 import optax
 
 from cmjax import data as data_lib
-from cmjax import evaluation, preprocess, runner
+from cmjax import devices, preprocess, runner
 from cmjax import similarity as similarity_lib
 from cmjax.configs.linear import LinearConfig
 from cmjax.methods import registry
+from cmjax.precision import float32_matmuls
 
 __all__ = [
     "LinearConfig",
@@ -70,17 +71,32 @@ class Projection:
     correlations: `[k]` canonical correlations on train, where defined.
   """
 
-  image: Callable[[np.ndarray], np.ndarray]
-  text: Callable[[np.ndarray], np.ndarray]
+  image: Callable[[jax.Array], jax.Array]
+  text: Callable[[jax.Array], jax.Array]
   similarity: Similarity = "cosine"
   correlations: np.ndarray | None = None
 
+  def validation(self, split: data_lib.Split) -> runner.Validation:
+    """These projections on a validation split (they have no parameters to pass)."""
+    model = runner.Model(encode_image=lambda params, v: self.image(v),
+                         encode_text=lambda params, v: self.text(v),
+                         score=lambda params, a, b: similarity_lib.pairwise(self.similarity, a, b))
+    return runner.Validation(model, split.image, split.text, split.labels)
+
   def fitted(self, **kwargs) -> runner.Fitted:
-    """The runner's view: these projections are the encoders, their similarity the
-    block scorer; `kwargs` are further `runner.Fitted` fields."""
-    return runner.Fitted(encode_image=self.image, encode_text=self.text,
+    """The runner's view: these projections are the encoders (on device, in blocks),
+    their similarity the block scorer; `kwargs` are further `runner.Fitted` fields."""
+    blocks = lambda fn: functools.partial(runner.in_blocks, jax.jit(fn))
+    return runner.Fitted(encode_image=blocks(self.image), encode_text=blocks(self.text),
                          score=functools.partial(similarity_lib.pairwise, self.similarity),
                          **kwargs)
+
+
+def _affine(mean: np.ndarray, matrix: np.ndarray) -> Callable[[jax.Array], jax.Array]:
+  """`v [n, d] -> (v - mean) @ matrix` on device: a map fitted in float64 on the host,
+  uploaded once and applied in float32 at full precision (traceable)."""
+  mean, matrix = devices.put((np.float32(mean), np.float32(matrix)))
+  return float32_matmuls(lambda v: (jnp.asarray(v, jnp.float32) - mean) @ matrix)
 
 
 def similarity(a: np.ndarray, b: np.ndarray, kind: Similarity) -> np.ndarray:
@@ -121,9 +137,7 @@ def fit_cca(x: np.ndarray, z: np.ndarray, k: int, reg: float = 1e-3) -> Projecti
   u, s, vt = np.linalg.svd(wx @ cxz @ wz)
   k = min(k, len(s))
   a, b = wx @ u[:, :k], wz @ vt[:k].T
-  return Projection(image=lambda v: (np.asarray(v, np.float64) - mx) @ a,
-                    text=lambda v: (np.asarray(v, np.float64) - mz) @ b,
-                    correlations=s[:k])
+  return Projection(image=_affine(mx, a), text=_affine(mz, b), correlations=s[:k])
 
 
 def fit_cfa(x: np.ndarray, z: np.ndarray, k: int) -> Projection:
@@ -134,37 +148,44 @@ def fit_cfa(x: np.ndarray, z: np.ndarray, k: int) -> Projection:
   u, _, vt = np.linalg.svd(xc.T @ zc, full_matrices=False)
   k = min(k, u.shape[1])
   a, b = u[:, :k], vt[:k].T
-  return Projection(image=lambda v: (np.asarray(v, np.float64) - mx) @ a,
-                    text=lambda v: (np.asarray(v, np.float64) - mz) @ b)
+  return Projection(image=_affine(mx, a), text=_affine(mz, b))
 
 
-def _kernel(kind: str, a: np.ndarray, b: np.ndarray, gamma: float, degree: int) -> np.ndarray:
+def _kernel(kind: str, a: np.ndarray, b: np.ndarray, gamma: float, degree: int,
+            xp=np) -> np.ndarray:
+  """`[n, d] x [m, d] -> [n, m]` kernel values, in NumPy or (`xp=jnp`) JAX."""
   if kind == "poly":
     return (gamma * a @ b.T + 1.0) ** degree
   if kind == "rbf":
     d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
-    return np.exp(-gamma * np.maximum(d2, 0))
+    return xp.exp(-gamma * xp.maximum(d2, 0))
   raise ValueError(f"unknown kernel {kind!r}")
 
 
-def _nystroem(x: np.ndarray, kind: str, landmarks: int, degree: int, rng) -> Callable:
-  """Nystroem feature map phi with phi(a) . phi(b) ~ k(a, b); gamma = 1 / (d * var)."""
+def _nystroem(x: np.ndarray, kind: str, landmarks: int, degree: int,
+              rng) -> tuple[Callable, Callable]:
+  """Nystroem feature map phi with phi(a) . phi(b) ~ k(a, b); gamma = 1 / (d * var):
+  `(phi on the host in float64, for fitting; phi on device in float32, traceable)`."""
   gamma = 1.0 / (x.shape[1] * max(x.var(), 1e-12))
   centres = x[rng.choice(x.shape[0], min(landmarks, x.shape[0]), replace=False)]
   inv_sqrt = _inverse_sqrt(_kernel(kind, centres, centres, gamma, degree)
                            + 1e-8 * np.eye(len(centres)))
-  return lambda v: _kernel(kind, np.asarray(v, np.float64), centres, gamma, degree) @ inv_sqrt
+  host = lambda v: _kernel(kind, np.asarray(v, np.float64), centres, gamma, degree) @ inv_sqrt
+  centres_dev, inv_sqrt_dev = devices.put((np.float32(centres), np.float32(inv_sqrt)))
+  device = float32_matmuls(lambda v: _kernel(kind, jnp.asarray(v, jnp.float32), centres_dev,
+                                             gamma, degree, jnp) @ inv_sqrt_dev)
+  return host, device
 
 
 def fit_kcca(x: np.ndarray, z: np.ndarray, k: int, kernel: Literal["poly", "rbf"],
              landmarks: int = 512, reg: float = 1e-2, degree: int = 2, seed: int = 0) -> Projection:
   """Kernel CCA, low-rank: CCA in a Nystroem feature space of each modality."""
   rng = np.random.default_rng(seed)
-  phi_x = _nystroem(np.asarray(x, np.float64), kernel, landmarks, degree, rng)
-  phi_z = _nystroem(np.asarray(z, np.float64), kernel, landmarks, degree, rng)
+  phi_x, phi_x_dev = _nystroem(np.asarray(x, np.float64), kernel, landmarks, degree, rng)
+  phi_z, phi_z_dev = _nystroem(np.asarray(z, np.float64), kernel, landmarks, degree, rng)
   cca = fit_cca(phi_x(x), phi_z(z), k, reg)
-  return Projection(image=lambda v: cca.image(phi_x(v)), text=lambda v: cca.text(phi_z(v)),
-                    correlations=cca.correlations)
+  return Projection(image=lambda v: cca.image(phi_x_dev(v)),
+                    text=lambda v: cca.text(phi_z_dev(v)), correlations=cca.correlations)
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float,
@@ -192,8 +213,9 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float,
   state = opt.init(params)
   for _ in range(steps):
     params, state = step(params, state)
-  w, b = np.asarray(params["w"]), np.asarray(params["b"])
-  return lambda v: np.asarray(jax.nn.softmax(((np.asarray(v) - mean) / std) @ w + b))
+  scale = _affine(mean, np.asarray(params["w"]) / std[:, None])
+  b = params["b"]
+  return lambda v: jax.nn.softmax(scale(v) + b)
 
 
 def fit_sm(x: np.ndarray, z: np.ndarray, labels: np.ndarray, num_classes: int,
@@ -208,7 +230,8 @@ def fit_scm(x: np.ndarray, z: np.ndarray, labels: np.ndarray, num_classes: int, 
             reg: float = 1e-3, l2: float = 1e-3, steps: int = 200) -> Projection:
   """Semantic correlation matching: SM on the CCA projections."""
   cca = fit_cca(x, z, k, reg)
-  sm = fit_sm(cca.image(x), cca.text(z), labels, num_classes, l2, steps)
+  sm = fit_sm(np.asarray(cca.image(x), np.float64), np.asarray(cca.text(z), np.float64),
+              labels, num_classes, l2, steps)
   return Projection(image=lambda v: sm.image(cca.image(v)), text=lambda v: sm.text(cca.text(v)),
                     similarity="normalized_correlation", correlations=cca.correlations)
 
@@ -275,10 +298,7 @@ def _select_reg(variant: LinearVariant, prepared: preprocess.Prepared, num_class
   for k, reg in enumerate(config.reg_grid):
     start = time.time()
     projection = variant.fit(prepared.train, num_classes, config, reg, seed)
-    val = prepared.val
-    scores[reg] = evaluation.cross_modal_map(
-        similarity(projection.image(val.image), projection.text(val.text),
-                   projection.similarity), val.labels, val.labels)["avg"]
+    scores[reg] = runner.validation_map(projection.validation(prepared.val), None)["avg"]
     logging.info("ridge %d of %d (%g): validation avg MAP %.4f in %.0f s", k + 1,
                  len(config.reg_grid), reg, scores[reg], time.time() - start)
   return max(scores, key=scores.get), scores

@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 from cmjax import data as data_lib
-from cmjax import dbn, evaluation, optim, preprocess, runner, sampling, similarity, train
+from cmjax import dbn, optim, preprocess, runner, sampling, similarity, train
 from cmjax.configs.uncsm import UNCSMConfig
 from cmjax.methods import registry
 from cmjax.models import MLP
@@ -224,26 +224,35 @@ def _encode_one(model: TwoPathway, params, inputs, modality: str):
   return model.apply(params, inputs, method=method)
 
 
-def _pathway_eval_fn(model, val: dict | None):
-  """Validation MAP of cosine on the shared representation (stages 1 and 2)."""
-  if val is None:
-    return None
+def pathway_functions(model: TwoPathway) -> runner.Model:
+  """The pathways as pure functions of their parameters, compared by cosine (stages 1
+  and 2 validate this; the `cosine` ablation ranks by it)."""
+  return runner.Model(
+      encode_image=lambda p, x: model.apply(p, x, method=TwoPathway.encode_image),
+      encode_text=lambda p, z: model.apply(p, z, method=TwoPathway.encode_text),
+      score=lambda p, fi, ft: similarity.cosine(fi, ft))
 
-  def eval_fn(params):
-    fi, ft = _encode(model, params, val["image"], val["text"])
-    return evaluation.cross_modal_map(similarity.cosine(fi, ft), val["labels"], val["labels"])
 
-  return eval_fn
+def metric_functions(net: MetricNet) -> runner.Model:
+  """The metric network on fixed shared representations (stage 3 validates this)."""
+  identity = lambda p, f: f
+  return runner.Model(encode_image=identity, encode_text=identity,
+                      score=functools.partial(metric_scores, net))
+
+
+def _validation(model: runner.Model, val: dict | None) -> runner.Validation | None:
+  return None if val is None else runner.Validation(model, val["image"], val["text"],
+                                                     val["labels"])
 
 
 def _selected_stage(config: UNCSMConfig, name: str, loss_fn, sample_fn, num_steps: int,
-                    eval_fn) -> train.Stage:
+                    validation: runner.Validation | None) -> train.Stage:
   """A stage that keeps the parameters with the best validation avg MAP, if any."""
   return train.Stage(
       name=name, loss_fn=loss_fn, sample_fn=sample_fn, optimizer=optim.make_optimizer(
           config.optimizer, config.learning_rate, config.weight_decay, config.momentum),
-      num_steps=num_steps, eval_fn=eval_fn, eval_every=config.eval_every,
-      select_metric="avg" if eval_fn else None, patience=config.patience,
+      num_steps=num_steps, validation=validation, eval_every=config.eval_every,
+      patience=config.patience,
   )
 
 
@@ -261,7 +270,7 @@ def pretrain_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
     return loss, {"positive_fraction": jnp.mean(batch["relevant"])}
 
   return _selected_stage(config, "pretrain", loss_fn, sample_fn, config.pretrain_steps,
-                         _pathway_eval_fn(model, val))
+                         _validation(pathway_functions(model), val))
 
 
 def finetune_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
@@ -307,7 +316,7 @@ def finetune_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
     return s_i + s_t, {"image_triplet": s_i, "text_triplet": s_t}
 
   return _selected_stage(config, "finetune", loss_fn, sample_fn, config.finetune_steps,
-                         _pathway_eval_fn(model, val))
+                         _validation(pathway_functions(model), val))
 
 
 def _metric_stage(config: UNCSMConfig, net: MetricNet, val) -> train.Stage:
@@ -320,11 +329,8 @@ def _metric_stage(config: UNCSMConfig, net: MetricNet, val) -> train.Stage:
     accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["relevant"]).astype(jnp.float32))
     return metric_loss(logits, batch["relevant"]), {"accuracy": accuracy}
 
-  eval_fn = None
-  if val is not None:
-    eval_fn = lambda params: evaluation.cross_modal_map(
-        metric_scores(net, params, val["fi"], val["ft"]), val["labels"], val["labels"])
-  return _selected_stage(config, "metric", loss_fn, sample_fn, config.metric_steps, eval_fn)
+  return _selected_stage(config, "metric", loss_fn, sample_fn, config.metric_steps,
+                         _validation(metric_functions(net), val))
 
 
 # ---------------------------------------------------------------------------
@@ -345,8 +351,7 @@ def _dbn_encoder(config: UNCSMConfig, modality: str, train_x: np.ndarray, labels
       raise data_lib.DataError("the replicated softmax DBN layer needs non-negative text "
                        "features (counts, tf-idf or topic proportions)")
     visible = lambda x: config.dbn_doc_length * x / np.maximum(x.sum(1, keepdims=True), 1e-12)
-  common = dict(workdir=context.workdir, batch_size=config.batch_size, mesh=context.mesh,
-                loop=context.loop)
+  common = dict(train_fn=context.train, batch_size=config.batch_size)
   layers = dbn.train_dbn(visible(train_x), kinds, sizes, name=f"dbn_{modality}", seed=seed,
                          steps=config.dbn_steps, learning_rate=config.dbn_learning_rate,
                          **common)
@@ -378,10 +383,10 @@ def fit(config: UNCSMConfig, prepared: preprocess.Prepared,
   image_in = text_in = lambda x: x
   if config.dbn:
     image_in = _dbn_encoder(config, "image", train_split.image, train_split.labels,
-                            num_classes, context, seed * 1000 + 100)
+                            num_classes, context, train.stage_seed(seed, 100))
     # Replicated softmax models counts: `prepare` leaves the text features untransformed.
     text_in = _dbn_encoder(config, "text", train_split.text, train_split.labels,
-                           num_classes, context, seed * 1000 + 200)
+                           num_classes, context, train.stage_seed(seed, 200))
   image_tr, text_tr = image_in(train_split.image), text_in(train_split.text)
   index = sampling.label_index(train_split.labels, num_classes)
   train_data = {"image": jnp.asarray(image_tr), "text": jnp.asarray(text_tr), "index": index}
@@ -402,8 +407,8 @@ def fit(config: UNCSMConfig, prepared: preprocess.Prepared,
 
   if config.pretrain:
     params = train_stage(pretrain_stage(config, model, val), params, train_data,
-                         seed * 1000 + 1)
-  params = train_stage(finetune_stage(config, model, val), params, train_data, seed * 1000 + 2)
+                         train.stage_seed(seed, 1))
+  params = train_stage(finetune_stage(config, model, val), params, train_data, train.stage_seed(seed, 2))
   encode_image = lambda x: _encode_one(model, params, jnp.asarray(image_in(x)), "image")
   encode_text = lambda z: _encode_one(model, params, jnp.asarray(text_in(z)), "text")
   fitted = functools.partial(runner.Fitted, encode_image=encode_image, encode_text=encode_text,
@@ -416,10 +421,10 @@ def fit(config: UNCSMConfig, prepared: preprocess.Prepared,
   net_params = net.init(jax.random.key(seed + 1), fi[:1], ft[:1])
   metric_val = None
   if use_val:
-    metric_val = dict(zip(("fi", "ft"), _encode(model, params, val["image"], val["text"])),
+    metric_val = dict(zip(("image", "text"), _encode(model, params, val["image"], val["text"])),
                       labels=val_split.labels)
   net_params = train_stage(_metric_stage(config, net, metric_val), net_params,
-                           {"fi": fi, "ft": ft, "index": index}, seed * 1000 + 3)
+                           {"fi": fi, "ft": ft, "index": index}, train.stage_seed(seed, 3))
   return fitted(score=functools.partial(metric_scores, net, net_params))
 
 

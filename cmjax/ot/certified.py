@@ -308,8 +308,11 @@ def certified_emd(p: jax.Array, q: jax.Array, cost: jax.Array,
     lo, up = _certified_block(p_padded, padded, reduced, config, per_block)
     lower.append(np.asarray(lo)[:num_q, :block.shape[0]])
     upper.append(np.asarray(up)[:num_q, :block.shape[0]])
-  shift = (np.asarray(p @ shift_a, np.float64)[:, None]
-           + np.asarray(q @ shift_b, np.float64)[None, :])
+  # The cost shift, pinned like every other product: at JAX's default precision
+  # (bfloat16 on TPUs) the certified bounds would move.
+  highest = jax.lax.Precision.HIGHEST
+  shift = (np.asarray(jnp.matmul(p, shift_a, precision=highest), np.float64)[:, None]
+           + np.asarray(jnp.matmul(q, shift_b, precision=highest), np.float64)[None, :])
   lower = np.concatenate(lower, axis=1).astype(np.float64) + shift
   upper = np.concatenate(upper, axis=1).astype(np.float64) + shift
   return EMDBounds(value=lower, lower=lower, upper=upper)

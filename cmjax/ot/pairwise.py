@@ -21,12 +21,6 @@ __all__ = [
 ]
 
 
-# One compilation per (chunk shape, config), shared by every `pairwise_emd` call.
-_solve_chunk = jax.jit(batched_sinkhorn_emd, static_argnames=("config",))
-_solve_chunk_shared = jax.jit(functools.partial(shared_cost_sinkhorn, early_stop=True),
-                              static_argnames=("config",))
-
-
 @float32_matmuls
 def centroid_lower_bound(p: jax.Array, q: jax.Array, image_points: jax.Array,
                          text_points: jax.Array) -> jax.Array:
@@ -69,7 +63,10 @@ def pairwise_emd(p: jax.Array, q: jax.Array, cost: jax.Array,
     (`batched_sinkhorn_emd`).
 
   For a cost that is a distance between points on a line,
-  `pairwise_emd_on_line` is exact and faster still.
+  `pairwise_emd_on_line` is exact and faster still. Every solver returns a
+  device array, computed on device (traceable: it runs inside jitted programs);
+  under `jit`, problems that did not converge are reported by a warning from
+  the device whatever `on_nonconvergence` says.
 
   Raises:
     FloatingPointError: (entropic solvers, `on_nonconvergence="raise"`) if any
@@ -82,31 +79,48 @@ def pairwise_emd(p: jax.Array, q: jax.Array, cost: jax.Array,
       raise TypeError(f"solver='certified' takes a SemidualConfig, got {type(config).__name__}")
     return jnp.asarray(certified_emd(p, q, cost, config or SemidualConfig()).value)
   config = config or SinkhornConfig()
-  num_q, num_n = p.shape[0], q.shape[0]
-  if solver == "ott":
-    solve = lambda a, b: _solve_chunk(a, b, cost, config)
-  elif solver == "shared_cost":
-    solve = lambda a, b: _solve_chunk_shared(a, b, cost, config)
-  else:
+  if solver not in ("ott", "shared_cost"):
     raise ValueError(f"unknown solver {solver!r}")
-  chunk = min(chunk, num_q * num_n)  # No padding work beyond the problems there are.
-  rows, cols = np.divmod(np.arange(num_q * num_n), num_n)
-  costs, converged, errors = [], [], []
-  for start in range(0, len(rows), chunk):
-    r, c = rows[start:start + chunk], cols[start:start + chunk]
-    pad = chunk - len(r)
-    r, c = np.pad(r, (0, pad), mode="edge"), np.pad(c, (0, pad), mode="edge")
-    out = solve(p[r], q[c])
-    keep = chunk - pad
-    costs.append(np.asarray(out.cost)[:keep])
-    converged.append(np.asarray(out.converged)[:keep])
-    errors.append(np.asarray(out.error)[:keep])
-  converged, errors = np.concatenate(converged), np.concatenate(errors)
-  if not converged.all():
-    message = (f"pairwise_emd: {int((~converged).sum())} of {len(converged)} problems did not "
-               f"converge within {config.max_iterations} iterations (worst marginal error "
-               f"{errors.max():.2e} > {config.threshold:.0e}); raise max_iterations or epsilon")
-    if on_nonconvergence == "raise":
-      raise FloatingPointError(message)
-    logging.warning(message)
-  return jnp.asarray(np.concatenate(costs).reshape(num_q, num_n))
+  costs, converged, errors = _entropic_matrix(p, q, cost, config, solver,
+                                              min(chunk, p.shape[0] * q.shape[0]))
+  report = functools.partial(_report_nonconvergence, config, on_nonconvergence)
+  if isinstance(converged, jax.core.Tracer):  # Inside a jitted program: report from the device.
+    jax.debug.callback(functools.partial(report, traced=True), converged, errors)
+  else:
+    report(converged, errors)
+  return costs
+
+
+@functools.partial(jax.jit, static_argnames=("config", "solver", "chunk"))
+@float32_matmuls
+def _entropic_matrix(p, q, cost, config, solver, chunk):
+  """`[Q, N]` costs, converged and errors of every pair, `chunk` pairs at a time in a
+  `lax.map` on device (the last chunk padded with the last pair, then cut)."""
+  num_q, num_n = p.shape[0], q.shape[0]
+  total = num_q * num_n
+  pairs = jnp.minimum(jnp.arange(-(-total // chunk) * chunk), total - 1).reshape(-1, chunk)
+  solve = batched_sinkhorn_emd if solver == "ott" else functools.partial(
+      shared_cost_sinkhorn, early_stop=True)
+
+  def one_chunk(index):
+    rows, cols = jnp.divmod(index, num_n)
+    out = solve(p[rows], q[cols], cost, config)
+    return out.cost, out.converged, out.error
+
+  out = jax.lax.map(one_chunk, pairs)
+  return tuple(x.reshape(-1)[:total].reshape(num_q, num_n) for x in out)
+
+
+def _report_nonconvergence(config: SinkhornConfig, on_nonconvergence: str, converged, errors,
+                           traced: bool = False) -> None:
+  """Raises (or warns, or always warns from inside a jitted program) when some problem
+  did not converge."""
+  converged, errors = np.asarray(converged), np.asarray(errors)
+  if converged.all():
+    return
+  message = (f"pairwise_emd: {int((~converged).sum())} of {converged.size} problems did not "
+             f"converge within {config.max_iterations} iterations (worst marginal error "
+             f"{errors.max():.2e} > {config.threshold:.0e}); raise max_iterations or epsilon")
+  if on_nonconvergence == "raise" and not traced:
+    raise FloatingPointError(message)
+  logging.warning(message)
