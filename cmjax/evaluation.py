@@ -379,6 +379,25 @@ def _transposed(score: Callable, texts: jax.Array, images: jax.Array) -> jax.Arr
   return score(images, texts).T
 
 
+# Pairs one block's scorer call may see: beyond it the items are split into tiles
+# (`_tiled`), so no call scores a whole large database at once.
+MAX_BLOCK_PAIRS = 2**24
+
+
+def _tiled(score: Callable, queries: jax.Array, items, tile: int) -> jax.Array:
+  """`score(queries, items)` `[B, N]`, one `lax.map` step a tile of at most `tile` items
+  (equal tiles, the last item repeated to fill the last), when N is larger."""
+  if items is None or jax.tree.leaves(items)[0].shape[0] <= tile:
+    return score(queries, items)
+  n = jax.tree.leaves(items)[0].shape[0]
+  tiles = -(-n // tile)
+  size = -(-n // tiles)
+  pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], tiles * size - n, axis=0)]).reshape(
+      tiles, size, *x.shape[1:])
+  out = jax.lax.map(lambda t: score(queries, t), jax.tree.map(pad, items))  # [T, B, size]
+  return jnp.moveaxis(out, 0, 1).reshape(out.shape[1], tiles * size)[:, :n]
+
+
 @functools.partial(jax.jit, static_argnames=("score", "chunk", "ks", "recall_levels", "mesh"))
 def _scored_block(score, queries, items, query_labels, item_labels, start, *, chunk, ks,
                   recall_levels, mesh):
@@ -390,7 +409,7 @@ def _scored_block(score, queries, items, query_labels, item_labels, start, *, ch
     by_rows = lambda x: jax.lax.with_sharding_constraint(
         x, NamedSharding(mesh, PartitionSpec("data")))
   rows = by_rows(rows)
-  scores = by_rows(score(queries[rows], items))
+  scores = by_rows(_tiled(score, queries[rows], items, max(1, MAX_BLOCK_PAIRS // chunk)))
   out = jax.tree.map(by_rows, block_metrics(scores, query_labels[rows], item_labels, ks,
                                             recall_levels))
   return out, start + chunk

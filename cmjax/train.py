@@ -39,7 +39,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from cmjax import protocol
+from cmjax import protocol, sources
 from cmjax.checks import ConfigError
 from cmjax.files import RunError
 from cmjax.metric_writer import MetricWriter
@@ -85,7 +85,7 @@ class Stage:
   Attributes:
     name: unique within a run; names the checkpoint and log folders.
     loss_fn: pure loss, see `LossFn`.
-    sample_fn: pure, jittable batch sampler, see `SampleFn`.
+    sample_fn: pure, jittable batch sampler, see `SampleFn` (None with a `source`).
     optimizer: optax transformation.
     num_steps: step budget.
     validation: if set, the stage's model on a validation split
@@ -95,6 +95,8 @@ class Stage:
       and those of every evaluation, are the stage's result.
     eval_every: steps between evaluations (0: never).
     patience: stop after this many evaluations without improvement (0: never).
+    source: batches streamed from the host instead of sampled on device
+      (`cmjax.sources.HostSource`: inputs too large to place on every device).
     loops_convolutions: the step runs convolutions: on CPU the loop runs one step
       per call, since XLA:CPU runs convolutions inside a device-side loop many
       times slower than in a plain jitted step (reports/benchmark_emd_cnn_step.md).
@@ -102,12 +104,13 @@ class Stage:
 
   name: str
   loss_fn: LossFn
-  sample_fn: SampleFn
+  sample_fn: SampleFn | None
   optimizer: optax.GradientTransformation
   num_steps: int
   validation: protocol.Validation | None = None
   eval_every: int = 0
   patience: int = 0
+  source: sources.HostSource | None = None
   loops_convolutions: bool = False
 
 
@@ -241,20 +244,23 @@ def init_state(params: Params, optimizer: optax.GradientTransformation) -> dict:
 
 
 def make_update_fn(stage: Stage, mesh: jax.sharding.Mesh):
-  """The jitted update `(state, context, data, key, num_steps) -> (state, metrics)`.
+  """The jitted update `(state, context, data, key, num_steps, batches=None) -> (state,
+  metrics)`.
 
   It runs `num_steps` steps (static) in a `lax.scan` (or one plain step), with
-  `state` donated; `metrics` leaves are `[num_steps]`. `train_stage` drives it;
-  benchmarks time it.
+  `state` donated; `metrics` leaves are `[num_steps]`. Each step samples its batch
+  from `data` on device, or takes the next of `batches` (`[num_steps, batch, ...]`,
+  a stage with a `source`). `train_stage` drives it; benchmarks time it.
   """
   batch_sharding = NamedSharding(mesh, P("data"))
   grad_fn = jax.value_and_grad(stage.loss_fn, has_aux=True)
 
-  def one_step(carry, _):
+  def one_step(carry, batch):
     state, context, data, key = carry
     rng = jax.random.fold_in(key, state["step"])
     sample_rng, loss_rng = jax.random.split(rng)
-    batch = stage.sample_fn(sample_rng, data)
+    if batch is None:  # Sampled on device (else streamed from the stage's source).
+      batch = stage.sample_fn(sample_rng, data)
     batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     (loss, aux), grads = grad_fn(state["params"], context, batch, loss_rng)
     aux = dict(aux)
@@ -268,12 +274,13 @@ def make_update_fn(stage: Stage, mesh: jax.sharding.Mesh):
     return (state, context, data, key), metrics
 
   @functools.partial(jax.jit, static_argnames=("num_steps",), donate_argnums=(0,))
-  def run(state, context, data, key, num_steps):
+  def run(state, context, data, key, num_steps, batches=None):
     if num_steps == 1:  # No loop: XLA:CPU runs convolutions inside loops far slower.
-      (state, *_), metrics = one_step((state, context, data, key), None)
+      first = None if batches is None else jax.tree.map(lambda b: b[0], batches)
+      (state, *_), metrics = one_step((state, context, data, key), first)
       return state, jax.tree.map(lambda m: m[None], metrics)
     (state, *_), metrics = jax.lax.scan(
-        one_step, (state, context, data, key), None, length=num_steps
+        one_step, (state, context, data, key), batches, length=num_steps
     )
     return state, metrics
 
@@ -294,7 +301,8 @@ def _check_finite(stage: str, first_step: int, metrics: Mapping[str, np.ndarray]
 def _check_batch_splits(stage: Stage, key: jax.Array, data: Any,
                         mesh: jax.sharding.Mesh) -> None:
   """Raises ConfigError unless every batch leaf's rows split evenly over the mesh."""
-  batch = jax.eval_shape(stage.sample_fn, key, data)
+  batch = (stage.source.shape_of_batch() if stage.source is not None
+           else jax.eval_shape(stage.sample_fn, key, data))
   for leaf in jax.tree.leaves(batch):
     if not leaf.shape or leaf.shape[0] % mesh.size:
       raise ConfigError(
@@ -355,6 +363,9 @@ def train_stage(
   key = jax.random.key(seed)
   _check_batch_splits(stage, key, data, mesh)
   run = make_update_fn(stage, mesh)
+  streamed = None
+  if stage.source is not None:  # Batches read on from the resumed step.
+    streamed = stage.source.local_batches(int(state["step"]), stage.num_steps)
   validation = stage.validation
   val_data = None
   if validation is not None:  # Uploaded once a stage: a data source.
@@ -376,7 +387,8 @@ def train_stage(
         state, _ = evaluate(state, step)
       while step < stage.num_steps and not stopped:
         n = _next_boundary(step, stage, loop) - step
-        state, metrics = run(state, context, data, key, n)
+        batches = None if streamed is None else sources.stacked_batches(streamed, n, mesh)
+        state, metrics = run(state, context, data, key, n, batches)
         metrics = jax.device_get(metrics)
         _check_finite(stage.name, step, metrics)
         step += n

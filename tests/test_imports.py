@@ -8,7 +8,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Lowest first; a module is in the layer of its longest matching prefix.
 LAYERS = (
-    ("cmjax.checks", "cmjax.devices", "cmjax.files", "cmjax.console", "cmjax.precision", "cmjax.configs", "cmjax.features", "cmjax.text_graph", "cmjax.evaluation",
+    ("cmjax.checks", "cmjax.devices", "cmjax.sources", "cmjax.files", "cmjax.console", "cmjax.precision", "cmjax.configs", "cmjax.features", "cmjax.text_graph", "cmjax.evaluation",
      "cmjax.similarity", "cmjax.sampling", "cmjax.optim", "cmjax.models", "cmjax.rbm",
      "cmjax.ot", "cmjax.hashing", "cmjax.metric_writer", "cmjax.plotting", "cmjax.pretrained"),
     ("cmjax.data",),

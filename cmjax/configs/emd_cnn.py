@@ -72,6 +72,13 @@ class EMDCNNConfig:
     weight_decay: AdamW weight decay.
     batch_size: documents per step; all batch_size^2 image/text pairs are scored.
     steps: training steps.
+    stream_inputs: the training inputs stay on the host and every step's batch is
+      streamed to the devices (`cmjax.sources.HostSource`, grain: each epoch a new
+      permutation, each process reading its share, prefetched), instead of placing
+      the training set on every device and sampling rows there (with
+      replacement). For pixels and feature maps at scale: device memory holds a
+      few batches whatever the number of devices. Other batches, so other numbers
+      than the default.
     input_transform: feature transform fitted on train (feature datasets,
       network encoder; pixels and characters are never transformed).
     validation_fraction: share of train carved out (stratified) for model
@@ -108,6 +115,7 @@ class EMDCNNConfig:
   weight_decay: float = 1e-4
   batch_size: int = 32
   steps: int = 2000
+  stream_inputs: bool = False
   input_transform: preprocess.InputTransform = "sqrt_standardize"
   validation_fraction: float = 0.15
   eval_every: int = 250

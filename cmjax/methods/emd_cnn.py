@@ -47,7 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmjax import data as data_lib
-from cmjax import configs, evaluation, optim, ot, preprocess, runner, sampling, similarity, train
+from cmjax import (configs, devices, evaluation, optim, ot, preprocess, runner, sampling,
+                   similarity, sources, train)
 from cmjax.configs.emd_cnn import EMDCNNConfig
 from cmjax.methods import registry
 from cmjax.models import MLP, ImageCNN, TextCNN
@@ -352,14 +353,19 @@ def train_model(config: EMDCNNConfig, prepared: preprocess.Prepared,
     variables = efficientnet.pretrained_top(variables, ("image_net",), _start_block(config))
   params = {k: v for k, v in variables.items() if k == "params"}  # Empty without networks.
   frozen = {k: v for k, v in variables.items() if k != "params"}
-  train_data = {"image": jnp.asarray(prepared.train.image),
-                "text": jnp.asarray(prepared.train.text),
-                "labels": jnp.asarray(prepared.train.labels)}
+  rows = {"image": prepared.train.image, "text": prepared.train.text,
+          "labels": prepared.train.labels}
   val = prepared.val if len(prepared.val) else None
-  stage = training_stage(config, model, val, frozen)
-  stage = dataclasses.replace(stage, loops_convolutions=pixels or config.finetune_blocks > 0)
-  result = context.train(stage, params, train_data,
-                         seed=train.stage_seed(context.seed, 1), context=frozen)
+  stage = dataclasses.replace(training_stage(config, model, val, frozen),
+                              loops_convolutions=pixels or config.finetune_blocks > 0)
+  seed = train.stage_seed(context.seed, 1)
+  if config.stream_inputs:  # The rows stay on the host; batches stream to the devices.
+    stage = dataclasses.replace(stage, sample_fn=None, source=sources.HostSource(
+        rows, config.batch_size, seed=seed))
+    train_data = {}
+  else:
+    train_data = devices.put(rows)
+  result = context.train(stage, params, train_data, seed=seed, context=frozen)
   return model, {**result.params, **frozen}, result
 
 

@@ -188,15 +188,25 @@ def _metric_block(net: MetricNet, params, fi_block: jax.Array, ft: jax.Array) ->
   return jax.nn.softmax(logits, axis=-1)[..., 1]
 
 
-def metric_scores(net: MetricNet, params, fi: jax.Array, ft: jax.Array,
-                  block: int = 64) -> jax.Array:
+def metric_scores(net: MetricNet, params, fi: jax.Array, ft: jax.Array, block: int = 64,
+                  item_tile: int = 4096) -> jax.Array:
   """`[Q, h] x [N, h] -> [Q, N]` p_hat of every image/text pair (eq. 5), on device in
-  blocks of `block` queries (a block scorer, `cmjax.runner.ScoreFn`)."""
-  q = fi.shape[0]
+  blocks of `block` queries against tiles of at most `item_tile` items (a block
+  scorer, `cmjax.runner.ScoreFn`): the network's activations of one block and tile,
+  `block x item_tile x width` floats, are the memory it needs, whatever N."""
+  q, n = fi.shape[0], ft.shape[0]
   pad = (-q) % block
   fi = jnp.concatenate([fi, jnp.repeat(fi[-1:], pad, axis=0)]) if pad else fi
-  blocks = [_metric_block(net, params, fi[s : s + block], ft)
-            for s in range(0, fi.shape[0], block)]
+  score_block = lambda f: _metric_block(net, params, f, ft)
+  if n > item_tile:  # Equal tiles, the last item repeated to fill the last one.
+    tiles = -(-n // item_tile)
+    size = -(-n // tiles)
+    ft_tiles = jnp.concatenate([ft, jnp.repeat(ft[-1:], tiles * size - n, axis=0)])
+    ft_tiles = ft_tiles.reshape(tiles, size, ft.shape[1])
+    score_block = lambda f: jnp.moveaxis(
+        jax.lax.map(lambda t: _metric_block(net, params, f, t), ft_tiles), 0, 1
+    ).reshape(f.shape[0], tiles * size)[:, :n]
+  blocks = [score_block(fi[s : s + block]) for s in range(0, fi.shape[0], block)]
   return jnp.concatenate(blocks)[:q]
 
 

@@ -1,0 +1,76 @@
+r"""Peak memory of EMD-CNN on web_news pixels by number of devices: inputs placed on every
+device, or streamed from the host (`--config.stream_inputs`).
+
+  python -m benchmarks.stream_rss --output=reports/benchmark_stream_rss.md
+
+Each row is one `python -m experiments.emd_cnn --dataset=web_news` child process
+(the image CNN on 64 x 64 pixels and the character CNN, `--steps` training steps)
+on N simulated CPU devices (`--xla_force_host_platform_device_count=N`, so every
+device's buffers are host memory and the child's peak RSS counts them all). With
+the inputs placed on the devices, the training set is replicated on each one;
+streamed, the rows stay on the host once and the devices hold a few batches.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+from absl import app, flags
+
+import benchmarks
+from benchmarks.scale import run_child
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("devices", ["1", "4", "8"], "Simulated device counts.")
+flags.DEFINE_string("method", "emd_cnn_cosine", "EMD-CNN method (the cosine control row "
+                    "skips the Sinkhorn ranking, which does not depend on the inputs' placement).")
+flags.DEFINE_integer("steps", 40, "Training steps of each run.")
+flags.DEFINE_string("data_dir", None, "web_news release (default: the usual lookup).")
+flags.DEFINE_string("scratch", None, "Folder for the workdirs (default: a new temp dir).")
+flags.DEFINE_string("output", None, "Markdown report to write.")
+
+
+def main(argv):
+  benchmarks.start(argv)
+  scratch = FLAGS.scratch or tempfile.mkdtemp(prefix="cmjax_stream_rss_")
+  rows = []
+  for stream in (False, True):
+    for count in FLAGS.devices:
+      workdir = os.path.join(scratch, f"{'stream' if stream else 'device'}_{count}")
+      env_flags = f"--xla_force_host_platform_device_count={count}"
+      args = [sys.executable, "-m", "experiments.run", f"--method={FLAGS.method}",
+              "--dataset=web_news", f"--workdir={workdir}", f"--config.steps={FLAGS.steps}",
+              f"--config.eval_every={FLAGS.steps}", f"--config.stream_inputs={stream}",
+              *([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else [])]
+      os.environ["XLA_FLAGS"] = env_flags
+      wall, rss, status, last = run_child(args)
+      rows.append((stream, int(count), wall, rss, status, last))
+      print(f"stream_inputs={stream} devices={count}: {rss:.2f} GB, {wall:.0f} s, exit {status}",
+            flush=True)
+  os.environ.pop("XLA_FLAGS", None)
+  lines = [
+      "# Peak memory by number of devices: inputs on every device, or streamed",
+      "",
+      "Regenerate: `python -m benchmarks.stream_rss --output=reports/benchmark_stream_rss.md`",
+      "",
+      benchmarks.machine(),
+      "",
+      f"`python -m experiments.run --method={FLAGS.method} --dataset=web_news "
+      f"--config.steps={FLAGS.steps}` on N simulated CPU devices; peak RSS is the child's "
+      "`ru_maxrss` (every device's buffers are host memory here).",
+      "",
+      "| inputs | devices | peak RSS GB | growth from 1 device GB | wall s | exit |",
+      "|---|---|---|---|---|---|",
+  ]
+  for stream, count, wall, rss, status, last in rows:
+    base = next(r[3] for r in rows if r[0] == stream and r[1] == rows[0][1])
+    lines.append(f"| {'streamed (grain)' if stream else 'on every device'} | {count} | "
+                 f"{rss:.2f} | {rss - base:+.2f} | {wall:.0f} | "
+                 f"{status if status == 0 else f'{status}: {last}'} |")
+  benchmarks.write_report(lines, FLAGS.output)
+
+
+if __name__ == "__main__":
+  app.run(main)
