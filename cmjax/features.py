@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import collections
 import logging as std_logging
+import os
 from typing import Sequence
 
 import numpy as np
+
+from cmjax import files
+from cmjax.pretrained import cache
 
 __all__ = [
     "char_ngram_vocabulary",
@@ -65,7 +69,27 @@ def _jieba():
     raise ImportError("Chinese word segmentation needs the package jieba: pip install "
                       "'cmjax[pretrained]' (or jieba)") from None
   jieba.setLogLevel(std_logging.WARNING)  # Not its "Building prefix dict" lines.
+  if jieba.dt.tmp_dir is None:  # Before its first use: where it keeps its cache.
+    jieba.dt.tmp_dir = _private_jieba_dir()
   return jieba
+
+
+def _private_jieba_dir() -> str:
+  """A folder of cmjax's own for jieba's dictionary cache (`<cache dir>/jieba`),
+  created private and checked like a workdir: jieba's default, `<tempdir>/jieba.cache`,
+  is loaded whoever wrote it, so anyone sharing /tmp could change the segmentation.
+
+  Raises:
+    RunError: the folder cannot be made private (another user's, writable by all).
+  """
+  folder = os.path.join(cache.default_cache_dir(), "jieba")
+  try:
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+  except OSError as e:
+    raise files.RunError(f"jieba cache {folder}: cannot be created ({e.strerror or e}); "
+                         "set CMJAX_CACHE_DIR to a folder of your own") from None
+  files.check_private(folder, "jieba cache", "set CMJAX_CACHE_DIR to a folder of your own")
+  return folder
 
 
 def words(text: str) -> list[str]:

@@ -33,8 +33,13 @@ def _describe(error: OSError) -> str:
   return error.strerror or str(error)
 
 
-def check_private(path: str) -> None:
-  """Raises `RunError` unless `path` (a folder) is safe to run in; see the module doc."""
+def check_private(path: str, what: str = "workdir", instead: str = "use another --workdir"
+                  ) -> None:
+  """Raises `RunError` unless `path` (a folder) is safe to run in; see the module doc.
+
+  Args:
+    what, instead: how the message names the folder, and what to do about it.
+  """
   me = os.getuid()
   real = os.path.realpath(path)
   folder = real
@@ -42,11 +47,11 @@ def check_private(path: str) -> None:
     info = os.stat(folder)
     owner_ok = info.st_uid == me if folder == real else info.st_uid in (0, me)
     if not owner_ok:
-      raise RunError(f"workdir {path}: {folder} belongs to another user (uid {info.st_uid}); "
-                     "they could read or redirect this run: use another --workdir")
+      raise RunError(f"{what} {path}: {folder} belongs to another user (uid {info.st_uid}); "
+                     f"they could read or redirect this run: {instead}")
     if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
-      raise RunError(f"workdir {path}: any user can write to {folder}; they could redirect "
-                     "this run's files: use another --workdir")
+      raise RunError(f"{what} {path}: any user can write to {folder}; they could redirect "
+                     f"this run's files: {instead}")
     parent = os.path.dirname(folder)
     if parent == folder:
       return

@@ -6,6 +6,8 @@ import glob
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -14,6 +16,8 @@ import pytest
 from cmjax import configs, data, features, runner, train
 from cmjax.methods import emd_cnn, registry
 from cmjax.pretrained import cache, efficientnet, torch_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                        "efficientnet_lite0_reference.npz")
@@ -36,13 +40,13 @@ def test_flax_network_matches_pytorch_outputs(variables):
   assert np.argmax(logits[0]) == np.argmax(reference["logits"][0])
 
 
-def _legacy_file(path, main_object, keys=()):
+def _legacy_file(path, main_object, keys=(), headers=None):
   with open(path, "wb") as f:
-    for header in (torch_file.MAGIC_NUMBER, torch_file.PROTOCOL_VERSION,
-                   {"protocol_version": 1001, "little_endian": True}):
+    for header in headers or (torch_file.MAGIC_NUMBER, torch_file.PROTOCOL_VERSION,
+                              {"protocol_version": 1001, "little_endian": True}):
       pickle.dump(header, f)
     pickle.dump(main_object, f)
-    pickle.dump(list(keys), f)
+    pickle.dump(keys if not isinstance(keys, tuple) else list(keys), f)
 
 
 class _Payload:
@@ -60,6 +64,33 @@ def test_reader_refuses_a_pickle_that_runs_code(tmp_path):
   _legacy_file(path, {"weight": _Payload(str(victim))})
   with pytest.raises(torch_file.TorchFileError, match=r"evil\.pth.*global posix\.remove"):
     torch_file.read_state_dict(path)
+  assert victim.read_text() == "still here"
+
+
+@pytest.mark.parametrize("place", ["magic", "protocol", "system info", "state dict",
+                                   "storage keys"])
+def test_no_pickle_of_the_file_runs_code(tmp_path, place):
+  """A `__reduce__` planted in any of the file's five pickles is refused, not run."""
+  victim = tmp_path / "victim.txt"
+  victim.write_text("still here")
+  payload = _Payload(str(victim))
+  headers = [torch_file.MAGIC_NUMBER, torch_file.PROTOCOL_VERSION,
+             {"protocol_version": 1001, "little_endian": True}]
+  state, keys = {}, []
+  if place in ("magic", "protocol"):
+    headers[["magic", "protocol"].index(place)] = payload
+  elif place == "system info":
+    headers[2] = {"protocol_version": 1001, "little_endian": True, "x": payload}
+  elif place == "state dict":
+    state = {"weight": payload}
+  else:
+    keys = [payload]
+  path = str(tmp_path / "evil.pth")
+  _legacy_file(path, state, keys, headers)
+  with pytest.raises(torch_file.TorchFileError, match=r"evil\.pth.*global posix\.remove"):
+    torch_file.read_state_dict(path)
+  with pytest.raises(torch_file.TorchFileError, match=r"evil\.pth"):
+    efficientnet.load_variables(path)
   assert victim.read_text() == "still here"
 
 
@@ -235,3 +266,25 @@ def test_emd_cnn_fine_tunes_the_pretrained_top(web_news_dir, tmp_path, monkeypat
   assert "block13" not in tower("params")  # Below the cut: not in the model at all.
   with pytest.raises(configs.ConfigError, match="needs raw images"):
     registry.view_options(spec, config, "wikipedia")
+
+
+def test_jieba_cache_is_private_and_a_planted_one_is_ignored(tmp_path):
+  """jieba's default cache, `<tempdir>/jieba.cache`, is read whoever wrote it; cmjax
+  keeps it in a private folder of its own cache dir."""
+  import marshal
+  script = "from cmjax import features; print(features.words('我们今天在北京看新闻'))"
+
+  def words(planted: bool) -> str:
+    temp = tmp_path / f"tmp_{planted}"
+    temp.mkdir()
+    if planted:  # A dictionary of two words, where jieba looks for its cache.
+      planted = {w[:k]: int(k == len(w)) for w in ("我们今天", "北京看新闻")
+                 for k in range(1, len(w) + 1)}  # Two words and their prefixes.
+      (temp / "jieba.cache").write_bytes(marshal.dumps((planted, 2)))
+    env = dict(os.environ, TMPDIR=str(temp), CMJAX_CACHE_DIR=str(tmp_path / f"c_{planted}"))
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, cwd=REPO, check=True).stdout
+
+  clean = words(planted=False)
+  assert "北京" in clean and words(planted=True) == clean
+  assert oct((tmp_path / "c_False" / "jieba").stat().st_mode & 0o777) == "0o700"

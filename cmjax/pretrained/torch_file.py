@@ -6,11 +6,12 @@ object itself, in which each tensor's storage is a persistent id, then the list
 of storage keys, then each storage's raw bytes (an int64 element count, then
 the elements).
 
-Unpickling runs whatever code a pickle names, so here only the globals a
-state dict needs are resolved: `collections.OrderedDict`, torch's tensor and
-parameter rebuild functions (replaced by NumPy ones) and the storage types. Any
-other global is an error naming the file and the global: nothing in the file is
-executed.
+Unpickling runs whatever code a pickle names, so every one of the file's five
+pickles goes through a restricted unpickler: the headers and the storage-key
+list resolve no global at all (plain data), and the state dict only the globals
+it needs: `collections.OrderedDict`, torch's tensor and parameter rebuild
+functions (replaced by NumPy ones) and the storage types. Any other global is an
+error naming the file and the global: nothing in the file is executed.
 """
 
 from __future__ import annotations
@@ -79,6 +80,28 @@ def _rebuild_parameter(tensor, *unused) -> _Tensor:
   return tensor
 
 
+class _DataUnpickler(pickle.Unpickler):
+  """Plain data only (numbers, strings, lists, dicts): any global or persistent id is
+  an error naming the file, so nothing a pickle names is looked up or called (the
+  header pickles and the storage-key list)."""
+
+  def __init__(self, file: BinaryIO, path: str):
+    super().__init__(file)
+    self.path = path
+
+  def find_class(self, module: str, name: str) -> Any:
+    raise TorchFileError(f"{self.path}: a header pickle names the global {module}.{name}; "
+                         "a torch file's headers are plain data, refusing to load it")
+
+  def persistent_load(self, pid: Any) -> Any:
+    raise TorchFileError(f"{self.path}: unexpected persistent id {pid!r:.100} in a header")
+
+
+def _load_data(f: BinaryIO, path: str) -> Any:
+  """The next pickle of `f`, plain data only (`_DataUnpickler`)."""
+  return _DataUnpickler(f, path).load()
+
+
 class _Unpickler(pickle.Unpickler):
   """Resolves only a state dict's globals; storages become `_Storage`s."""
 
@@ -140,7 +163,9 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
       raise TorchFileError(f"{path}: a zip-format torch file; cmjax reads the legacy format")
     f.seek(0)
     try:
-      header = [pickle.load(f) for _ in range(3)]
+      header = [_load_data(f, path) for _ in range(3)]
+    except TorchFileError:
+      raise
     except Exception as e:  # Not a pickle at all.
       raise TorchFileError(f"{path}: not a torch file ({type(e).__name__}: {e})") from None
     magic, protocol, info = header
@@ -152,7 +177,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     unpickler = _Unpickler(f, path)
     try:
       obj = unpickler.load()
-      keys = pickle.load(f)
+      keys = _load_data(f, path)
     except TorchFileError:
       raise
     except Exception as e:
