@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import subprocess
+import time
 from typing import Sequence
 
 from absl import app
@@ -19,8 +21,8 @@ import jax
 from cmjax import console
 
 
-__all__ = ["faiss_binary_index", "machine", "memory_line", "start", "torch_device",
-           "torch_sync", "write_report"]
+__all__ = ["faiss_binary_index", "machine", "memory_line", "run_child", "start",
+           "torch_device", "torch_sync", "write_report"]
 
 
 def machine() -> str:
@@ -72,6 +74,19 @@ def faiss_binary_index(bits: int):
     index.referenced_resources = resources  # Lives as long as the index.
     return index, "GpuIndexBinaryFlat (GPU)"
   return faiss.IndexBinaryFlat(bits), "IndexBinaryFlat (CPU)"
+
+
+def run_child(args: list[str], env: dict[str, str] | None = None
+              ) -> tuple[float, float, int, str]:
+  """`(wall s, peak RSS GB, exit status, last output line)` of one child process."""
+  start = time.perf_counter()
+  child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=env)
+  output = child.stdout.read()
+  _, status, usage = os.wait4(child.pid, 0)
+  wall = time.perf_counter() - start
+  last = [line for line in output.splitlines() if line.strip()][-1:] or [""]
+  return wall, usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status), last[0]
 
 
 def memory_line() -> str:

@@ -34,10 +34,10 @@ from cmjax import protocol
 from cmjax.methods import uncsm
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("items", 4000, "Test items (queries = items, both directions).")
+flags.DEFINE_integer("items", 2000, "Test items (queries = items, both directions).")
 flags.DEFINE_integer("block", 256, "Queries per scored block (the evaluation's chunk).")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square product for the peak.")
-flags.DEFINE_integer("repeats", 3, "Timed repeats (the median is reported).")
+flags.DEFINE_integer("repeats", 2, "Timed repeats (the median is reported).")
 flags.DEFINE_string("output", None, "Markdown report to write (default: print only).")
 
 NUS_WIDE_TEST = 33_955

@@ -20,7 +20,6 @@ same streaming path (`cmjax.runner.evaluate`, nothing kept dense) on
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,17 +66,6 @@ def write_data(path: str, num_train: int, num_test: int, noise: float, seed: int
            image_test=image_test, text_test=text_test, label_test=label_test)
 
 
-def run_child(args: list[str]) -> tuple[float, float, int, str]:
-  """`(wall s, peak RSS GB, exit status, last output line)` of one child process."""
-  start = time.perf_counter()
-  child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  output = child.stdout.read()
-  _, status, usage = os.wait4(child.pid, 0)
-  wall = time.perf_counter() - start
-  last = [line for line in output.splitlines() if line.strip()][-1:] or [""]
-  return wall, usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status), last[0]
-
-
 def cli_rows(scratch: str) -> list[dict]:
   """One row per (method, fraction): sizes, wall time, peak RSS, test MAP."""
   rows = []
@@ -89,7 +77,7 @@ def cli_rows(scratch: str) -> list[dict]:
       if not os.path.exists(data):
         write_data(data, num_train, num_test, FLAGS.noise)
       workdir = os.path.join(scratch, f"{method}_{fraction}")
-      wall, rss, status, last = run_child(
+      wall, rss, status, last = benchmarks.run_child(
           [sys.executable, "-m", "experiments.run", f"--method={method}", "--dataset=arrays",
            f"--data_dir={data}", f"--workdir={workdir}", *RUN_FLAGS.get(method, [])])
       results = runner.read_results(workdir) if status == 0 else None

@@ -20,7 +20,6 @@ import tempfile
 from absl import app, flags
 
 import benchmarks
-from benchmarks.scale import run_child
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("devices", ["1", "4", "8"], "Simulated device counts.")
@@ -39,17 +38,15 @@ def main(argv):
   for stream in (False, True):
     for count in FLAGS.devices:
       workdir = os.path.join(scratch, f"{'stream' if stream else 'device'}_{count}")
-      env_flags = f"--xla_force_host_platform_device_count={count}"
+      env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
       args = [sys.executable, "-m", "experiments.run", f"--method={FLAGS.method}",
               "--dataset=web_news", f"--workdir={workdir}", f"--config.steps={FLAGS.steps}",
               f"--config.eval_every={FLAGS.steps}", f"--config.stream_inputs={stream}",
               *([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else [])]
-      os.environ["XLA_FLAGS"] = env_flags
-      wall, rss, status, last = run_child(args)
+      wall, rss, status, last = benchmarks.run_child(args, env)
       rows.append((stream, int(count), wall, rss, status, last))
       print(f"stream_inputs={stream} devices={count}: {rss:.2f} GB, {wall:.0f} s, exit {status}",
             flush=True)
-  os.environ.pop("XLA_FLAGS", None)
   lines = [
       "# Peak memory by number of devices: inputs on every device, or streamed",
       "",

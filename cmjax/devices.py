@@ -6,7 +6,8 @@ indices) replicated over it, so they meet the parameters, which live on that
 mesh, in every process (with several processes a single-device array would not).
 Outside a run (no mesh set) they go to JAX's default device. These explicit
 uploads are the only ones: the training loop and the evaluation's blocks run
-under `jax.transfer_guard_host_to_device("disallow")`.
+under `jax.transfer_guard_host_to_device("disallow")`. `put_rows` splits rows over the
+mesh instead, for row-by-row work (a split's inputs to encode).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
+import numpy as np
 
-__all__ = ["put"]
+__all__ = ["put", "put_rows", "replicated"]
 
 
 def put(tree: Any) -> Any:
@@ -26,3 +28,32 @@ def put(tree: Any) -> Any:
   target = None if mesh.empty else NamedSharding(mesh, PartitionSpec())
   return jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jax.device_put(x, target),
                       tree)
+
+
+def put_rows(array: np.ndarray) -> tuple[jax.Array, int]:
+  """A host array `[n, ...]` on the devices with its rows split over the current mesh's
+  `'data'` axis (the last row repeated up to a multiple of the mesh size), and n.
+
+  For work that is row by row (encoders): each device computes its rows only.
+  Without a mesh, the default device holds all of them.
+  """
+  array = np.asarray(array)
+  mesh = jax.sharding.get_mesh()
+  if mesh.empty or mesh.size == 1:
+    return put(array), len(array)
+  pad = -len(array) % mesh.size
+  if pad:
+    array = np.concatenate([array, np.repeat(array[-1:], pad, axis=0)])
+  return jax.device_put(array, NamedSharding(mesh, PartitionSpec("data"))), len(array) - pad
+
+
+def replicated(tree: Any) -> Any:
+  """`tree`'s device arrays replicated over the current mesh (an all-gather of those
+  whose rows are split, e.g. by `put_rows`); host leaves are `put`."""
+  mesh = jax.sharding.get_mesh()
+  if mesh.empty:
+    return put(tree)
+  target = NamedSharding(mesh, PartitionSpec())
+  gather = jax.jit(lambda x: x, out_shardings=target)
+  return jax.tree.map(lambda x: x if isinstance(x, jax.Array) and x.sharding.is_fully_replicated
+                      else gather(put(x)), tree)

@@ -142,29 +142,31 @@ def in_blocks(fn: Callable[[jax.Array], jax.Array], inputs: Any,
   For encoders: memory is that of one block, and every block (the last
   padded with copies of its last row, then cut) has one shape, so `fn`
   compiles once. Host inputs are uploaded a block at a time (explicitly: a
-  data source); device inputs stay where they are.
+  data source), each block's rows split over the run's mesh, so every device
+  encodes its share; device inputs stay where they are.
   """
   if isinstance(inputs, jax.Array):
     return fn(inputs)
   inputs = np.asarray(inputs)
   n = len(inputs)
-  if n <= block_size:
-    return fn(devices.put(inputs))
   out = []
   for start in range(0, n, block_size):
     block = inputs[start:start + block_size]
-    pad = block_size - len(block)
+    pad = block_size - len(block) if n > block_size else 0
     if pad:
       block = np.concatenate([block, np.repeat(block[-1:], pad, axis=0)])
-    encoded = fn(devices.put(block))
-    out.append(_head(block_size - pad, encoded) if pad else encoded)
-  return jnp.concatenate(out)
+    rows, valid = devices.put_rows(block)
+    encoded = fn(rows)
+    out.append(_head(valid - pad, encoded) if valid - pad < encoded.shape[0] else encoded)
+  return out[0] if len(out) == 1 else jnp.concatenate(out)
 
 
 def encode(fitted: Fitted, image: Any, text: Any) -> tuple[Any, Any]:
-  """The encodings of a split's prepared inputs, on device (an encoder that computes
-  on the host has its output uploaded here, explicitly)."""
-  return devices.put((fitted.encode_image(image), fitted.encode_text(text)))
+  """The encodings of a split's prepared inputs, on device, replicated over the run's
+  mesh (each device encoded its share of the rows, `in_blocks`; encodings are small,
+  and every device scores its queries against all items). An encoder that computes
+  on the host has its output uploaded here, explicitly."""
+  return devices.replicated((fitted.encode_image(image), fitted.encode_text(text)))
 
 
 # ---------------------------------------------------------------------------

@@ -206,6 +206,10 @@ def metric_scores(net: MetricNet, params, fi: jax.Array, ft: jax.Array, block: i
     score_block = lambda f: jnp.moveaxis(
         jax.lax.map(lambda t: _metric_block(net, params, f, t), ft_tiles), 0, 1
     ).reshape(f.shape[0], tiles * size)[:, :n]
+  num_blocks = fi.shape[0] // block
+  if num_blocks > 16:  # One compiled block in a loop, not an unrolled program per block.
+    out = jax.lax.map(score_block, fi.reshape(num_blocks, block, fi.shape[1]))
+    return out.reshape(num_blocks * block, n)[:q]
   blocks = [score_block(fi[s : s + block]) for s in range(0, fi.shape[0], block)]
   return jnp.concatenate(blocks)[:q]
 
