@@ -8,7 +8,9 @@ Each row is one `python -m experiments.emd_cnn --dataset=web_news` child process
 on N simulated CPU devices (`--xla_force_host_platform_device_count=N`, so every
 device's buffers are host memory and the child's peak RSS counts them all). With
 the inputs placed on the devices, the training set is replicated on each one;
-streamed, the rows stay on the host once and the devices hold a few batches.
+streamed, the rows stay on the host once and the devices hold a few batches. The
+first rows measure the runtime alone (a jitted product on replicated arrays, in a
+child process on the same device counts).
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from absl import app, flags
 import benchmarks
 
 FLAGS = flags.FLAGS
+# The runtime's own growth with the device count: a jitted product on arrays replicated
+# over every device, nothing of cmjax.
+_BARE = ("import jax, numpy as np; from jax.sharding import Mesh, NamedSharding, PartitionSpec; "
+         "m = Mesh(np.asarray(jax.devices()), ('data',)); "
+         "x = jax.device_put(np.ones((64, 64), np.float32), NamedSharding(m, PartitionSpec())); "
+         "jax.jit(lambda a: (a @ a).sum())(x).block_until_ready()")
 flags.DEFINE_list("devices", ["1", "4", "8"], "Simulated device counts.")
 flags.DEFINE_string("method", "emd_cnn_cosine", "EMD-CNN method (the cosine control row "
                     "skips the Sinkhorn ranking, which does not depend on the inputs' placement).")
@@ -35,6 +43,10 @@ def main(argv):
   benchmarks.start(argv)
   scratch = FLAGS.scratch or tempfile.mkdtemp(prefix="cmjax_stream_rss_")
   rows = []
+  for count in FLAGS.devices:  # The runtime alone: a jitted product on replicated arrays.
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
+    wall, rss, status, last = benchmarks.run_child([sys.executable, "-c", _BARE], env)
+    rows.append(("runtime alone", int(count), wall, rss, status, last))
   for stream in (False, True):
     for count in FLAGS.devices:
       workdir = os.path.join(scratch, f"{'stream' if stream else 'device'}_{count}")
@@ -44,7 +56,8 @@ def main(argv):
               f"--config.eval_every={FLAGS.steps}", f"--config.stream_inputs={stream}",
               *([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else [])]
       wall, rss, status, last = benchmarks.run_child(args, env)
-      rows.append((stream, int(count), wall, rss, status, last))
+      rows.append(("streamed (grain)" if stream else "on every device", int(count), wall, rss,
+                   status, last))
       print(f"stream_inputs={stream} devices={count}: {rss:.2f} GB, {wall:.0f} s, exit {status}",
             flush=True)
   lines = [
@@ -58,13 +71,12 @@ def main(argv):
       f"--config.steps={FLAGS.steps}` on N simulated CPU devices; peak RSS is the child's "
       "`ru_maxrss` (every device's buffers are host memory here).",
       "",
-      "| inputs | devices | peak RSS GB | growth from 1 device GB | wall s | exit |",
+      "| inputs | devices | peak RSS GB | growth from the fewest devices GB | wall s | exit |",
       "|---|---|---|---|---|---|",
   ]
-  for stream, count, wall, rss, status, last in rows:
-    base = next(r[3] for r in rows if r[0] == stream and r[1] == rows[0][1])
-    lines.append(f"| {'streamed (grain)' if stream else 'on every device'} | {count} | "
-                 f"{rss:.2f} | {rss - base:+.2f} | {wall:.0f} | "
+  for inputs, count, wall, rss, status, last in rows:
+    base = next(r[3] for r in rows if r[0] == inputs)
+    lines.append(f"| {inputs} | {count} | {rss:.3f} | {rss - base:+.3f} | {wall:.0f} | "
                  f"{status if status == 0 else f'{status}: {last}'} |")
   benchmarks.write_report(lines, FLAGS.output)
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from cmjax.checks import ConfigError
 
-__all__ = ["HostSource"]
+__all__ = ["HostSource", "stacked_batches"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
