@@ -28,7 +28,8 @@ def test_suite_gathers_each_benchmark_report_under_one_header(tmp_path):
   assert "backend cpu" in report and "| evaluation | --num_items=2000" in report
   # The benchmark's own report, headings one level down, inside the suite's.
   assert "## Retrieval evaluation at scale" in report and own.startswith("# Retrieval")
-  assert "N = 2,000 items, 32 queries evaluated" in report
+  assert "N = 2,000 items (64-d embeddings, 10 classes), 32 queries evaluated" in report
+  assert "| scores + values-only sort |" in report
   assert own.rstrip().splitlines()[-1].startswith("Peak memory: ")
   assert "--flags=evaluation:--num_queries=32" in report  # The regenerate command.
   # --resume keeps the report already written (the bad flag is never used).

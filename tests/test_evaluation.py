@@ -120,3 +120,77 @@ def test_ranking_keeps_the_precision_of_the_scores():
   assert evaluation.mean_average_precision(tied, labels_q, labels_db) == 0.5
   big = np.array([[2**30, 2**30 + 1, 0]], np.int64)  # Equal in float32.
   assert evaluation.mean_average_precision(big, labels_q, labels_db) == 1.0
+
+
+def _argsort_order(scores):
+  import jax.numpy as jnp
+  return jnp.argsort(scores, axis=1, stable=True, descending=True).astype(jnp.int32)
+
+
+def _score_cases():
+  rng = np.random.default_rng(3)
+  shape = (16, 700)
+  wide = rng.integers(-2**31, 2**31 - 1, shape, dtype=np.int64).astype(np.int32)
+  signed_zeros = np.where(rng.random(shape) < 0.5, 0.0, -0.0) * rng.choice([-1.0, 1.0], shape)
+  return {
+      "untied float32": rng.normal(size=shape).astype(np.float32),
+      "tied float32": np.round(rng.normal(size=shape) * 3).astype(np.float32),
+      "signed zeros": signed_zeros.astype(np.float32),
+      "extreme float32": (rng.normal(size=shape) * 1e37).astype(np.float32),
+      "tied rows beside wide rows": np.concatenate(
+          [np.round(rng.normal(size=(8, 700))), rng.normal(size=(8, 700)) * 1e30]
+      ).astype(np.float32),
+      "hamming": -rng.integers(0, 65, shape).astype(np.int32),
+      "wide int32": wide,
+      "uint32": rng.integers(0, 2**32, shape, dtype=np.uint64).astype(np.uint32),
+      "bool": rng.random(shape) < 0.3,
+      "float16": rng.normal(size=shape).astype(np.float16),
+  }
+
+
+@pytest.mark.parametrize("case", sorted(_score_cases()))
+def test_descending_order_is_the_stable_argsort(case):
+  import jax
+  import jax.numpy as jnp
+  scores = jnp.asarray(_score_cases()[case])
+  got = np.asarray(jax.jit(evaluation.descending_order)(scores))
+  np.testing.assert_array_equal(got, np.asarray(_argsort_order(scores)))
+
+
+def test_descending_order_beyond_the_keyed_size():
+  # Past MAX_KEYED_ITEMS a narrow key still sorts once; a wide one falls back.
+  import jax
+  import jax.numpy as jnp
+  rng = np.random.default_rng(4)
+  n = evaluation.MAX_KEYED_ITEMS + 11
+  for scores in (-rng.integers(0, 33, (2, n)).astype(np.int32),
+                 rng.normal(size=(2, n)).astype(np.float32)):
+    scores = jnp.asarray(scores)
+    np.testing.assert_array_equal(np.asarray(jax.jit(evaluation.descending_order)(scores)),
+                                  np.asarray(_argsort_order(scores)))
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("case", ["untied float32", "tied float32", "hamming"])
+def test_block_metrics_bit_identical_to_the_argsort_path(monkeypatch, multi_label, case):
+  import jax
+  scores = _score_cases()[case]
+  rng = np.random.default_rng(5)
+  q, n = scores.shape
+  if multi_label:
+    query_labels = (rng.random((q, 5)) < 0.3).astype(np.float32)
+    item_labels = (rng.random((n, 5)) < 0.3).astype(np.float32)
+  else:
+    query_labels, item_labels = rng.integers(0, 5, q), rng.integers(0, 5, n)
+  args = (scores, query_labels, item_labels, (5, 50), evaluation.DEFAULT_RECALL_LEVELS)
+  # A new function each time, so that jit traces it anew (under the patch).
+  run = lambda: jax.jit(lambda *a: evaluation.block_metrics.__wrapped__(*a),
+                        static_argnums=(3, 4))(*args)
+  got = run()
+  traced = []
+  monkeypatch.setattr(evaluation, "descending_order",
+                      lambda s: traced.append(1) or _argsort_order(s))
+  want = run()
+  assert traced, "the reference path was not traced"
+  for g, w in zip(jax.device_get(got), jax.device_get(want)):
+    np.testing.assert_array_equal(g, w)
