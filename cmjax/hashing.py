@@ -35,6 +35,7 @@ from cmjax import devices, evaluation
 
 __all__ = [
     "HammingIndex",
+    "check_packed",
     "codes_score",
     "distance_counts",
     "hamming",
@@ -55,6 +56,25 @@ def pack(codes: np.ndarray) -> np.ndarray:
   padded[:, :k] = bits
   as_bytes = np.packbits(padded.reshape(n, -1, 8), axis=-1, bitorder="little")[..., 0]
   return np.ascontiguousarray(as_bytes).view(np.uint32).reshape(n, -1)
+
+
+def check_packed(words, bits: int, what: str) -> np.ndarray:
+  """`words` as `pack` gives them for `bits`-bit codes, or a ValueError naming `what`:
+  a 2-D uint32 array of `ceil(bits / 32)` words a row, no bit set past `bits`
+  (codes packed at another length would be scored on part of their bits)."""
+  if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or bits < 1:
+    raise ValueError(f"bits must be a positive integer, got {bits!r}")
+  words = np.asarray(words)
+  if words.ndim != 2 or words.dtype != np.uint32:
+    raise ValueError(f"{what} must be packed codes, a 2-D uint32 array (cmjax.hashing.pack), "
+                     f"got {words.dtype} of shape {words.shape}")
+  width = -(-int(bits) // 32)
+  if words.shape[1] != width:
+    raise ValueError(f"{what} have {words.shape[1]} words a row; {bits}-bit codes pack into "
+                     f"{width}")
+  if bits % 32 and words.size and np.any(words[:, -1] >> np.uint32(bits % 32)):
+    raise ValueError(f"{what} have bits set past bit {bits}: codes longer than bits={bits}")
+  return words
 
 
 def _word_major_hamming(query_words: jax.Array, words: jax.Array) -> jax.Array:
@@ -203,7 +223,8 @@ class HammingIndex:
       chunk_size: database items scored at a time.
       group: items per group of the selection.
     """
-    self.bits, self.size, self.group = bits, database_words.shape[0], group
+    database_words = check_packed(database_words, bits, "database codes")
+    self.bits, self.size, self.group = int(bits), database_words.shape[0], group
     if self.size == 0:
       raise ValueError("an empty database")
     self._chunk = -(-min(chunk_size, self.size) // group) * group  # The last one is padded.
@@ -237,6 +258,7 @@ class HammingIndex:
     """
     if not 0 < k <= self.size:
       raise ValueError(f"k must be in [1, {self.size}], got {k}")
+    query_words = check_packed(query_words, self.bits, "query codes")
     num_q = query_words.shape[0]
     block = self.query_block(num_q, query_block)
     queries = np.pad(query_words, ((0, -num_q % block), (0, self._extra_word)))
@@ -304,6 +326,8 @@ def distance_counts(query_words: np.ndarray, database_words: np.ndarray,
   Returns:
     `(count, count_relevant)`, both `[Q, bits + 1]` int64.
   """
+  query_words = check_packed(query_words, bits, "query codes")
+  database_words = check_packed(database_words, bits, "database codes")
   queries, query_labels = devices.put((query_words, np.asarray(query_labels)))
   count = np.zeros((queries.shape[0], bits + 1), np.int64)
   count_relevant = np.zeros_like(count)

@@ -132,3 +132,20 @@ def test_hashing_metrics_match_the_score_evaluation_and_radius_precision():
   precision = np.where(within.sum(1) > 0, hits / np.maximum(within.sum(1), 1), 0.0)
   assert m["precision_radius2"] == pytest.approx(precision.mean())
   assert 0 < m["map_tie_aware"] < 1
+
+
+def test_packed_codes_of_another_width_or_length_are_refused():
+  db64, q64 = hashing.pack(_codes(40, 64, 11)), hashing.pack(_codes(3, 64, 12))
+  index = hashing.HammingIndex(db64, 64)
+  with pytest.raises(ValueError, match="query codes have 1 words a row; 64-bit codes pack into 2"):
+    index.search(q64[:, :1], 5)  # Queries packed to one word against two.
+  with pytest.raises(ValueError, match="database codes have 2 words a row; 8-bit codes pack into 1"):
+    hashing.HammingIndex(db64, 8)
+  with pytest.raises(ValueError, match="bits set past bit 40"):
+    hashing.top_k(q64, db64, 5, bits=40)
+  with pytest.raises(ValueError, match="2-D uint32"):
+    index.search(q64.astype(np.int64), 5)
+  with pytest.raises(ValueError, match="bits must be a positive integer"):
+    hashing.distance_counts(q64, db64, np.zeros(3), np.zeros(40), bits=64.0)
+  # The same codes at their own length are searched.
+  assert index.search(q64, 5)[0].shape == (3, 5)
