@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from cmjax import configs, data, features, runner, train
+from cmjax import configs, data, features, files, runner, train
 from cmjax.methods import emd_cnn, registry
 from cmjax.pretrained import cache, efficientnet, torch_file
 
@@ -145,6 +145,61 @@ def test_cache_rebuilds_corrupt_entries(tmp_path):
   assert len(calls) == 3
 
 
+def _rewrite_entry(path, key, **arrays):
+  """An entry rewritten as one who can write the cache would: new arrays, the key
+  and a checksum recomputed to match."""
+  stored = dict(np.load(path))
+  stored.update(arrays)
+  stored.pop("__sha256__")
+  stored["__key__"] = np.array(cache._key_json(key))  # pylint: disable=protected-access
+  stored["__sha256__"] = np.array(cache.arrays_sha256(stored))
+  np.savez(path, **stored)
+
+
+def test_cache_uses_only_the_entry_asked_for(tmp_path):
+  calls = []
+
+  def compute():
+    calls.append(1)
+    return {"x": np.ones((2, 3), np.float32)}
+
+  expect = lambda a: "" if a["x"].shape == (2, 3) else f"x of shape {a['x'].shape}"
+  key, other = {"what": "a"}, {"what": "b"}
+  cache.cached_arrays(key, compute, str(tmp_path), expect=expect)
+  path = cache.entry_path(key, str(tmp_path))
+  # A well-formed entry of the wrong shape, its checksum recomputed: rebuilt.
+  _rewrite_entry(path, key, x=np.zeros((2, 7), np.float32))
+  assert cache.cached_arrays(key, compute, str(tmp_path), expect=expect)["x"].shape == (2, 3)
+  assert len(calls) == 2
+  # Another key's entry (valid in itself) copied to this key's name: rebuilt.
+  cache.cached_arrays(other, lambda: {"x": np.zeros((2, 3), np.float32)}, str(tmp_path))
+  shutil.copy(cache.entry_path(other, str(tmp_path)), path)
+  assert cache.cached_arrays(key, compute, str(tmp_path), expect=expect)["x"].sum() == 6
+  assert len(calls) == 3
+  with pytest.raises(ValueError, match="computed arrays are not what was asked for: x of"):
+    cache.cached_arrays({"what": "c"}, lambda: {"x": np.ones(4)}, str(tmp_path), expect=expect)
+
+
+def test_cache_folder_is_checked_and_an_unwritable_cache_is_skipped(tmp_path, monkeypatch):
+  compute = lambda: {"x": np.arange(3.0)}
+  shared = tmp_path / "shared"
+  (shared / "features").mkdir(parents=True)
+  os.chmod(shared, 0o777)  # Anyone could plant entries: refused, naming the folder.
+  with pytest.raises(files.RunError, match="feature cache .*any user can write"):
+    cache.cached_arrays({"k": 1}, compute, str(shared))
+  # A cache that cannot be created or written: a warning, the computed arrays.
+  blocked = tmp_path / "a_file"
+  blocked.write_text("")
+  assert cache.cached_arrays({"k": 1}, compute, str(blocked))["x"].tolist() == [0, 1, 2]
+
+  def full_disk(path, *args, **kwargs):
+    raise files.RunError(f"{path}: cannot write (No space left on device)")
+
+  monkeypatch.setattr(files, "write_atomic", full_disk)
+  assert cache.cached_arrays({"k": 1}, compute, str(tmp_path / "ok"))["x"].tolist() == [0, 1, 2]
+  assert not glob.glob(str(tmp_path / "ok" / "features" / "*.npz"))
+
+
 def _tiny_release(source, root, per_split=4):
   """A web_news release of the first `per_split` pairs of each list."""
   root.mkdir()
@@ -178,6 +233,12 @@ def test_web_news_efficientnet_features_are_cached(web_news_dir, tmp_path, monke
   entries = glob.glob(str(tmp_path / "cache" / "features" / "*.npz"))
   assert len(entries) == 1
   open(entries[0], "r+b").truncate(50)  # Corrupt: detected and rebuilt.
+  again = data.load_dataset("web_news", root, view=view)
+  np.testing.assert_array_equal(again.train.image, first.train.image)
+  # Rewritten with 7-d features, key and checksum to match: not what the run asks for.
+  key = dict(np.load(entries[0]))["__key__"]
+  _rewrite_entry(entries[0], __import__("json").loads(str(key)),
+                 train=np.zeros((4, 7), np.float32))
   again = data.load_dataset("web_news", root, view=view)
   np.testing.assert_array_equal(again.train.image, first.train.image)
   # A changed image is another key: a new entry, other features.

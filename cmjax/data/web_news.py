@@ -277,12 +277,22 @@ def efficientnet_features(data_dir: str, raw: dict[str, RawSplit],
     out = dict(zip(names, np.split(computed, ends[:-1])))
     return {**out, **{f"{name}_ids": decoded[name].ids.astype(str) for name in names}}
 
-  arrays = cache.cached_arrays(key, compute, cache_dir, what=what)
-  for name, split in raw.items():
-    if not np.array_equal(arrays[f"{name}_ids"], split.ids.astype(str)):
-      raise DataError(f"{data_dir}: the cached EfficientNet features of the {name} split hold "
-                      f"other pairs than the release lists now ({cache.entry_path(key, cache_dir)}"
-                      "); delete that file")
+  shape = efficientnet.feature_shape(block)
+
+  def expect(arrays: dict[str, np.ndarray]) -> str:
+    """The entry holds, for each split, float32 features of this shape for its pairs."""
+    for name, split in raw.items():
+      ids, got = arrays.get(f"{name}_ids"), arrays.get(name)
+      if ids is None or got is None:
+        return f"no {name if got is None else name + '_ids'} array"
+      if not np.array_equal(ids, split.ids.astype(str)):
+        return f"the {name} features are of other pairs than the release lists"
+      if got.shape != (len(split.ids), *shape) or got.dtype != np.float32:
+        return (f"{name} features {got.dtype} {list(got.shape)}, expected float32 "
+                f"{[len(split.ids), *shape]}")
+    return ""
+
+  arrays = cache.cached_arrays(key, compute, cache_dir, what=what, expect=expect)
   return {name: arrays[name] for name in raw}
 
 

@@ -384,6 +384,15 @@ def image_features(pixels: np.ndarray, variables: Mapping, batch_size: int = 64,
   return np.zeros((0, *shape[1:]), np.float32)
 
 
+def feature_shape(stop_block: int | None = None) -> tuple[int, ...]:
+  """The shape of one image's `image_features`: `(1280,)`, or with `stop_block` the
+  `(h, w, c)` maps entering that block (from the network's shapes, no weights)."""
+  model = EfficientNetLite0(stop_block=stop_block)
+  image = jax.ShapeDtypeStruct((1, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.uint8)
+  out = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0], image)
+  return tuple(out.shape[1:])
+
+
 class FineTunedTop(nn.Module):
   """The top of EfficientNet-Lite0 with a head on its pooled features, to be
   fine-tuned: `[B, h, w, c]` maps entering block `start_block` -> `head(features)`.
