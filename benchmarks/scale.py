@@ -12,7 +12,7 @@ this process. Sizes, each at 1/8, 1/4, 1/2 and 1/1:
   every test image and the reverse (1.15e9 pairs each way).
 - `dbrc` at 64 bits: the hashing protocol of NUS-WIDE, a database of 186,577
   training items and 2,100 test queries.
-The two-way ranking alone, next to its floor (`benchmarks.evaluation.measure`):
+The two-way ranking alone, next to its floor (`benchmarks.ranking_floor`):
 `--ranking_queries` queries against the 33,955-item test split, projected to
 both directions. UNCSM's metric network scores every pair with an MLP: its pairs/s through the
 same streaming path (`cmjax.runner.evaluate`, nothing kept dense) on
@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 import benchmarks
-from benchmarks import evaluation as evaluation_benchmark
+from benchmarks import ranking_floor
 from cmjax import runner
 from cmjax.methods import uncsm
 
@@ -117,7 +117,7 @@ def main(argv):
   scratch = FLAGS.scratch or tempfile.mkdtemp(prefix="cmjax_scale_")
   os.makedirs(scratch, exist_ok=True)
   rows = cli_rows(scratch)
-  ranking = evaluation_benchmark.measure(RETRIEVAL_SIZES[1], FLAGS.ranking_queries,
+  ranking = ranking_floor.measure(RETRIEVAL_SIZES[1], FLAGS.ranking_queries,
                                         dim=TEXT_DIM, num_classes=CLASSES)
   n, rate = metric_network_rate()
   full_pairs = 2 * RETRIEVAL_SIZES[1] ** 2
@@ -164,7 +164,7 @@ def main(argv):
       f"evaluation; 'all queries' is both directions of the full split "
       f"({2 * RETRIEVAL_SIZES[1]:,} queries).",
       "",
-      *evaluation_benchmark.comparison_lines(ranking, 2 * RETRIEVAL_SIZES[1]),
+      *ranking_floor.comparison_lines(ranking, 2 * RETRIEVAL_SIZES[1]),
       "",
       "## UNCSM's metric network over every test pair",
       "",
