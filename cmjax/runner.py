@@ -152,6 +152,7 @@ def fit(spec: Any, config: Any, dataset: data_lib.Dataset, workdir: str, seed: i
     `(fitted, prepared)`: encode `prepared.test.image` with `fitted.encode_image`.
   """
   seed = check_seed(seed)
+  dataset = data_lib.check_dataset(dataset)
   identity = _identity(spec, config, dataset, seed)
   prepared = spec.prepare(config, dataset, seed)
   mesh = mesh or train.data_mesh()
@@ -194,6 +195,7 @@ def run(
   """
   start = time.time()
   seed = check_seed(seed)
+  dataset = data_lib.check_dataset(dataset)  # A hand-built one passes the loaders' checks.
   mesh = mesh or train.data_mesh()
   identity = _identity(spec, config, dataset, seed)
   # Before the workdir is touched: data the method cannot take leaves nothing behind.

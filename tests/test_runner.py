@@ -234,3 +234,27 @@ def test_registry_fit_returns_the_run_model(tmp_path):
   with pytest.raises(runner.RunError):
     registry.fit("cca", data.make_synthetic(num_train=200, num_test=60, seed=1), workdir,
                  dims=8)
+
+
+def _with_test(dataset, **fields):
+  return dataclasses.replace(dataset, test=dataclasses.replace(dataset.test, **fields))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: {"labels": t.labels.astype(np.int64) + 2**32},
+     r"field 'label_test' has class ids in \[4294967296, "),
+    (lambda t: {"labels": t.labels + 0.5}, "field 'label_test' has non-integer class ids"),
+    (lambda t: {"labels": np.where(np.arange(len(t)) == 3, 10**6, t.labels)},
+     r"class ids in \[0, 1000000\], outside \[0, 10\)"),
+    (lambda t: {"image": t.image[:-1]}, "field 'image_test' has 29 rows but 'label_test' has 30"),
+    (lambda t: {"text": None}, r"field 'text_test' is missing \(None\)"),
+    (lambda t: {"image": np.where(np.arange(len(t))[:, None] == 2, np.nan, t.image)},
+     r"field 'image_test' has a non-finite value \(nan\) at index \(2, 0\)"),
+])
+def test_hand_built_dataset_is_checked_as_the_loaders_do(tmp_path, change, message):
+  dataset = data.make_synthetic(num_train=60, num_test=30)
+  bad = _with_test(dataset, **change(dataset.test))
+  for call in (registry.run, registry.fit):
+    with pytest.raises(data.DataError, match=message):
+      call("cca", bad, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")  # Before any work.

@@ -23,6 +23,8 @@ import inspect
 import os
 from typing import Any, Callable
 
+import numpy as np
+
 from cmjax.data.arrays import load_arrays
 from cmjax.data.core import (MAX_CLASSES, DataError, Dataset, FeatureChoice, Features,
                              FeaturesOptions,
@@ -53,6 +55,7 @@ __all__ = [
     "WordsGraph",
     "WordsGraphOptions",
     "check_evaluable",
+    "check_dataset",
     "check_splits_agree",
     "default_data_dir",
     "load_arrays",
@@ -117,6 +120,43 @@ def _options_taken(loader: Callable[..., Dataset], options: dict[str, Any],
   return {k: v for k, v in options.items() if k in parameters}
 
 
+def check_dataset(dataset: Dataset, source: str | None = None) -> Dataset:
+  """The checks every loader's data passes, for any `Dataset` (one built by hand in
+  a notebook included); returns it with canonical dtypes.
+
+  Args:
+    dataset: the dataset.
+    source: named in errors (default: its metadata's "source", else "dataset
+      '<name>'").
+
+  Raises:
+    DataError: naming the split and field: a missing or non-numeric array,
+      NaN/Inf, mismatched row counts, labels out of range, fractional or not
+      0/1, an empty split, splits that disagree, a test split that makes no
+      retrieval task.
+  """
+  if not isinstance(dataset, Dataset):
+    raise DataError(f"expected a cmjax.data.Dataset, got {type(dataset).__name__}")
+  source = source or dataset.metadata.get("source") or f"dataset {dataset.name!r}"
+  splits = {}
+  for name in ("train", "test"):
+    split = getattr(dataset, name)
+    if not isinstance(split, Split):
+      raise DataError(f"{source}: the {name} split is a {type(split).__name__}, not a "
+                      "cmjax.data.Split")
+    for field in ("image", "text", "labels"):
+      if getattr(split, field) is None:
+        raise DataError(f"{source}: field '{field}_{name}' is missing (None)")
+    split = dataclasses.replace(split, **{f: np.asarray(getattr(split, f))
+                                          for f in ("image", "text", "labels")})
+    splits[name] = validate_split(split, dataset.num_classes, source, name)
+    if len(splits[name]) == 0:
+      raise DataError(f"{source}: the {name} split is empty")
+  check_splits_agree(splits["train"], splits["test"], source)
+  check_evaluable(splits["test"], source)
+  return dataclasses.replace(dataset, **splits)
+
+
 def load_dataset(name: str, data_dir: str | None = None,
                  view: str | ViewOptions = "features", **options: Any) -> Dataset:
   """Loads a dataset by name, as the view `view` (see the module docstring).
@@ -155,12 +195,7 @@ def load_dataset(name: str, data_dir: str | None = None,
   loader = VIEWS[view][name]
   options = _options_taken(loader, options, defaults, name)
   dataset = loader(data_dir or default_data_dir(name), **options)
-  source = dataset.metadata.get("source", data_dir or name)
-  for split_name, split in (("train", dataset.train), ("test", dataset.test)):
-    if len(split) == 0:
-      raise DataError(f"{source}: the {split_name} split is empty")
-  check_splits_agree(dataset.train, dataset.test, source)
-  check_evaluable(dataset.test, source)
+  dataset = check_dataset(dataset, dataset.metadata.get("source", data_dir or name))
   if dataset.view.name != view:
     raise AssertionError(f"the {view} loader of {name} returned a {dataset.view.name} view")
   return dataset
