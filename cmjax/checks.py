@@ -13,6 +13,8 @@ import typing
 from typing import Any, Iterable
 
 __all__ = [
+    "MissingPackageError",
+    "UserError",
     "ConfigError",
     "MAX_BATCH_SIZE",
     "check_batch_size",
@@ -25,8 +27,19 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+  """The base of the project's own errors: what a user's input, installation or a
+  run's state causes, with a one-line message that names the cause. A command ends
+  on one with that line (exit 1); any other exception is a bug and keeps its
+  traceback."""
+
+
+class ConfigError(UserError, ValueError):
   """An invalid config: the message names the field and the problem."""
+
+
+class MissingPackageError(UserError, ImportError):
+  """An optional package a feature needs is not installed; says what to install."""
 
 
 # ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cmjax import files
+from cmjax import checks, files
 from cmjax.pretrained import cache
 
 __all__ = [
@@ -66,7 +66,7 @@ def _jieba():
   try:
     import jieba  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise ImportError("Chinese word segmentation needs the package jieba: pip install "
+    raise checks.MissingPackageError("Chinese word segmentation needs the package jieba: pip install "
                       "'cmjax[pretrained]' (or jieba)") from None
   jieba.setLogLevel(std_logging.WARNING)  # Not its "Building prefix dict" lines.
   if jieba.dt.tmp_dir is None:  # Before its first use: where it keeps its cache.

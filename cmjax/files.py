@@ -20,10 +20,12 @@ import os
 import stat
 from typing import Callable, IO
 
+from cmjax.checks import UserError
+
 __all__ = ["RunError", "check_private", "open_append", "open_private", "write_atomic"]
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
   """A run that cannot go on; the message is one line for the user."""
 
 

@@ -40,7 +40,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from cmjax import protocol, sources
-from cmjax.checks import ConfigError
+from cmjax.checks import ConfigError, UserError
 from cmjax.files import RunError
 from cmjax.metric_writer import MetricWriter
 
@@ -74,7 +74,7 @@ SampleFn = Callable[[jax.Array, Any], Batch]
 STATE_KEY = "updated_state"
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(UserError, FloatingPointError):
   """The loss or the gradient norm became NaN or Inf."""
 
 

@@ -32,7 +32,7 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from cmjax import configs, data, files, runner, train
+from cmjax import checks, configs, data, runner, train
 from cmjax.console import setup_logging, write_markdown as write_report
 from cmjax.methods import registry
 
@@ -42,7 +42,7 @@ __all__ = ["USER_ERRORS", "exit_with_error", "main", "run_app", "setup_logging",
 FLAGS = flags.FLAGS
 # The project's own errors: what a user's input or a run's state causes. They end
 # the command with one line; anything else (a bug) keeps its traceback.
-USER_ERRORS = (configs.ConfigError, data.DataError, files.RunError, train.NonFiniteError)
+USER_ERRORS = (checks.UserError,)
 
 
 def exit_with_error(error: Exception | str) -> None:

@@ -349,3 +349,18 @@ def test_jieba_cache_is_private_and_a_planted_one_is_ignored(tmp_path):
   clean = words(planted=False)
   assert "北京" in clean and words(planted=True) == clean
   assert oct((tmp_path / "c_False" / "jieba").stat().st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.parametrize("train_text, test_text, message", [
+    ("。。。", "。。。", r"the training captions hold 1 distinct bigrams .*needs 2 at least"),
+    ("北京新闻北京新闻", "上海", "no test caption has any of the"),
+])
+def test_word_graph_without_words_is_one_clear_error(web_news_dir, tmp_path, train_text,
+                                                     test_text, message):
+  root = _tiny_release(web_news_dir, tmp_path / "wn")
+  for name, text in (("train", train_text), ("test", test_text)):
+    for line in open(os.path.join(root, f"{name}set_txt_img_cat.list")).read().split("\n"):
+      if line:
+        (tmp_path / "wn" / "texts" / f"{line.split(chr(9))[0]}.txt").write_text(text)
+  with pytest.raises(data.DataError, match=message):
+    data.load_dataset("web_news", root, view="words_graph")

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-class DataError(ValueError):
+class DataError(checks.UserError, ValueError):
   """Bad input data. The message names the file, the field and the problem."""
 
 

@@ -380,6 +380,9 @@ def load_web_news_words(
   images = _image_features(image_features, data_dir, raw, color_bins, cache_dir)
   tokenized = {name: [text_graph.tokenize(t, tokens) for t in r.texts] for name, r in raw.items()}
   vocab = text_graph.vocabulary(tokenized["train"], vocab_size)
+  if len(vocab) < 2:
+    raise DataError(f"{data_dir}: the training captions hold {len(vocab)} distinct {tokens} "
+                    "(empty or punctuation only?); a word graph needs 2 at least")
   embeddings = text_graph.word_embeddings(tokenized["train"], vocab, embedding_dim, window)
   graph = text_graph.build_graph(embeddings, neighbors, words=sorted(vocab, key=vocab.get))
   splits = {
@@ -387,6 +390,10 @@ def load_web_news_words(
                   labels=r.labels, ids=r.ids)
       for name, r in raw.items()
   }
+  for name, split in splits.items():
+    if not split.text.any():
+      raise DataError(f"{data_dir}: no {name} caption has any of the {len(vocab)} {tokens} of "
+                      "the training captions: every text signal would be zero")
   # Captions with no vocabulary word are kept (an all-zero signal), and counted.
   no_words = {name: [str(i) for i, row in zip(s.ids, s.text) if not row.any()]
               for name, s in splits.items()}

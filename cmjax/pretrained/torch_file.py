@@ -23,6 +23,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from cmjax.checks import UserError
+
 __all__ = ["TorchFileError", "read_state_dict"]
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -35,7 +37,7 @@ _STORAGE_DTYPES = {
 }
 
 
-class TorchFileError(ValueError):
+class TorchFileError(UserError, ValueError):
   """A file that is not a legacy-format state dict cmjax can read; names the file."""
 
 
@@ -158,7 +160,12 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     TorchFileError: not a legacy-format file (a zip-format file says so), a
       global other than a state dict's, a truncated or inconsistent file.
   """
-  with open(path, "rb") as f:
+  try:
+    f = open(path, "rb")
+  except OSError as e:
+    raise TorchFileError(f"{path}: cannot be read ({e.strerror or e}); reinstall the package "
+                         "that ships it") from None
+  with f:
     if f.read(4) == b"PK\x03\x04":
       raise TorchFileError(f"{path}: a zip-format torch file; cmjax reads the legacy format")
     f.seek(0)
