@@ -27,7 +27,8 @@ import time
 
 from absl import app, flags, logging
 
-from cmjax import console
+from cmjax import console, files
+from experiments import cli
 
 FLAGS = flags.FLAGS
 BENCHMARKS = ("hamming", "emd", "evaluation", "gcn_text", "uncsm_step", "emd_cnn_step",
@@ -87,10 +88,17 @@ def main(argv):
   if not FLAGS.output.endswith(".md"):
     raise app.UsageError(f"--output={FLAGS.output!r}: expected a .md file")
   folder = FLAGS.output[:-len(".md")]
-  os.makedirs(folder, exist_ok=True)
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    raise files.RunError(f"--output={FLAGS.output}: the reports' folder {folder} cannot be "
+                         f"made ({e.strerror or e})") from None
   sections, rows, spent, ran = [], [], 0.0, 0
   for k, name in enumerate(FLAGS.benchmarks):
     path = os.path.join(folder, f"benchmark_{name}.md")
+    if os.path.lexists(path) and not os.path.isfile(path):
+      raise files.RunError(f"{path}: where this benchmark's report goes is not a file; move "
+                           "it away or choose another --output")
     if FLAGS.resume and os.path.exists(path):
       wall = "earlier run"
     else:
@@ -126,4 +134,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_app(main)
