@@ -364,3 +364,19 @@ def test_word_graph_without_words_is_one_clear_error(web_news_dir, tmp_path, tra
         (tmp_path / "wn" / "texts" / f"{line.split(chr(9))[0]}.txt").write_text(text)
   with pytest.raises(data.DataError, match=message):
     data.load_dataset("web_news", root, view="words_graph")
+
+
+def test_images_of_extreme_shape_are_dropped_before_the_work(web_news_dir, tmp_path):
+  """A 114-byte 10000 x 1 PNG resized to a shorter side of 256 would take ~3 GB; an
+  image declaring more than MAX_IMAGE_PIXELS is not decoded at all."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from cmjax.data import web_news  # pylint: disable=g-import-not-at-top
+  root = _tiny_release(web_news_dir, tmp_path / "wn")
+  images = sorted(glob.glob(os.path.join(root, "images", "*", "*.jpg")))
+  Image.new("RGB", (10000, 1)).save(images[0], format="PNG")
+  Image.new("1", (10000, 5001)).save(images[1], format="PNG")  # 50,005,000 pixels.
+  splits, _, dropped, _ = web_news.load_web_news_raw(root, transform=efficientnet.preprocess)
+  reasons = sorted(d.reason for d in dropped)
+  assert len(dropped) == 2 and sum(len(s.labels) for s in splits.values()) == 6
+  assert "image of 10000 x 5001 pixels, more than 50,000,000: not decoded" in reasons
+  assert any("10000 x 1 pixels: aspect ratio beyond 16:1" in r for r in reasons)

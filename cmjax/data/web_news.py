@@ -73,14 +73,27 @@ def square(size: int) -> Callable[[Image.Image], np.ndarray]:
   return lambda im: np.asarray(im.resize((size, size), Image.BILINEAR), np.uint8)
 
 
+# Pixels an image may have before it is decoded (the header says how many): more is
+# refused, not decoded (a small file can declare a huge image).
+MAX_IMAGE_PIXELS = 50_000_000
+
+
 def _decode_image(path: str, transform: Callable[[Image.Image], np.ndarray]
                   ) -> tuple[np.ndarray | None, str, str]:
-  """Returns `(transform(RGB image) or None, reason if None, format found by content)`."""
+  """Returns `(transform(RGB image) or None, reason if None, format found by content)`.
+
+  The work per image is bounded: an image of more than `MAX_IMAGE_PIXELS` is
+  refused from its header, and a transform refuses what it cannot take (the
+  EfficientNet transform: extreme aspect ratios) before resizing.
+  """
   if not os.path.isfile(path):
     return None, "image file missing", ""
   try:
     with Image.open(path) as im:
       found = im.format or "unknown"
+      if im.width * im.height > MAX_IMAGE_PIXELS:
+        return None, (f"image of {im.width} x {im.height} pixels, more than "
+                      f"{MAX_IMAGE_PIXELS:,}: not decoded"), found
       im.load()
       if im.mode.startswith("I;16"):
         found += " 16-bit"
@@ -89,9 +102,13 @@ def _decode_image(path: str, transform: Callable[[Image.Image], np.ndarray]
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, rgba)
-      return transform(im.convert("RGB")), "", found
+      rgb = im.convert("RGB")
   except Exception as e:  # PIL raises many types for corrupt files.
     return None, f"image undecodable ({type(e).__name__}: {e})"[:200], ""
+  try:
+    return transform(rgb), "", found
+  except ValueError as e:  # What the transform refuses, e.g. an extreme aspect ratio.
+    return None, f"image refused by the transform: {e}"[:200], found
 
 
 def _read_caption(path: str) -> tuple[str | None, str]:

@@ -319,14 +319,24 @@ def load_variables(path: str | None = None) -> dict:
 
 IMAGE_SIZE = 224
 RESIZE_SIZE = 256  # The shorter side before the centre crop (EfficientNet's crop padding 32).
+# Longer side over shorter side: beyond it the resized image would be huge (a 10000 x 1
+# image resized to a shorter side of 256 has 655M pixels) and its centre crop a sliver.
+MAX_ASPECT_RATIO = 16
 
 
 def preprocess(image: Image.Image) -> np.ndarray:
   """EfficientNet's evaluation transform: an RGB image -> `[224, 224, 3]` uint8.
 
   The shorter side is resized to 256 (bicubic), then the centre 224 x 224 kept.
+
+  Raises:
+    ValueError: an aspect ratio beyond `MAX_ASPECT_RATIO` (checked before any
+      resize, so the work per image is bounded).
   """
   width, height = image.size
+  if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+    raise ValueError(f"an image of {width} x {height} pixels: aspect ratio beyond "
+                     f"{MAX_ASPECT_RATIO}:1 (its 224 x 224 centre would be a sliver)")
   scale = RESIZE_SIZE / min(width, height)
   size = (max(IMAGE_SIZE, round(width * scale)), max(IMAGE_SIZE, round(height * scale)))
   image = image.convert("RGB").resize(size, Image.BICUBIC)
