@@ -421,10 +421,16 @@ def train_stage(
 
 
 def _checkpoint_error(stage: str, ckpt_dir: str, error: Exception, doing: str) -> RunError:
+  """What failed and what to do: a checkpoint that cannot be written (full disk,
+  read-only folder) leaves the last one whole, so the same command resumes from it
+  once the cause is fixed; one that cannot be read must be trained again."""
   first = (str(error).strip().splitlines() or [""])[0][:200]
+  fix = ("free space (or make the folder writable) and run the same command again: it "
+         "resumes from the last checkpoint written" if doing == "write" else
+         "delete that folder to train the stage again from its start, or use another "
+         "--workdir")
   return RunError(f"stage '{stage}': cannot {doing} the checkpoint in {ckpt_dir} "
-                  f"({type(error).__name__}: {first}); delete that folder to train the stage "
-                  "again from its start, or use another --workdir")
+                  f"({type(error).__name__}: {first}); {fix}")
 
 
 def _restore(stage: str, ckpt_dir: str, state: dict):

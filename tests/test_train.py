@@ -260,3 +260,12 @@ def test_scale_updates_under_a_module_scales_only_that_subtree():
                              0.1 * plain_updates["tower"]["efficientnet"]["w"], rtol=1e-6)
   np.testing.assert_allclose(updates["tower"]["head"]["w"], plain_updates["tower"]["head"]["w"])
   np.testing.assert_allclose(updates["efficientnet_like"], plain_updates["efficientnet_like"])
+
+
+def test_checkpoint_errors_say_what_to_do():
+  full = train._checkpoint_error("s", "/w/checkpoints/s", OSError(28, "No space left on device"),
+                                 "write")  # pylint: disable=protected-access
+  assert "No space left on device" in str(full) and "resumes from the last checkpoint" in str(full)
+  assert "delete" not in str(full)
+  damaged = train._checkpoint_error("s", "/w/checkpoints/s", ValueError("bad"), "read")  # pylint: disable=protected-access
+  assert "delete that folder" in str(damaged)
