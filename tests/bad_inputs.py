@@ -765,7 +765,7 @@ def cases() -> list[Case]:
         check=_shows("--config and --import_modules")),
       # 14. One line, not a traceback.
       c("14", "--config.foo=1", ["experiments.uncsm", "--config.foo=1", "--workdir={tmp}/run"],
-        expect="no such config field: foo"),
+        expect="unknown config field 'foo' for UNCSMConfig; known fields: hidden, "),
       c("14", "--config=...:nope", ["experiments.uncsm", "--config=cmjax/configs/uncsm.py:nope",
                                     "--workdir={tmp}/run"], expect="unknown preset 'nope'"),
       c("14", "--config.hidden=()", ["experiments.uncsm", "--config.hidden=()",
@@ -885,6 +885,13 @@ def cases() -> list[Case]:
         setup=_touch("a_file"), expect="cannot be made \\(Not a directory\\)"),
       c("27.8", "a feature cache that cannot be written (disk full)", ["-c", SNIPPET_CACHE_FULL],
         status=0, check=_shows("not cached .*carries on")),
+      c("30.6", "--help", ["experiments.run", "--help"], status=0,
+        check=lambda outcome: "exit 0; the help documents " + ", ".join(
+            flag for flag in ("--method", "--config", "--dataset", "--workdir")
+            if f"{flag}:" in outcome.stdout)),
+      c("30.6", "--config.pretrain=no (a bool field)",
+        ["experiments.uncsm", "--config.pretrain=no", "--workdir={tmp}/run"],
+        expect=r"config field 'pretrain' must be bool, got 'no' \(str\)"),
       c("handled", "a missing .npz field", CCA, expect="missing field\\(s\\) text_train",
         setup=npz(text_train=None)),
       c("handled", "mismatched row counts", CCA, expect="mismatched row counts",
@@ -928,7 +935,8 @@ def cases() -> list[Case]:
               ("experiments.uncsm", ["--config.validation_fraction=1.0"],
                r"'validation_fraction' must be in \[0, 1\)"),
               ("experiments.uncsm", ["--config.learning_rat=0.1"],
-               "no such config field: 'learning_rat'"),
+               "unknown config field 'learning_rat' for UNCSMConfig; did you mean "
+               "'learning_rate'\\?"),
               ("experiments.emd_cnn", ["--config.epsilon=0"], "'epsilon' must be > 0"),
               ("experiments.emd_cnn", ["--config.text_bins=1"], "'text_bins' must be >= 2"),
               ("experiments.emd_cnn", ["--method=emd_cnn_cosine", "--config.distance=emd"],
@@ -1021,7 +1029,7 @@ def report(selected: list[Case]) -> tuple[list[str], list[str]]:
            "`tests/test_bad_inputs.py`, which fails when this file differs).", "",
            "Each case builds its input in a scratch folder `$TMP`, runs the command and checks "
            "the outcome. 'item' is the item of the audit the case covers (1-18: issue "
-           "19; 27.x: issue 27, the surfaces added since); "
+           "19; 27.x: issue 27, the surfaces added since; 30.x: issue 30); "
            "'handled' marks cases that were handled before it. A failing command must end "
            "with exit status 1 and one line (`error: ...`) naming the file, field or flag, "
            "with no traceback; a command that succeeds shows what was checked.", "",

@@ -22,6 +22,7 @@ type or an invalid value is a `ConfigError` naming the field, before any work.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import importlib
 import os
@@ -54,6 +55,7 @@ __all__ = [
     "preset_values",
     "presets",
     "to_config_dict",
+    "unknown_field_message",
 ]
 
 T = TypeVar("T")
@@ -125,6 +127,15 @@ def _type_name(hint: Any) -> str:
   return getattr(hint, "__name__", str(hint))
 
 
+def unknown_field_message(cls: type, field: str) -> str:
+  """"unknown config field 'f' for Cls; did you mean 'g'? known fields: ..."."""
+  known = [f.name for f in dataclasses.fields(cls)]
+  close = difflib.get_close_matches(field.rsplit(".", 1)[-1], known, n=1)
+  hint = f"did you mean '{close[0]}'? " if close else ""
+  return (f"unknown config field '{field}' for {cls.__name__}; {hint}known fields: "
+          f"{', '.join(known)}")
+
+
 def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
   """The typed config `cls(**values)`, checked strictly; a field whose type is a
   dataclass (a nested config) takes a mapping of its own fields.
@@ -138,8 +149,7 @@ def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
   known = [f.name for f in dataclasses.fields(cls)]
   unknown = sorted(set(values) - set(known))
   if unknown:
-    raise ConfigError(f"unknown config field '{prefix}{unknown[0]}' for {cls.__name__}; "
-                      f"known fields: {', '.join(known)}")
+    raise ConfigError(unknown_field_message(cls, prefix + unknown[0]))
   return cls(**{k: _coerce(prefix + k, hints[k], v) for k, v in values.items()})
 
 
