@@ -380,3 +380,15 @@ def test_images_of_extreme_shape_are_dropped_before_the_work(web_news_dir, tmp_p
   assert len(dropped) == 2 and sum(len(s.labels) for s in splits.values()) == 6
   assert "image of 10000 x 5001 pixels, more than 50,000,000: not decoded" in reasons
   assert any("10000 x 1 pixels: aspect ratio beyond 16:1" in r for r in reasons)
+
+
+def test_dropped_pairs_are_warned_about_once(web_news_dir, tmp_path, caplog):
+  from cmjax.data import web_news  # pylint: disable=g-import-not-at-top
+  root = _tiny_release(web_news_dir, tmp_path / "wn")
+  os.remove(sorted(glob.glob(os.path.join(root, "images", "*", "*.jpg")))[0])
+  with caplog.at_level("INFO"):
+    for _ in range(3):
+      web_news.load_web_news_raw(root)
+  warnings = [r for r in caplog.records if "dropped 1 of 8 listed pairs" in r.getMessage()]
+  assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+  assert sum("the same 1 of 8 pairs dropped" in r.getMessage() for r in caplog.records) == 2

@@ -181,15 +181,28 @@ def load_web_news_raw(
   listed = sum(len(s.labels) for s in splits.values()) + len(dropped)
   stats = {"listed": listed, "kept": listed - len(dropped), "formats": formats}
   if dropped:
-    reasons: dict[str, int] = {}
-    for d in dropped:
-      reasons[d.reason] = reasons.get(d.reason, 0) + 1
-    logging.warning(
-        "web_news: dropped %d of %d listed pairs: %s; ids: %s",
-        len(dropped), listed, reasons,
-        ", ".join(f"{d.split}:{d.text_id}" for d in dropped),
-    )
+    _report_dropped(data_dir, dropped, listed)
   return splits, class_names, dropped, stats
+
+
+_REPORTED: set[tuple] = set()  # The drops already warned about in this process.
+
+
+def _report_dropped(data_dir: str, dropped: list[DroppedPair], listed: int) -> None:
+  """A warning with the reasons and ids, once per process for the same release and
+  drops (a load decodes the release more than once: features, EfficientNet input);
+  later reads say it in one INFO line."""
+  key = (os.path.realpath(data_dir), tuple(dropped))
+  if key in _REPORTED:
+    logging.info("web_news: the same %d of %d pairs dropped (reasons above)", len(dropped),
+                 listed)
+    return
+  _REPORTED.add(key)
+  reasons: dict[str, int] = {}
+  for d in dropped:
+    reasons[d.reason] = reasons.get(d.reason, 0) + 1
+  logging.warning("web_news: dropped %d of %d listed pairs: %s; ids: %s", len(dropped), listed,
+                  reasons, ", ".join(f"{d.split}:{d.text_id}" for d in dropped))
 
 
 def _dataset(name_to_split: dict[str, Split], class_names, data_dir, dropped, stats,
