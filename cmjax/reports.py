@@ -60,8 +60,20 @@ def flag_notes(table: Mapping[str, Runs]) -> list[str]:
   return ["", *notes] if notes else []
 
 
-def _mean_std(values) -> str:
-  return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+def _mean_std(values, decimals: int = 4) -> str:
+  """"mean ± std" over seeds; one seed has no spread to show: "value (1 seed)"."""
+  if len(values) == 1:
+    return f"{values[0]:.{decimals}f} (1 seed)"
+  return f"{np.mean(values):.{decimals}f} ± {np.std(values):.{decimals}f}"
+
+
+def over_seeds(seeds: int) -> str:
+  """How a table's cells summarise the seeds, in words."""
+  return "one seed (no spread shown)" if seeds == 1 else f"mean ± std over {seeds} seeds"
+
+
+# A table cell of `_mean_std`, for reading tables back.
+_CELL = r"[\d.]+(?: ± [\d.]+| \(1 seed\))"
 
 
 def _views(specs_configs, dataset: str, data_dir: str | None,
@@ -168,7 +180,7 @@ def read_reference(path: str) -> dict[tuple[str, str], float]:
       heading = re.match(r"^## (\S+)", line)
       if heading:
         dataset = heading.group(1)
-      row = re.match(r"^\| (\w+) \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| ([\d.]+) ±", line)
+      row = re.match(rf"^\| (\w+) \| {_CELL} \| {_CELL} \| ([\d.]+)[ ]", line)
       if row and dataset:
         table[(dataset, row.group(1))] = float(row.group(2))
   return table
@@ -186,7 +198,7 @@ def read_table_cells(path: str) -> dict[tuple[str, str], tuple[str, ...]]:
       if heading:
         dataset = heading.group(1)
       cells = [c.strip() for c in line.strip().strip("|").split("|")]
-      if dataset and len(cells) >= 6 and "±" in cells[1]:
+      if dataset and len(cells) >= 6 and re.fullmatch(_CELL, cells[1]):
         table[(dataset, cells[0].replace(" (!)", ""))] = tuple(cells[i] for i in (1, 2, 3, 5))
   return table
 
@@ -284,8 +296,7 @@ def hashing_markdown(results: Mapping[tuple[str, str, int], Runs], *, seeds: int
   """The hashing report of `{(dataset, method, bits): runs}`: a table per dataset and
   code length, and (with `figure_stem`) a PR figure each,
   `<figure_stem>_<dataset>_<bits>bits.png`."""
-  cell = lambda runs, d, k: (f"{np.mean([r['hashing'][d][k] for r in runs]):.3f} ± "
-                             f"{np.std([r['hashing'][d][k] for r in runs]):.3f}")
+  cell = lambda runs, d, k: _mean_std([r["hashing"][d][k] for r in runs], decimals=3)
   datasets, methods, bits_list = (list(dict.fromkeys(key[i] for key in results))
                                   for i in range(3))
   lines = ["# Cross-modal hashing" + ("" if preset == "default" else
@@ -293,8 +304,8 @@ def hashing_markdown(results: Mapping[tuple[str, str, int], Runs], *, seeds: int
            f"Regenerate: `{command}`", "",
            "Database = training items, queries = test items, relevant = same class. mAP@50: "
            "AP over the relevant items within the top 50; MAP: over the full Hamming ranking "
-           "(ties by database index); P@r2: precision within Hamming radius 2. Mean ± std "
-           f"over {seeds} seeds; {os.cpu_count()} CPU cores.", ""]
+           "(ties by database index); P@r2: precision within Hamming radius 2; "
+           f"{over_seeds(seeds)}; {os.cpu_count()} CPU cores.", ""]
   for dataset in datasets:
     for bits in bits_list:
       lines += [f"## {dataset}, {bits} bits", "",

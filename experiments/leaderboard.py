@@ -71,7 +71,7 @@ def main(argv):
   lines = ["# Leaderboard" + ("" if FLAGS.preset == "default"
                               else f" (preset '{FLAGS.preset}': smoke run, not for reporting)"),
            "", f"Regenerate: `{command}`", "",
-           f"Test MAP over all returned results, mean ± std over {FLAGS.seeds} seeds; preset "
+           f"Test MAP over all returned results, {reports.over_seeds(FLAGS.seeds)}; preset "
            f"'{FLAGS.preset}' of every method; {os.cpu_count()} CPU cores, backend "
            f"{devices['backend']}, {devices['num_devices']} device(s).", ""]
   stem = os.path.splitext(FLAGS.output)[0] if FLAGS.output else None

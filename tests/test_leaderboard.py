@@ -40,3 +40,15 @@ def test_hashing_leaderboard_tables_and_pr_figures(tmp_path):
     assert f"![PR curves, synthetic, {bits} bits](hashing_synthetic_{bits}bits.png)" in report
     assert (tmp_path / f"hashing_synthetic_{bits}bits.png").stat().st_size > 10_000
   assert report.count("| cvh |") == 2 and report.count("| cca_itq |") == 2
+
+
+def test_one_seed_shows_no_spread_and_reads_back(tmp_path):
+  from cmjax import reports  # pylint: disable=g-import-not-at-top
+  assert reports._mean_std([0.51234]) == "0.5123 (1 seed)"  # pylint: disable=protected-access
+  assert reports._mean_std([0.5, 0.7]) == "0.6000 ± 0.1000"  # pylint: disable=protected-access
+  assert reports.over_seeds(1) == "one seed (no spread shown)"
+  table = tmp_path / "t.md"
+  table.write_text("## wikipedia\n\n| cca | 0.5123 (1 seed) | 0.4000 (1 seed) | 0.4562 (1 seed) | "
+                   "x | 0.6000 (1 seed) | 3 |\n")
+  assert reports.read_reference(str(table)) == {("wikipedia", "cca"): 0.4562}
+  assert reports.read_table_cells(str(table))[("wikipedia", "cca")][2] == "0.4562 (1 seed)"
