@@ -18,7 +18,7 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 
-__all__ = ["put", "put_rows", "replicated"]
+__all__ = ["put", "put_rows", "replicated", "split_rows"]
 
 
 def put(tree: Any) -> Any:
@@ -57,3 +57,16 @@ def replicated(tree: Any) -> Any:
   gather = jax.jit(lambda x: x, out_shardings=target)
   return jax.tree.map(lambda x: x if isinstance(x, jax.Array) and x.sharding.is_fully_replicated
                       else gather(put(x)), tree)
+
+
+def split_rows(tree: Any) -> Any:
+  """Inside a jitted function: `tree`'s arrays with their rows split over the current
+  mesh's `'data'` axis (a sharding constraint), so that each device computes its
+  rows of what follows; unchanged without a mesh of several devices or when the rows
+  do not divide evenly."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1 or "data" not in mesh.axis_names:
+    return tree
+  rows = NamedSharding(mesh, PartitionSpec("data"))
+  return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, rows)
+                      if x.shape and x.shape[0] % mesh.size == 0 else x, tree)

@@ -273,9 +273,11 @@ def _direction_aps(score: Callable, queries, items, query_labels, item_labels,
   padded = np.concatenate([rows, np.full((-len(rows)) % chunk, rows[-1])]).reshape(-1, chunk)
   levels = evaluation.DEFAULT_RECALL_LEVELS
 
-  def block(r):
-    return evaluation.block_metrics(score(queries[r], items), query_labels[r], item_labels,
-                                    (50,), levels)[0]
+  def block(r):  # Each device scores and ranks its rows of the block.
+    r = devices.split_rows(r)
+    scores = devices.split_rows(score(queries[r], items))
+    return devices.split_rows(evaluation.block_metrics(scores, query_labels[r], item_labels,
+                                                       (50,), levels)[0])
 
   return jax.lax.map(block, jnp.asarray(padded)).reshape(-1)[: len(rows)]
 
