@@ -2,14 +2,18 @@ r"""Runs every notebook in `colabs/` top to bottom in a fresh kernel, as a user 
 
   python tests/run_notebooks.py [--output=reports/notebooks.md] [NOTEBOOK ...]
 
-The kernel runs in a new virtual environment that has no cmjax (checked), so
-each notebook's install cell really installs cmjax (`%pip install` from
-`CMJAX_SOURCE`, set here to this checkout) and imports it in the same kernel.
-The real datasets are handed to the notebooks that can use them
-(`CMJAX_WIKIPEDIA`, `CMJAX_WEB_NEWS`, from `../shared/data` or
-`$CMJAX_DATA_DIR`), with an empty feature cache. A notebook fails on any error
-output. Prints (and writes) each notebook's time; exit status 1 if any failed.
-`.ci/run` runs this before the tests.
+Every notebook runs twice, each time in a kernel of a new virtual environment
+that has no cmjax (checked), so the install cell really installs cmjax and
+imports it in the same kernel:
+- from the checkout: `CMJAX_SOURCE` unset, the cell finds the checkout above
+  the notebook's folder, as in a Jupyter started anywhere inside it;
+- from a URL: `CMJAX_SOURCE=git+file://<this checkout>`, the form of a Colab
+  runtime installing from the repository (its committed HEAD), extras included.
+The real datasets are found by the notebooks' own lookup (`$CMJAX_DATA_DIR`,
+set here to `../shared/data` or the variable's value), with an empty feature
+cache. A notebook fails on any error output. Prints (and writes) each
+notebook's time; exit status 1 if any failed. `.ci/run` runs this before the
+tests.
 """
 
 from __future__ import annotations
@@ -56,6 +60,23 @@ def _error_text(notebook) -> str | None:
   return None
 
 
+def _run(path: str, timeout: int, executed: str | None) -> tuple[str | None, float]:
+  """Runs one notebook in the fresh kernel: `(problem or None, seconds)`."""
+  notebook = nbformat.read(path, as_version=4)
+  client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name=KERNEL,
+                                   resources={"metadata": {"path": COLABS}})
+  start = time.perf_counter()
+  try:
+    client.execute()
+    problem = _error_text(notebook)
+  except nbclient.exceptions.CellExecutionError as e:
+    problem = re.sub(r"\x1b\[[0-9;]*m", "", str(e).strip().splitlines()[-1])
+  if executed:
+    os.makedirs(executed, exist_ok=True)
+    nbformat.write(notebook, os.path.join(executed, os.path.basename(path)))
+  return problem, time.perf_counter() - start
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("notebooks", nargs="*", help="Notebooks to run (default: every one in "
@@ -63,45 +84,42 @@ def main() -> int:
   parser.add_argument("--output", help="Markdown table of the notebooks' times to write.")
   parser.add_argument("--timeout", type=int, default=1200, help="Seconds per cell.")
   parser.add_argument("--executed", help="Folder to write the executed notebooks to.")
+  parser.add_argument("--installs", default="checkout,url",
+                      help="Which install forms to run every notebook with: checkout, url.")
   args = parser.parse_args()
-  data_root = os.environ.get("CMJAX_DATA_DIR", os.path.join(REPO, "..", "shared", "data"))
-  rows, failed = [], 0
+  data_root = os.path.abspath(os.environ.get("CMJAX_DATA_DIR",
+                                             os.path.join(REPO, "..", "shared", "data")))
+  sources = {"checkout": "", "url": f"git+file://{REPO}"}
+  rows, setups, failed = [], [], 0
   load = os.getloadavg()[0]
-  with tempfile.TemporaryDirectory(prefix="cmjax_notebooks_") as root:
-    start = time.perf_counter()
-    os.environ.update(_fresh_kernel(root))
-    setup = time.perf_counter() - start
-    print(f"fresh kernel environment (no cmjax): {setup:.0f} s", flush=True)
-    os.environ.update(CMJAX_SOURCE=REPO, CMJAX_CACHE_DIR=os.path.join(root, "cache"))
-    for name in ("wikipedia", "web_news"):
-      if os.path.isdir(os.path.join(data_root, name)):
-        os.environ[f"CMJAX_{name.upper()}"] = os.path.abspath(os.path.join(data_root, name))
-    for path in args.notebooks or sorted(glob.glob(os.path.join(COLABS, "*.ipynb"))):
-      notebook = nbformat.read(path, as_version=4)
-      client = nbclient.NotebookClient(notebook, timeout=args.timeout, kernel_name=KERNEL,
-                                       resources={"metadata": {"path": COLABS}})
+  for install in args.installs.split(","):
+    with tempfile.TemporaryDirectory(prefix="cmjax_notebooks_") as root:
       start = time.perf_counter()
-      try:
-        client.execute()
-        problem = _error_text(notebook)
-      except nbclient.exceptions.CellExecutionError as e:
-        problem = re.sub(r"\x1b\[[0-9;]*m", "", str(e).strip().splitlines()[-1])
-      seconds = time.perf_counter() - start
-      if args.executed:
-        os.makedirs(args.executed, exist_ok=True)
-        nbformat.write(notebook, os.path.join(args.executed, os.path.basename(path)))
-      failed += problem is not None
-      status = "passed" if problem is None else f"FAILED ({problem})"
-      print(f"{os.path.basename(path)}: {status} in {seconds:.0f} s", flush=True)
-      rows.append(f"| {os.path.basename(path)} | {status} | {seconds:.0f} |")
+      os.environ.update(_fresh_kernel(root))
+      setups.append(time.perf_counter() - start)
+      print(f"fresh kernel environment (no cmjax) for the {install} install: "
+            f"{setups[-1]:.0f} s", flush=True)
+      os.environ.update(CMJAX_SOURCE=sources[install], CMJAX_DATA_DIR=data_root,
+                        CMJAX_CACHE_DIR=os.path.join(root, "cache"))
+      for path in args.notebooks or sorted(glob.glob(os.path.join(COLABS, "*.ipynb"))):
+        problem, seconds = _run(path, args.timeout, args.executed)
+        failed += problem is not None
+        status = "passed" if problem is None else f"FAILED ({problem})"
+        name = os.path.basename(path)
+        print(f"{name} ({install} install): {status} in {seconds:.0f} s", flush=True)
+        rows.append(f"| {name} | {install} | {status} | {seconds:.0f} |")
   if args.output:
     lines = ["# Notebooks in a fresh kernel", "",
              "Regenerate: `python tests/run_notebooks.py --output=<this file>` (`.ci/run` runs "
-             "it). Each notebook's time includes its install cell (pip installing cmjax and "
-             "its dependencies into a new environment, from pip's cache when warm).", "",
+             "it). Each notebook runs twice, each time in a new environment without cmjax: "
+             "installed from the checkout the notebook is in (found by its install cell), "
+             "and from a `git+file://` URL of it (`CMJAX_SOURCE`, as on Colab). Each time "
+             "includes the install cell (pip installing cmjax and its dependencies, from "
+             "pip's cache when warm).", "",
              f"{os.cpu_count()} CPU cores (load average {load:.1f} at the start: other work "
-             f"shares the cores above 0); kernel environment set up in {setup:.0f} s.", "",
-             "| notebook | result | seconds |", "|---|---|---|", *rows]
+             f"shares the cores above 0); kernel environments set up in "
+             f"{' and '.join(f'{s:.0f} s' for s in setups)}.", "",
+             "| notebook | install | result | seconds |", "|---|---|---|---|", *rows]
     with open(args.output, "w") as f:
       f.write("\n".join(lines) + "\n")
   return 1 if failed else 0

@@ -58,6 +58,7 @@ __all__ = [
     "check_dataset",
     "check_splits_agree",
     "default_data_dir",
+    "find_release",
     "load_arrays",
     "load_dataset",
     "load_mirflickr",
@@ -94,6 +95,24 @@ def default_data_dir(name: str) -> str | None:
     return None
   root = os.environ.get("CMJAX_DATA_DIR", os.path.join("..", "shared", "data"))
   return os.path.join(root, name)
+
+
+def find_release(name: str, folder: str = "", repository: str = "") -> str:
+  """The folder of dataset `name`'s release, for a notebook's data setting; "" if none.
+
+  Looked for, in order: `<folder>/<name>` (a folder of one's own, e.g. a mounted
+  Drive folder), `$CMJAX_DATA_DIR/<name>`, and `<repository>/../shared/data/<name>`
+  (the checkout's layout, resolved against the checkout, not the working
+  directory; `repository` may be a URL, then it is skipped).
+  """
+  roots = [folder, os.environ.get("CMJAX_DATA_DIR", "")]
+  if repository and os.path.isdir(repository):
+    roots.append(os.path.join(repository, "..", "shared", "data"))
+  for root in roots:
+    path = os.path.join(os.path.expanduser(root), name) if root else ""
+    if path and os.path.isdir(path):
+      return os.path.abspath(path)
+  return ""
 
 
 # view -> {dataset name -> loader(data_dir, **options)}.
