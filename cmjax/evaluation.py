@@ -177,16 +177,49 @@ def descending_order(scores: jax.Array) -> jax.Array:
 
   def wide():
     sorted_keys = jnp.sort(key, axis=1)
-    below = jax.vmap(lambda row, keys: jnp.searchsorted(row, keys, side="left",
-                                                        method="scan_unrolled"))
-    first = below(sorted_keys, key).astype(jnp.int32)  # Keys below each one.
+    first = _count_below(sorted_keys, key)
     fallback = (lambda: by_key(first)) if num_items <= MAX_KEYED_ITEMS else argsort
     position, fits = _place_ties(sorted_keys, key, first, index)
-    rows = jnp.arange(key.shape[0])[:, None]
-    return jax.lax.cond(fits, lambda: jnp.zeros_like(index).at[rows, position].set(
-        index, unique_indices=True), fallback)
+    return jax.lax.cond(fits, lambda: _rows_scatter(position, index), fallback)
 
   return jax.lax.cond(narrow, lambda: by_key(key - lowest), wide)
+
+
+def _flat(row_values: jax.Array, columns: jax.Array) -> jax.Array:
+  """Indices of `[B, N]` `columns` into `row_values` flattened (`[B * M]`, M columns a
+  row): one-dimensional gathers and scatters, whose index arrays are `[B, N]` (XLA's
+  row-wise ones build `[B, N, 2]` index arrays)."""
+  return columns + (jnp.arange(row_values.shape[0], dtype=jnp.int32) * row_values.shape[1]
+                    )[:, None]
+
+
+def _take_columns(values: jax.Array, columns: jax.Array) -> jax.Array:
+  """`take_along_axis(values, columns, axis=1)` through a flat gather."""
+  return values.reshape(-1)[_flat(values, columns)]
+
+
+def _rows_scatter(columns: jax.Array, values: jax.Array) -> jax.Array:
+  """`out[b, columns[b, n]] = values[b, n]`, `columns` a permutation of each row."""
+  out = jnp.zeros(values.size, values.dtype).at[_flat(values, columns).reshape(-1)].set(
+      values.reshape(-1), unique_indices=True, indices_are_sorted=False)
+  return out.reshape(values.shape)
+
+
+def _count_below(sorted_keys: jax.Array, keys: jax.Array) -> jax.Array:
+  """`[B, N]` int32: for each key, how many of its row's `sorted_keys` are smaller (a
+  binary search, ceil(log2(N + 1)) steps of flat gathers)."""
+  num = sorted_keys.shape[1]
+
+  def step(_, bounds):
+    low, high = bounds
+    middle = (low + high) // 2
+    smaller = _take_columns(sorted_keys, jnp.minimum(middle, num - 1)) < keys
+    searching = low < high
+    return (jnp.where(searching & smaller, middle + 1, low),
+            jnp.where(searching & ~smaller, middle, high))
+
+  start = (jnp.zeros(keys.shape, jnp.int32), jnp.full(keys.shape, num, jnp.int32))
+  return jax.lax.fori_loop(0, max(1, int(num).bit_length()), step, start)[0]
 
 
 def _place_ties(sorted_keys, key, first, index):
@@ -202,7 +235,7 @@ def _place_ties(sorted_keys, key, first, index):
   slots = max(256, num_items // 64)
   rows = jnp.arange(num_rows)[:, None]
   after = jnp.minimum(first + 1, num_items - 1)
-  tied = (jnp.take_along_axis(sorted_keys, after, axis=1) == key) & (first + 1 < num_items)
+  tied = (_take_columns(sorted_keys, after) == key) & (first + 1 < num_items)
   slot = jnp.where(tied, jnp.cumsum(tied, axis=1, dtype=jnp.int32) - 1, slots)
   fits = jnp.all(jnp.sum(tied, axis=1) <= slots)
   tie_index = jnp.full((num_rows, slots), num_items, jnp.int32).at[rows, slot].set(
@@ -213,7 +246,7 @@ def _place_ties(sorted_keys, key, first, index):
                                       is_stable=True)
   run_start = jax.vmap(lambda row: jnp.searchsorted(row, row, side="left"))(tie_first)
   earlier = jnp.arange(slots, dtype=jnp.int32) - run_start.astype(jnp.int32)
-  earlier = jnp.zeros_like(first).at[rows, tie_index].set(earlier, mode="drop")
+  earlier = jnp.zeros_like(first).at[rows, tie_index].set(earlier, mode="drop")  # [B, slots]
   return first + earlier, fits
 
 
