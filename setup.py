@@ -24,6 +24,7 @@ setup(
         "ott-jax>=0.5,<0.7",
         "pillow>=10,<14",
         "scipy>=1.11,<2",
+        "tqdm>=4.60,<5",  # Progress bars in notebooks and terminals (cmjax.console).
     ],
     extras_require={
         # cmjax.data.tfds_builders only; importlib_resources is needed by TFDS

@@ -39,7 +39,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from cmjax import protocol, sources
+from cmjax import console, protocol, sources
 from cmjax.checks import ConfigError, UserError
 from cmjax.files import RunError
 from cmjax.metric_writer import MetricWriter
@@ -376,6 +376,10 @@ def train_stage(
   step = int(state["step"])
   stopped = bool(state["stopped"])
   last_log, last_log_step = time.time(), step
+  label = f"{os.path.basename(os.path.abspath(workdir))}: stage '{stage.name}'"
+  if step == 0:
+    logging.info("%s: compiling its step (the first call of a run takes a while)", label)
+  bar = console.progress_bar(stage.num_steps, label, initial=step)
   evaluate = lambda state, step: _evaluate(stage, state, val_data, writer, step, mesh)
   try:
     # From here on nothing is uploaded but explicitly (`replicate`): a step or a
@@ -396,11 +400,15 @@ def train_stage(
         if validation is not None and stage.eval_every and step % stage.eval_every == 0:
           state, stopped = evaluate(state, step)
         now = time.time()
-        if now - last_log >= loop.log_every_s or step == stage.num_steps or stopped:
+        if bar is not None:
+          bar.update(n)
+          bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.4f}",
+                          **({"early_stop": "yes"} if stopped else {}), refresh=False)
+        elif now - last_log >= loop.log_every_s or step == stage.num_steps or stopped:
           rate = (step - last_log_step) / max(now - last_log, 1e-9)
           logging.info(
-              "stage '%s': step %d/%d loss %.4f (%.0f steps/s, eta %.0fs)%s",
-              stage.name, step, stage.num_steps, float(np.mean(metrics["loss"])), rate,
+              "%s: step %d/%d loss %.4f (%.0f steps/s, eta %.0fs)%s",
+              label, step, stage.num_steps, float(np.mean(metrics["loss"])), rate,
               (stage.num_steps - step) / max(rate, 1e-9), " early stop" if stopped else "",
           )
           last_log, last_log_step = now, step
@@ -408,6 +416,8 @@ def train_stage(
           _save(stage.name, ckpt_dir, manager, step, state)
       _save(stage.name, ckpt_dir, manager, None, state)
   finally:
+    if bar is not None:
+      bar.close()
     writer.close()
     manager.close()
   selected = validation is not None and np.isfinite(float(state["best_score"]))

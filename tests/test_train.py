@@ -269,3 +269,28 @@ def test_checkpoint_errors_say_what_to_do():
   assert "delete" not in str(full)
   damaged = train._checkpoint_error("s", "/w/checkpoints/s", ValueError("bad"), "read")  # pylint: disable=protected-access
   assert "delete that folder" in str(damaged)
+
+
+def test_a_notebook_sees_a_progress_bar_a_log_sees_lines(tmp_path, capsys, caplog):
+  from cmjax import console  # pylint: disable=g-import-not-at-top
+  params, data = _problem()
+  try:
+    for bars in (True, False):
+      console.setup_logging(progress_bars=bars)
+      with caplog.at_level("INFO"):
+        train.train_stage(_regression_stage(num_steps=20), params, data,
+                          workdir=str(tmp_path / f"run_{bars}"), seed=0,
+                          loop=train.LoopConfig(steps_per_call=10))
+      out, lines = capsys.readouterr().out, [r.getMessage() for r in caplog.records]
+      caplog.clear()
+      steps = [l for l in lines if "step 20/20 loss" in l]
+      assert any(f"run_{bars}: stage 'regression': compiling" in l for l in lines)
+      if bars:  # tqdm's bar on stdout (never stderr): label, 20/20, the loss.
+        assert f"run_{bars}: stage 'regression'" in out and "20/20" in out and "loss=" in out
+        assert not steps
+      else:
+        assert "20/20" not in out and steps == [
+            s for s in steps if s.startswith(f"run_{bars}: stage 'regression': step 20/20")]
+        assert steps
+  finally:
+    console.setup_logging(progress_bars=False)

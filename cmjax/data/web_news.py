@@ -413,6 +413,9 @@ def load_web_news_words(
   if len(vocab) < 2:
     raise DataError(f"{data_dir}: the training captions hold {len(vocab)} distinct {tokens} "
                     "(empty or punctuation only?); a word graph needs 2 at least")
+  logging.info("web_news words: building the word graph of %d %s from %d training captions "
+               "(co-occurrence PPMI, SVD, %d nearest neighbours)", len(vocab), tokens,
+               len(tokenized["train"]), neighbors)
   embeddings = text_graph.word_embeddings(tokenized["train"], vocab, embedding_dim, window)
   graph = text_graph.build_graph(embeddings, neighbors, words=sorted(vocab, key=vocab.get))
   splits = {

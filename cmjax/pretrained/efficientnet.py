@@ -35,6 +35,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from PIL import Image
 
+from cmjax import console
 from cmjax.checks import MissingPackageError
 from cmjax.pretrained import torch_file
 
@@ -376,6 +377,7 @@ def image_features(pixels: np.ndarray, variables: Mapping, batch_size: int = 64,
   variables = jax.device_put(variables, NamedSharding(mesh, P()))
   n, out = len(pixels), []
   start = last_log = time.perf_counter()
+  bar = console.progress_bar(n, "EfficientNet-Lite0 features", unit="image")
   for begin in range(0, n, batch):
     block = pixels[begin:begin + batch]
     pad = batch - len(block)
@@ -383,11 +385,15 @@ def image_features(pixels: np.ndarray, variables: Mapping, batch_size: int = 64,
       block = np.concatenate([block, np.repeat(block[-1:], pad, axis=0)])
     out.append(np.asarray(apply(variables, jax.device_put(block, rows)))[:batch - pad])
     done, now = begin + batch - pad, time.perf_counter()
-    if now - last_log >= log_every_s or done == n:
+    if bar is not None:
+      bar.update(batch - pad)
+    elif now - last_log >= log_every_s or done == n:
       rate = done / (now - start)
       logging.info("EfficientNet-Lite0: %d of %d images, %.1f images/s, ETA %.0f s", done, n,
                    rate, (n - done) / rate)
       last_log = now
+  if bar is not None:
+    bar.close()
   if out:
     return np.concatenate(out)
   shape = jax.eval_shape(lambda x: model.apply(variables, x, logits=logits),
