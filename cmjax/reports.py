@@ -89,28 +89,43 @@ def _views(specs_configs, dataset: str, data_dir: str | None,
 
 
 class Progress:
-  """Counts the runs of a command and logs `run k of N` with an ETA: the mean wall
-  time of the runs trained so far times the runs left (finished runs found in
-  their workdirs are reused and cost nothing)."""
+  """Counts the runs of a command and logs `run k of N` with an ETA. Runs of different
+  kinds (methods, presets) cost differently, so the ETA sums, over the runs left,
+  the mean wall time of the runs of their own kind trained so far (the mean of all,
+  for a kind not timed yet, and the line says how many such runs are left).
+  Finished runs found in their workdirs are reused and cost nothing.
 
-  def __init__(self, total: int, what: str):
-    self.total, self.what, self.done, self.trained, self.seconds = total, what, 0, 0, 0.0
+  Args:
+    plan: the kind of each run, in the order `run` is called.
+    what: the command, named in the lines.
+  """
+
+  def __init__(self, plan: Sequence[str], what: str):
+    self.plan, self.what, self.done = list(plan), what, 0
+    self.seconds: dict[str, list[float]] = {}
+
+  def _eta(self) -> str:
+    times = [s for kind in self.seconds.values() for s in kind]
+    if not times:
+      return ""
+    left = self.plan[self.done - 1:]
+    untimed = sum(kind not in self.seconds for kind in left)
+    seconds = sum(np.mean(self.seconds.get(kind, times)) for kind in left)
+    text = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    return f"; ETA {text}" + (f" ({untimed} of the runs left of kinds not timed yet)"
+                              if untimed else "")
 
   def run(self, spec, config, view, workdir: str, seed: int, label: str, **kwargs) -> dict:
     """`runner.run(spec, config, view, workdir, seed, **kwargs)`, logged."""
     self.done += 1
     finished = runner.read_results(workdir) is not None
     if not finished:
-      left = self.seconds / max(self.trained, 1) * (self.total - self.done + 1)
-      eta = "" if not self.trained else (f"; ETA {left:.0f} s" if left < 120 else
-                                         f"; ETA {left / 60:.0f} min")
       logging.info("%s: %s -> %s (run %d of %d%s)", self.what, label, workdir, self.done,
-                   self.total, eta)
+                   len(self.plan), self._eta())
     start = time.time()
     results = runner.run(spec, config, view, workdir, seed, **kwargs)
     if not finished:
-      self.trained += 1
-      self.seconds += time.time() - start
+      self.seconds.setdefault(self.plan[self.done - 1], []).append(time.time() - start)
     return results
 
 
@@ -159,7 +174,8 @@ def leaderboard_runs(dataset: str, methods: Sequence[str], seeds: int, *,
   specs = [registry.get(m) for m in methods]
   configs_ = [registry.make_config(spec, preset) for spec in specs]
   views = _views(zip(specs, configs_), dataset, data_dir, features)
-  table, progress = {}, Progress(len(specs) * seeds, "leaderboard")
+  table = {}
+  progress = Progress([spec.name for spec in specs for _ in range(seeds)], "leaderboard")
   for spec, config, view in zip(specs, configs_, views):
     table[spec.name] = [
         progress.run(spec, config, view, os.path.join(root, dataset + features.suffix,
@@ -284,7 +300,7 @@ def hashing_runs(dataset: str, method: str, bits: int, seeds: int, *,
   _check_seeds(seeds)
   config = registry.make_config(spec, preset, bits=bits)
   [view] = _views([(spec, config)], dataset, data_dir, features)
-  progress = Progress(seeds, f"hashing {method} {bits} bits")
+  progress = Progress([method] * seeds, f"hashing {method} {bits} bits")
   return [progress.run(spec, config, view, os.path.join(
       root, dataset + features.suffix, method, preset, f"bits{bits}", f"seed{seed}"), seed,
                        f"{method} on {dataset}, seed {seed}", preset=preset, loop=loop)
@@ -365,7 +381,7 @@ def preset_runs(method: str, dataset: str, presets: Sequence[str], seeds: Sequen
   default = registry.make_config(spec, "default")
   configs_ = [registry.make_config(spec, preset) for preset in presets]
   views = _views([(spec, c) for c in configs_], dataset, data_dir, features)
-  progress = Progress(len(presets) * len(seeds), "report")
+  progress = Progress([preset for preset in presets for _ in seeds], "report")
   table = {preset: (_changes(config, default), [
       progress.run(spec, config, view, os.path.join(root, dataset + features.suffix,
                                                     spec.name, preset,

@@ -52,3 +52,25 @@ def test_one_seed_shows_no_spread_and_reads_back(tmp_path):
                    "x | 0.6000 (1 seed) | 3 |\n")
   assert reports.read_reference(str(table)) == {("wikipedia", "cca"): 0.4562}
   assert reports.read_table_cells(str(table))[("wikipedia", "cca")][2] == "0.4562 (1 seed)"
+
+
+def test_progress_eta_weighs_each_kind_by_its_own_runs(monkeypatch, caplog):
+  from cmjax import reports  # pylint: disable=g-import-not-at-top
+  clock = {"now": 0.0}
+  cost = {"slow": 100.0, "fast": 10.0}
+  monkeypatch.setattr(reports.time, "time", lambda: clock["now"])
+  monkeypatch.setattr(reports.runner, "read_results", lambda workdir: None)
+
+  def run(spec, *args, **kwargs):
+    clock["now"] += cost[spec]
+    return {}
+
+  monkeypatch.setattr(reports.runner, "run", run)
+  progress = reports.Progress(["fast", "fast", "slow", "slow"], "test")
+  with caplog.at_level("INFO"):
+    for kind in ("fast", "fast", "slow", "slow"):
+      progress.run(kind, None, None, "w", 0, kind)
+  lines = [r.getMessage() for r in caplog.records if "(run " in r.getMessage()]
+  assert lines[0].endswith("(run 1 of 4)")  # Nothing timed yet.
+  assert lines[1].endswith("(run 2 of 4; ETA 30 s (2 of the runs left of kinds not timed yet))")
+  assert lines[3].endswith("(run 4 of 4; ETA 100 s)")  # One slow run left, at its own cost.
