@@ -19,6 +19,7 @@ from cmjax.pretrained import cache
 
 __all__ = [
     "char_ngram_vocabulary",
+    "content_words",
     "char_ngrams",
     "char_ids",
     "color_histogram",
@@ -97,6 +98,25 @@ def words(text: str) -> list[str]:
   unknown words), keeping only tokens with a letter or a digit: no whitespace or
   punctuation."""
   return [w for w in _jieba().lcut(text) if any(c.isalnum() for c in w)]
+
+
+def content_words(tokens: Sequence[str], min_idf_fraction: float = 0.25) -> list[str]:
+  """The tokens of `tokens` that carry content, for showing words to a person.
+
+  Function words (的, 了, 在, 是...) occur in nearly every document: their
+  inverse document frequency in jieba's own table (shipped with jieba, from a
+  large corpus) is below `min_idf_fraction` times the table's median (0.88 for
+  的, against a median near 12). Tokens the table lacks count as the median.
+  """
+  table = _jieba_idf()
+  floor = min_idf_fraction * table.median_idf
+  return [t for t in tokens if table.idf_freq.get(t, table.median_idf) >= floor]
+
+
+def _jieba_idf():
+  _jieba()  # The same install check and private cache.
+  import jieba.analyse  # pylint: disable=g-import-not-at-top
+  return jieba.analyse.default_tfidf
 
 
 def vocabulary(documents: Sequence[Sequence[str]], size: int) -> dict[str, int]:

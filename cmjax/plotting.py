@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -40,11 +41,13 @@ def plot_pr_curves(
   labels = list(dict.fromkeys(label for lines in curves.values() for label in lines))
   # Up to 20 distinct colours; beyond 10 lines, dashes tell neighbours apart, and
   # beyond 20 the markers change, so no two lines look the same.
+  # Curves often lie on each other: besides its colour, every line has its own dash
+  # pattern and marker, so a hidden one still shows between the marks of another.
   colours = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
-  markers = (".", "x", "^", "s")
-  style = {label: dict(color=colours(i % colours.N), linestyle="--" if i % 2 else "-",
-                       marker=markers[(i // colours.N) % len(markers)])
-           if len(labels) > 10 else dict(color=colours(i), marker=".")
+  markers = (".", "x", "^", "s", "v", "d")
+  dashes = ("-", "--", "-.", ":")
+  style = {label: dict(color=colours(i % colours.N), linestyle=dashes[i % len(dashes)],
+                       marker=markers[(i // len(dashes) + i) % len(markers)], markersize=4)
            for i, label in enumerate(labels)}
   for ax, (direction, lines) in zip(axes[0], curves.items()):
     for label, (recall, precision) in lines.items():
@@ -76,22 +79,32 @@ def plot_transport_plan(p: np.ndarray, q: np.ndarray, plan: np.ndarray, path: st
                         title: str = "") -> str:
   """An image histogram `[m]` (left), a text histogram `[n]` (top) and the optimal
   transport plan `[m, n]` between them (heat map); writes `path` atomically."""
-  fig = plt.figure(figsize=(7, 6))
-  grid = fig.add_gridspec(2, 2, width_ratios=(1, 4), height_ratios=(1, 4), wspace=0.05,
+  fig = plt.figure(figsize=(8, 6))
+  grid = fig.add_gridspec(2, 3, width_ratios=(1, 4, 0.15), height_ratios=(1, 4), wspace=0.05,
                           hspace=0.05)
   heat = fig.add_subplot(grid[1, 1])
-  heat.imshow(plan, aspect="auto", cmap="magma_r", interpolation="nearest")
-  heat.set(xlabel=f"text bin (of {len(q)})", yticks=[])
+  shown = heat.imshow(plan, aspect="auto", cmap="magma_r", interpolation="nearest")
+  fig.colorbar(shown, cax=fig.add_subplot(grid[1, 2]), label="mass moved (image bin -> text bin)")
+  heat.set(xlabel=f"text bin (of {len(q)})")
+  heat.set_xticks(_bin_ticks(len(q)))
+  heat.tick_params(labelleft=False)
   top = fig.add_subplot(grid[0, 1], sharex=heat)
   top.bar(np.arange(len(q)), q, color="tab:orange")
-  top.set(ylabel="text", xticks=[])
+  top.set(ylabel="text\nhistogram")
+  top.tick_params(labelbottom=False)
   left = fig.add_subplot(grid[1, 0], sharey=heat)
   left.barh(np.arange(len(p)), p, color="tab:blue")
   left.invert_xaxis()
-  left.set(xlabel="image", ylabel=f"image bin (of {len(p)})")
+  left.set(xlabel="image\nhistogram", ylabel=f"image bin (of {len(p)})")
+  left.set_yticks(_bin_ticks(len(p)))
   if title:
     fig.suptitle(title)
   return _save(fig, path)
+
+
+def _bin_ticks(num_bins: int, most: int = 16) -> np.ndarray:
+  """Tick positions for `num_bins` bins: every bin, or every k-th for many."""
+  return np.arange(0, num_bins, max(1, -(-num_bins // most)))
 
 
 def plot_codes(codes: np.ndarray, labels: np.ndarray, class_names, path: str,
@@ -106,7 +119,10 @@ def plot_codes(codes: np.ndarray, labels: np.ndarray, class_names, path: str,
     ax.axhline(end, color="tab:red", linewidth=1)
   starts = np.concatenate([[0], np.ceil(ends)])
   ax.set_yticks(starts, [class_names[labels[order][int(i)]] for i in starts], fontsize=7)
-  ax.set(xlabel="bit")
+  ax.set(xlabel="bit", ylabel=f"{len(codes)} items, grouped by class")
+  key = [matplotlib.patches.Patch(facecolor=c, edgecolor="grey", label=name)
+         for c, name in (("black", "bit = +1"), ("white", "bit = -1"))]
+  ax.legend(handles=key, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
   if title:
     ax.set_title(title)
   return _save(fig, path)

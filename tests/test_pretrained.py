@@ -392,3 +392,8 @@ def test_dropped_pairs_are_warned_about_once(web_news_dir, tmp_path, caplog):
   warnings = [r for r in caplog.records if "dropped 1 of 8 listed pairs" in r.getMessage()]
   assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
   assert sum("the same 1 of 8 pairs dropped" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_content_words_leave_out_function_words():
+  words = ["的", "了", "在", "是", "北京", "经济", "新华社", "一个没见过的词"]
+  assert features.content_words(words) == ["北京", "经济", "新华社", "一个没见过的词"]
