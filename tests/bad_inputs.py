@@ -1022,8 +1022,17 @@ def _command_text(case: Case) -> str:
   return " ".join(["python -m " + case.command[0]] + case.command[1:]).replace("{tmp}", "$TMP")
 
 
-def report(selected: list[Case]) -> tuple[list[str], list[str]]:
-  """Runs the cases; returns the report's lines and the failures."""
+def report(selected: list[Case], numbers: list[int] | None = None,
+           every: list[Case] | None = None) -> tuple[list[str], list[str]]:
+  """Runs the cases; returns the report's lines and the failures.
+
+  Args:
+    selected: the cases to run.
+    numbers: their numbers in the table (default 1, 2, ...).
+    every: the cases the closing count describes (default `selected`).
+  """
+  numbers = numbers or list(range(1, len(selected) + 1))
+  every = every or selected
   lines = ["# Bad inputs and faults, through every entry point", "",
            "Regenerate: `python tests/bad_inputs.py --output=reports/bad_inputs.md` (run by "
            "`tests/test_bad_inputs.py`, which fails when this file differs).", "",
@@ -1036,7 +1045,7 @@ def report(selected: list[Case]) -> tuple[list[str], list[str]]:
            "| # | item | case | command | exit | last line, or what was checked |",
            "|---|---|---|---|---|---|"]
   failures = []
-  for number, case in enumerate(selected, 1):
+  for number, case in zip(numbers, selected):
     outcome, shown, problems = run_case(case)
     for problem in problems:
       failures.append(f"case {number} ({case.title}): {problem}")
@@ -1046,10 +1055,10 @@ def report(selected: list[Case]) -> tuple[list[str], list[str]]:
     print(f"{number}/{len(selected)} {case.title}: exit {outcome.status} "
           f"({outcome.seconds:.1f} s){' FAILED: ' + problems[0][:800] if problems else ''}",
           file=sys.stderr, flush=True)
-  items = sorted({c.item for c in selected if c.item != "handled"},
+  items = sorted({c.item for c in every if c.item != "handled"},
                  key=lambda item: tuple(int(part) for part in item.split(".")))
-  lines += ["", f"{len(selected)} cases: {sum(c.item != 'handled' for c in selected)} for the "
-            f"audit's items {', '.join(items)}; {sum(c.item == 'handled' for c in selected)} "
+  lines += ["", f"{len(every)} cases: {sum(c.item != 'handled' for c in every)} for the "
+            f"audit's items {', '.join(items)}; {sum(c.item == 'handled' for c in every)} "
             "handled before it."]
   return lines, failures
 
@@ -1058,11 +1067,19 @@ def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--output", help="Markdown report to write.")
   parser.add_argument("--only", help="Comma-separated case numbers (1-based) to run.")
+  parser.add_argument("--shard", help="K/N: run the cases whose number is K modulo N (numbered "
+                      "as in the whole report, whose closing count they keep), so that N "
+                      "processes share the audit (tests/test_bad_inputs.py).")
   args = parser.parse_args()
-  selected = cases()
+  every = cases()
+  selected, numbers = every, None
   if args.only:
-    selected = [selected[int(i) - 1] for i in args.only.split(",")]
-  lines, failures = report(selected)
+    selected = [every[int(i) - 1] for i in args.only.split(",")]
+  elif args.shard:
+    k, n = (int(part) for part in args.shard.split("/"))
+    numbers = [i for i in range(1, len(every) + 1) if i % n == k]
+    selected = [every[i - 1] for i in numbers]
+  lines, failures = report(selected, numbers, every if args.shard else None)
   text = "\n".join(lines) + "\n"
   if args.output:
     with open(args.output, "w") as f:
