@@ -26,3 +26,25 @@ def wikipedia_dir() -> str:
 @pytest.fixture(scope="session")
 def web_news_dir() -> str:
   return _release_dir("web_news")
+
+
+# The slow lane: multi-device runs (8 simulated devices, two processes) that take
+# minutes on 2 cores. The default run leaves them out; `pytest --slow` runs only
+# them. CI runs both (.ci/run), and the README says so.
+def pytest_addoption(parser):
+  parser.addoption("--slow", action="store_true",
+                   help="run only the tests marked slow (CI runs them after the default run)")
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: a multi-device run of minutes; in the slow lane "
+                          "(pytest --slow), not the default run")
+
+
+def pytest_collection_modifyitems(config, items):
+  slow = config.getoption("--slow")
+  chosen = [item for item in items if ("slow" in item.keywords) == slow]
+  left_out = [item for item in items if ("slow" in item.keywords) != slow]
+  if left_out:
+    config.hook.pytest_deselected(items=left_out)
+    items[:] = chosen

@@ -156,6 +156,7 @@ def _run(tmp_path, tag: str, processes: int, devices: int,
   return json.load(open(out)), logs
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_is_identical_on_1_8_and_2x4_devices(tmp_path):
   one, _ = _run(tmp_path, "one", processes=1, devices=1)
   eight, _ = _run(tmp_path, "eight", processes=1, devices=8)

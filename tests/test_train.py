@@ -87,6 +87,7 @@ def _launch(script_args: dict, processes: int, tmp_path):
     assert process.returncode == 0, output[-3000:]
 
 
+@pytest.mark.slow
 def test_same_parameters_on_1x8_and_2x4_devices(tmp_path):
   """8 devices in one process, and 2 processes x 4 devices (jax.distributed):
   the batch is sharded 4 rows per device and the parameters agree."""
