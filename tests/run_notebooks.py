@@ -8,12 +8,15 @@ imports it in the same kernel:
 - from the checkout: `CMJAX_SOURCE` unset, the cell finds the checkout above
   the notebook's folder, as in a Jupyter started anywhere inside it;
 - from a URL: `CMJAX_SOURCE=git+file://<this checkout>`, the form of a Colab
-  runtime installing from the repository (its committed HEAD), extras included.
+  runtime installing from the repository (its committed HEAD), extras included,
+  in a kernel started outside the repository (a temporary folder), as on Colab.
 The real datasets are found by the notebooks' own lookup (`$CMJAX_DATA_DIR`,
 set here to `../shared/data` or the variable's value), with an empty feature
-cache. A notebook fails on any error output. Prints (and writes) each
-notebook's time; exit status 1 if any failed. `.ci/run` runs this before the
-tests.
+cache. A notebook fails on any error output, and on outputs a person should
+not have to read (`output_problem`): an absl log line (`INFO:absl:...`, on
+stderr or anywhere), or no progress bar at all (a tqdm widget or its text
+form). Prints (and writes) each notebook's time; exit status 1 if any failed.
+`.ci/run` runs this before the tests.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ import nbformat
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLABS = os.path.join(REPO, "colabs")
 KERNEL = "cmjax-fresh"
+# absl's own line format (`I1206 21:15:01.123 ...`) or the standard library's
+# default one (`INFO:absl:...`): what `cmjax.console.setup_logging` replaces.
+ABSL_LINE = re.compile(r"^(?:[A-Z]+:absl:|[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\])",
+                       re.MULTILINE)
+# tqdm's text bar: `label:  40%|####      | 200/500 [...]`; or its widget.
+TEXT_BAR = re.compile(r"\d+%\|[^|\n]*\| *\d+/\d+")
+WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
 def _fresh_kernel(root: str) -> dict[str, str]:
@@ -60,15 +70,33 @@ def _error_text(notebook) -> str | None:
   return None
 
 
-def _run(path: str, timeout: int, executed: str | None) -> tuple[str | None, float]:
-  """Runs one notebook in the fresh kernel: `(problem or None, seconds)`."""
+def output_problem(notebook) -> str | None:
+  """What a person should not see in an executed notebook's outputs, or None: an
+  absl log line (the first one is quoted), or not one progress bar (a widget or
+  tqdm's text fallback) in the whole notebook."""
+  bars = 0
+  for index, cell in enumerate(notebook.cells):
+    for output in cell.get("outputs", []):
+      text = output.get("text", "") if output.get("output_type") == "stream" else ""
+      line = ABSL_LINE.search(text)
+      if line:
+        quoted = text[line.start():].splitlines()[0][:120]
+        return f"cell {index}: an absl log line on {output.get('name')}: {quoted!r}"
+      bars += bool(TEXT_BAR.search(text)) or WIDGET in output.get("data", {})
+  return None if bars else "no progress bar (a widget or its text form) in any output"
+
+
+def _run(path: str, timeout: int, executed: str | None,
+         cwd: str) -> tuple[str | None, float]:
+  """Runs one notebook in the fresh kernel, started in `cwd`: `(problem or None,
+  seconds)`."""
   notebook = nbformat.read(path, as_version=4)
   client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name=KERNEL,
-                                   resources={"metadata": {"path": COLABS}})
+                                   resources={"metadata": {"path": cwd}})
   start = time.perf_counter()
   try:
     client.execute()
-    problem = _error_text(notebook)
+    problem = _error_text(notebook) or output_problem(notebook)
   except nbclient.exceptions.CellExecutionError as e:
     problem = re.sub(r"\x1b\[[0-9;]*m", "", str(e).strip().splitlines()[-1])
   if executed:
@@ -102,7 +130,9 @@ def main() -> int:
       os.environ.update(CMJAX_SOURCE=sources[install], CMJAX_DATA_DIR=data_root,
                         CMJAX_CACHE_DIR=os.path.join(root, "cache"))
       for path in args.notebooks or sorted(glob.glob(os.path.join(COLABS, "*.ipynb"))):
-        problem, seconds = _run(path, args.timeout, args.executed)
+        # The URL install as on Colab: the kernel starts outside any checkout.
+        cwd = COLABS if install == "checkout" else root
+        problem, seconds = _run(path, args.timeout, args.executed, cwd)
         failed += problem is not None
         status = "passed" if problem is None else f"FAILED ({problem})"
         name = os.path.basename(path)
@@ -113,7 +143,9 @@ def main() -> int:
              "Regenerate: `python tests/run_notebooks.py --output=<this file>` (`.ci/run` runs "
              "it). Each notebook runs twice, each time in a new environment without cmjax: "
              "installed from the checkout the notebook is in (found by its install cell), "
-             "and from a `git+file://` URL of it (`CMJAX_SOURCE`, as on Colab). Each time "
+             "and from a `git+file://` URL of it (`CMJAX_SOURCE`, as on Colab, in a kernel "
+             "started in a temporary folder outside the repository). A run fails on an "
+             "error, an absl log line or no progress bar in its outputs. Each time "
              "includes the install cell (pip installing cmjax and its dependencies, from "
              "pip's cache when warm).", "",
              f"{os.cpu_count()} CPU cores (load average {load:.1f} at the start: other work "

@@ -295,3 +295,23 @@ def test_a_notebook_sees_a_progress_bar_a_log_sees_lines(tmp_path, capsys, caplo
         assert steps
   finally:
     console.setup_logging(progress_bars=False)
+
+
+def test_a_notebook_gets_log_lines_on_stdout_without_the_absl_prefix(monkeypatch, capsys):
+  import types  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from cmjax import console  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+  try:
+    console.setup_logging(progress_bars=False)
+    console.setup_logging(progress_bars=False)  # Twice: still one line a record.
+    logging.info("stage 'x': compiling")
+    logging.warning("watch out")
+    out, err = capsys.readouterr()
+    assert out == "stage 'x': compiling\nWARNING: watch out\n"
+    assert "absl" not in err and "compiling" not in err
+  finally:
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    console.setup_logging(progress_bars=False)
+  logging.info("back to the terminal form")
+  assert "back to the terminal form" not in capsys.readouterr().out
