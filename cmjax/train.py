@@ -122,11 +122,15 @@ class LoopConfig:
     steps_per_call: steps fused in one jitted call (device-side loop).
     checkpoint_every: steps between checkpoints.
     log_every_s: seconds between progress lines.
+    on_validation: called with `(stage name, step, validation scores)` after each
+      validation of a stage (`cmjax.tune` reports them to its pruner, which may
+      stop the run by raising).
   """
 
   steps_per_call: int = 100
   checkpoint_every: int = 1000
   log_every_s: float = 10.0
+  on_validation: Callable[[str, int, Mapping[str, float]], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,7 +384,8 @@ def train_stage(
   if step == 0:
     logging.info("%s: compiling its step (the first call of a run takes a while)", label)
   bar = console.progress_bar(stage.num_steps, label, initial=step)
-  evaluate = lambda state, step: _evaluate(stage, state, val_data, writer, step, mesh)
+  evaluate = lambda state, step: _evaluate(stage, state, val_data, writer, step, mesh,
+                                           loop.on_validation)
   try:
     # From here on nothing is uploaded but explicitly (`replicate`): a step or a
     # validation that moves host arrays to the devices is an error.
@@ -477,11 +482,13 @@ def _save(stage: str, ckpt_dir: str, manager, step: int | None, state: dict) -> 
 
 
 def _evaluate(stage: Stage, state: dict, val_data: Any, writer: MetricWriter, step: int,
-              mesh: jax.sharding.Mesh) -> tuple[dict, bool]:
+              mesh: jax.sharding.Mesh, on_validation=None) -> tuple[dict, bool]:
   """Validates the current parameters on device, keeps the best ones, decides early
   stopping. The selection's scalars are uploaded explicitly (`replicate`)."""
   scores = protocol.validation_map(stage.validation, state["params"], val_data)
   writer.write_scalars(step, {f"val/{k}": v for k, v in scores.items()})
+  if on_validation is not None:
+    on_validation(stage.name, step, scores)
   score = scores[protocol.SELECT_METRIC]
   evals_since_best = int(state["evals_since_best"]) + 1
   if score > float(state["best_score"]):

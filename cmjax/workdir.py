@@ -137,8 +137,8 @@ class Workdir:
       self._lock.close()
       self._lock = None
       if e.errno in (errno.EAGAIN, errno.EACCES):
-        raise RunError(f"workdir {self.path}: another run is using it right now; wait "
-                       "for it or use another --workdir") from None
+        raise files.WorkdirInUse(f"workdir {self.path}: another run is using it right now; "
+                                 "wait for it or use another --workdir") from None
       raise
     if not os.access(self.path, os.W_OK):
       self.__exit__()

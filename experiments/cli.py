@@ -285,6 +285,11 @@ def _config_help(methods: Sequence[str]) -> str:
   for cls, spec in classes.items():
     parts.append(f"{cls.__name__} ({spec.config_file}; presets: {', '.join(spec.presets)})\n"
                  + configs.help_text(cls, registry.make_config(spec, "default")))
+  parts.append("Search spaces (python -m experiments.tune; SEARCH_SPACES of the config file):")
+  for name in methods:
+    space = registry.get(name).search_space
+    parts.append(f"  {name}:\n{configs.space_help(space)}" if space
+                 else f"  {name}: none declared")
   return "\n".join(parts)
 
 

@@ -13,6 +13,13 @@ figure per dataset (`<output stem>_<dataset>.png`) holds the PR curves of all
 methods (averaged over seeds). `--preset=quick` shrinks every training budget
 (smoke runs; the table says so). `--reference=<older table>` adds the
 difference of each Avg MAP to that table's (reproduction checks).
+
+`--tuned` runs each method's tuned config for the dataset when
+`--tuned_dir` has one (`python -m experiments.tune`), and the table's
+`config` column says so with the tuning budget (trials, training steps, wall
+time). Every row is compared with the best row, paired over the test queries
+pooled across seeds (`cmjax.significance`): the difference of avg MAP with its
+95% bootstrap interval and the permutation test's p-value.
 """
 
 from __future__ import annotations
@@ -41,6 +48,11 @@ def _define_flags() -> None:
   flags.DEFINE_string("output", None, "Markdown table to write; figures go beside it.")
   flags.DEFINE_string("reference", None, "An earlier leaderboard markdown file: each row "
                       "gets the difference of its Avg MAP to that file's row.")
+  flags.DEFINE_bool("tuned", False, "Run each method's tuned config for the dataset where "
+                    "--tuned_dir has one (experiments.tune), its preset otherwise; the table "
+                    "says which, with the tuning budget.")
+  flags.DEFINE_string("tuned_dir", "reports/tuned", "Folder of tuned configs "
+                      "(<dataset>/<method>.json).")
   cli.define_feature_flags()
   cli.define_loop_flags()
   cli.show_in_help((*cli.FEATURE_FLAGS, *cli.LOOP_FLAGS))
@@ -57,7 +69,8 @@ def main(argv):
     tables = {dataset + features.suffix: reports.leaderboard_runs(
         dataset, methods, FLAGS.seeds, preset=FLAGS.preset, root=FLAGS.root,
         data_dir=os.path.join(FLAGS.data_root, dataset) if FLAGS.data_root else None,
-        features=features, loop=cli.loop_config()) for dataset in FLAGS.datasets}
+        features=features, loop=cli.loop_config(),
+        tuned=FLAGS.tuned_dir if FLAGS.tuned else None) for dataset in FLAGS.datasets}
   except cli.USER_ERRORS as e:
     cli.exit_with_error(e)
   command = (f"python -m experiments.leaderboard --datasets={','.join(FLAGS.datasets)} "
@@ -65,18 +78,25 @@ def main(argv):
              + (f" --methods={','.join(methods)}" if FLAGS.methods else "")
              + (f" --preset={FLAGS.preset}" if FLAGS.preset != "default" else "")
              + (f" --reference={FLAGS.reference}" if FLAGS.reference else "")
+             + (f" --tuned --tuned_dir={FLAGS.tuned_dir}" if FLAGS.tuned else "")
              + cli.feature_flags_text()
              + " --output=<this file>")
   devices = next(iter(next(iter(tables.values())).values()))[0]["environment"]
   lines = ["# Leaderboard" + ("" if FLAGS.preset == "default"
                               else f" (preset '{FLAGS.preset}': smoke run, not for reporting)"),
            "", f"Regenerate: `{command}`", "",
-           f"Test MAP over all returned results, {reports.over_seeds(FLAGS.seeds)}; preset "
-           f"'{FLAGS.preset}' of every method; {os.cpu_count()} CPU cores, backend "
-           f"{devices['backend']}, {devices['num_devices']} device(s).", ""]
+           f"Test MAP over all returned results, {reports.over_seeds(FLAGS.seeds)}; "
+           + (f"each method's tuned config where {FLAGS.tuned_dir} has one, else preset "
+              f"'{FLAGS.preset}' (the config column says which); " if FLAGS.tuned else
+              f"preset '{FLAGS.preset}' of every method; ")
+           + f"{os.cpu_count()} CPU cores, backend {devices['backend']}, "
+           f"{devices['num_devices']} device(s). Avg - best: paired over the test queries of "
+           "every seed (95% bootstrap interval, permutation test p-value; "
+           "cmjax.significance).", ""]
   stem = os.path.splitext(FLAGS.output)[0] if FLAGS.output else None
   for dataset, table in tables.items():
-    lines += reports.leaderboard_table(dataset, table, reference) + [""]
+    budgets = reports.tuning_budgets(FLAGS.tuned_dir, dataset, table) if FLAGS.tuned else None
+    lines += reports.leaderboard_table(dataset, table, reference, budgets) + [""]
     total = sum(r["wall_s"] for runs in table.values() for r in runs)
     lines += [f"Sum of the run wall times on {dataset}: {total:.0f} s ({total / 60:.1f} min).",
               ""]

@@ -10,7 +10,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = (
     ("cmjax.checks", "cmjax.devices", "cmjax.sources", "cmjax.files", "cmjax.console", "cmjax.precision", "cmjax.configs", "cmjax.features", "cmjax.text_graph", "cmjax.evaluation",
      "cmjax.similarity", "cmjax.sampling", "cmjax.optim", "cmjax.models", "cmjax.rbm",
-     "cmjax.ot", "cmjax.hashing", "cmjax.metric_writer", "cmjax.plotting", "cmjax.pretrained"),
+     "cmjax.ot", "cmjax.hashing", "cmjax.metric_writer", "cmjax.plotting", "cmjax.pretrained",
+     "cmjax.significance"),
     ("cmjax.data",),
     ("cmjax.preprocess", *(f"cmjax.configs.{os.path.basename(f)[:-3]}" for f in glob.glob(
         os.path.join(REPO, "cmjax", "configs", "[!_]*.py")))),
@@ -19,7 +20,9 @@ LAYERS = (
     ("cmjax.runner",),
     ("cmjax.methods.registry",),
     ("cmjax.methods",),
+    ("cmjax.tune",),
     ("cmjax.reports",),
+    ("cmjax.claims",),
     ("experiments",),
     ("benchmarks",),
 )

@@ -17,6 +17,11 @@ A config file returns an `ml_collections.ConfigDict` (so that
 `ml_collections.config_flags` can override it field by field); `from_dict`
 turns it into the typed config strictly: an unknown key, a value of the wrong
 type or an invalid value is a `ConfigError` naming the field, before any work.
+
+Beside its presets a config file declares the search space of each of its
+methods, `SEARCH_SPACES = {method: {field: Float(...) | Int(...) | Choice(...)}}`:
+the fields a user of that method would tune, with their ranges
+(`python -m experiments.tune`, `cmjax.tune`; listed by `--help`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ __all__ = [
     "check_nonempty",
     "check_non_negative",
     "check_positive",
+    "Choice",
+    "Float",
+    "Int",
+    "check_search_space",
     "config_file",
     "field_docs",
     "from_dict",
@@ -54,6 +63,8 @@ __all__ = [
     "preset_config",
     "preset_values",
     "presets",
+    "search_space",
+    "space_help",
     "to_config_dict",
     "unknown_field_message",
 ]
@@ -195,6 +206,94 @@ def load_preset(family: str, preset: str, cls: type[T]) -> T:
     raise ConfigError(f"unknown preset '{preset}' in {config_file(family)}; "
                       f"choose from {', '.join(presets(family))}")
   return from_dict(cls, _module(family).get_config(preset))
+
+
+# ---------------------------------------------------------------------------
+# Search spaces (what `cmjax.tune` samples).
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Float:
+  """A float field tuned in `[low, high]`, on a log scale if `log`."""
+
+  low: float
+  high: float
+  log: bool = False
+
+  def __str__(self) -> str:
+    return f"float in [{self.low:g}, {self.high:g}]" + (", log scale" if self.log else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Int:
+  """An int field tuned in `[low, high]` by `step`, on a log scale if `log`."""
+
+  low: int
+  high: int
+  log: bool = False
+  step: int = 1
+
+  def __str__(self) -> str:
+    return (f"int in [{self.low}, {self.high}]" + (f" by {self.step}" if self.step != 1 else "")
+            + (", log scale" if self.log else ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """A field tuned among `values` (any field type: tuples of widths too)."""
+
+  values: tuple
+
+  def __str__(self) -> str:
+    return "one of " + ", ".join(map(repr, self.values))
+
+
+Param = Float | Int | Choice
+
+
+def search_space(config_module: str, method: str) -> dict[str, Param]:
+  """`SEARCH_SPACES[method]` of a config module (`{}`: the method declares none)."""
+  module = importlib.import_module(config_module)
+  return dict(getattr(module, "SEARCH_SPACES", {}).get(method, {}))
+
+
+def check_search_space(cls: type, space: Mapping[str, Param], base: Mapping[str, Any],
+                       where: str) -> None:
+  """Every field of `space` is a field of `cls`, every range is ordered, and each
+  end of every range (each choice) makes a valid config over `base`.
+
+  Raises:
+    ConfigError: naming `where` (the config file), the field and the problem.
+  """
+  known = {f.name for f in dataclasses.fields(cls)}
+  for field, param in space.items():
+    if field not in known:
+      raise ConfigError(f"{where}: search space names '{field}', not a field of "
+                        f"{cls.__name__}")
+    if isinstance(param, (Float, Int)):
+      if not param.low < param.high or (param.log and param.low <= 0):
+        raise ConfigError(f"{where}: search space of '{field}' needs 0 < low < high on a "
+                          f"log scale, low < high otherwise; got {param}")
+      if isinstance(param, Int) and (param.step < 1 or (param.log and param.step != 1)):
+        raise ConfigError(f"{where}: search space of '{field}' needs a step >= 1, and 1 on "
+                          f"a log scale; got {param}")
+      ends = (param.low, param.high)
+    elif isinstance(param, Choice) and param.values:
+      ends = param.values
+    else:
+      raise ConfigError(f"{where}: search space of '{field}' is {param!r}, not a Float, "
+                        "Int or non-empty Choice")
+    for value in ends:
+      try:
+        from_dict(cls, {**base, field: value})
+      except ConfigError as e:
+        raise ConfigError(f"{where}: search space of '{field}' allows {value!r}: {e}") from None
+
+
+def space_help(space: Mapping[str, Param]) -> str:
+  """One line per tuned field: `field: float in [a, b], log scale`."""
+  return "\n".join(f"    {field}: {param}" for field, param in space.items())
 
 
 # ---------------------------------------------------------------------------

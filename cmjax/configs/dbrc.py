@@ -92,5 +92,22 @@ PRESETS = {
 }
 
 
+# What `python -m experiments.tune --method=dbrc` samples, over the default preset
+# (the code length is the table's column, not tuned): training, widths, the
+# adaptive tanh's penalty and the modality dropout of the reconstruction.
+SEARCH_SPACES = {
+    "dbrc": {
+        "learning_rate": configs.Float(1e-4, 3e-3, log=True),
+        "weight_decay": configs.Float(1e-7, 1e-3, log=True),
+        "dropout": configs.Float(0.0, 0.5),
+        "hidden": configs.Choice((256, 512, 1024)),
+        "decoder_hidden": configs.Choice((256, 512, 1024)),
+        "alpha_penalty": configs.Float(1e-5, 1e-1, log=True),
+        "modality_dropout": configs.Float(0.0, 0.7),
+        "steps": configs.Int(1000, 5000, step=500),
+    },
+}
+
+
 def get_config(preset: str = "default"):
   return configs.preset_config(DBRCConfig, PRESETS, preset, __file__)

@@ -99,5 +99,33 @@ PRESETS = {
 }
 
 
+# What `python -m experiments.tune` samples, over the default preset: training,
+# widths, the shared code, and each variant's own weights.
+_DEEP_SPACE = {
+    "learning_rate": configs.Float(1e-4, 3e-3, log=True),
+    "weight_decay": configs.Float(1e-6, 1e-2, log=True),
+    "hidden": configs.Choice(((256,), (512,), (1024,), (512, 256))),
+    "activation": configs.Choice(("relu", "sigmoid", "tanh")),
+    "code_dim": configs.Int(8, 128, log=True),
+    "steps": configs.Int(1000, 5000, step=500),
+}
+_CORR = {**_DEEP_SPACE, "corr_alpha": configs.Float(0.01, 0.9, log=True)}
+_DCCA = {**{k: v for k, v in _DEEP_SPACE.items() if k != "code_dim"},
+         "dcca_dim": configs.Int(4, 32, log=True),
+         "dcca_reg": configs.Float(1e-5, 1e-1, log=True)}
+SEARCH_SPACES = {
+    "dcca": _DCCA,
+    "dccae": {**_DCCA, "code_dim": _DEEP_SPACE["code_dim"],
+              "dccae_reconstruction": configs.Float(0.01, 1.0, log=True)},
+    "corr_ae": _CORR,
+    "corr_cross_ae": _CORR,
+    "corr_full_ae": _CORR,
+    "bimodal_ae": _DEEP_SPACE,
+    "multimodal_dbn": {"mdbn_learning_rate": configs.Float(1e-4, 1e-2, log=True),
+                       "mdbn_steps": configs.Int(500, 4000, step=500),
+                       "mdbn_joint_hidden": configs.Choice((256, 512, 1024))},
+}
+
+
 def get_config(preset: str = "default"):
   return configs.preset_config(DeepConfig, PRESETS, preset, __file__)

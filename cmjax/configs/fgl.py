@@ -119,5 +119,23 @@ PRESETS = {
 }
 
 
+# What `python -m experiments.tune --method=fgl` samples, over the default preset:
+# training, the embedding width, the fine-grained label sharpness (beta), the
+# siamese network's margin and budget, and the graph filters.
+SEARCH_SPACES = {
+    "fgl": {
+        "learning_rate": configs.Float(1e-4, 3e-3, log=True),
+        "weight_decay": configs.Float(1e-6, 1e-2, log=True),
+        "dropout": configs.Float(0.0, 0.5),
+        "embed": configs.Choice((256, 512, 1024)),
+        "beta": configs.Float(0.25, 4.0, log=True),
+        "siamese_margin": configs.Float(0.0, 0.5),
+        "siamese_steps": configs.Int(250, 2000, step=250),
+        "gcn_filters": configs.Int(2, 8),
+        "steps": configs.Int(1000, 5000, step=500),
+    },
+}
+
+
 def get_config(preset: str = "default"):
   return configs.preset_config(FGLConfig, PRESETS, preset, __file__)

@@ -78,5 +78,23 @@ PRESETS = {
 }
 
 
+# What `python -m experiments.tune` samples, over the default preset (the code
+# length is the table's column, not tuned): each method's own weights.
+SEARCH_SPACES = {
+    "cvh": {"reg": configs.Float(1e-5, 1e-1, log=True)},
+    "cca_itq": {"reg": configs.Float(1e-5, 1e-1, log=True),
+                "itq_iterations": configs.Int(10, 100, log=True)},
+    "cmfh": {"cmfh_lambda": configs.Float(0.1, 0.9), "cmfh_mu": configs.Float(1.0, 1000.0, log=True),
+             "cmfh_gamma": configs.Float(1e-4, 1.0, log=True)},
+    "imh": {"imh_neighbors": configs.Int(5, 50, log=True),
+            "imh_lambda": configs.Float(0.01, 10.0, log=True),
+            "imh_beta": configs.Float(0.01, 10.0, log=True)},
+    "lssh": {"lssh_atoms": configs.Choice((64, 128, 256, 512)),
+             "lssh_lambda": configs.Float(0.005, 0.5, log=True),
+             "lssh_mu": configs.Float(0.1, 10.0, log=True),
+             "lssh_gamma": configs.Float(0.1, 10.0, log=True)},
+}
+
+
 def get_config(preset: str = "default"):
   return configs.preset_config(HashingBaselineConfig, PRESETS, preset, __file__)

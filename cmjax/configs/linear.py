@@ -54,5 +54,20 @@ class LinearConfig:
 PRESETS = {"default": {}, "quick": {}}
 
 
+# What `python -m experiments.tune` samples, over the default preset. The ridge
+# of cca, kcca and scm is chosen on validation inside every fit (`reg_grid`), so
+# the spaces hold the other fields each method reads.
+_DIMS = configs.Int(2, 64, log=True)
+SEARCH_SPACES = {
+    "cca": {"dims": _DIMS},
+    "cfa": {"dims": _DIMS},
+    "kcca_poly": {"dims": _DIMS, "landmarks": configs.Int(128, 2048, log=True),
+                  "degree": configs.Int(2, 4)},
+    "kcca_rbf": {"dims": _DIMS, "landmarks": configs.Int(128, 2048, log=True)},
+    "sm": {"l2": configs.Float(1e-6, 1e-1, log=True)},
+    "scm": {"dims": _DIMS, "l2": configs.Float(1e-6, 1e-1, log=True)},
+}
+
+
 def get_config(preset: str = "default"):
   return configs.preset_config(LinearConfig, PRESETS, preset, __file__)

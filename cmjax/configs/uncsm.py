@@ -156,5 +156,23 @@ PRESETS = {
 }
 
 
+# What `python -m experiments.tune --method=uncsm` samples, over the default preset:
+# the optimiser, the regularisation, the margins of eqs. 1-3, the widths and
+# the stage budgets (early stopping on validation bounds them too).
+SEARCH_SPACES = {
+    "uncsm": {
+        "learning_rate": configs.Float(1e-4, 3e-3, log=True),
+        "weight_decay": configs.Float(1e-6, 1e-2, log=True),
+        "dropout": configs.Float(0.0, 0.5),
+        "hidden": configs.Choice(((512, 256, 128), (1024, 512, 256), (2048, 1024, 512))),
+        "contrastive_margin": configs.Float(0.5, 2.5),
+        "image_triplet_margin": configs.Float(0.25, 2.5),
+        "text_triplet_margin": configs.Float(0.25, 2.5),
+        "pretrain_steps": configs.Int(500, 4000, step=500),
+        "finetune_steps": configs.Int(500, 4000, step=500),
+    },
+}
+
+
 def get_config(preset: str = "default"):
   return configs.preset_config(UNCSMConfig, PRESETS, preset, __file__)

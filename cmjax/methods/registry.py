@@ -115,6 +115,11 @@ class MethodSpec:
   def presets(self) -> tuple[str, ...]:
     return tuple(importlib.import_module(self.config_module).PRESETS)
 
+  @property
+  def search_space(self) -> dict[str, configs.Param]:
+    """What `cmjax.tune` samples: `SEARCH_SPACES[name]` of the config file ({}: none)."""
+    return configs.search_space(self.config_module, self.name)
+
 
 _REGISTRY: dict[str, MethodSpec] = {}
 _loaded = False

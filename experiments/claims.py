@@ -1,0 +1,83 @@
+r"""Tests the papers' claims on a dataset: paired comparisons on the test queries.
+
+  python -m experiments.claims --datasets=wikipedia --seeds=3 --output=reports/claims.md
+  python -m experiments.claims --datasets=web_news --image_features=efficientnet \
+      --text_features=words --tuned --output=reports/claims_web_news_efficientnet.md
+
+Each claim of `cmjax.claims.CLAIMS` (EMD vs cosine / Euclidean, fine-grained vs
+0/1 labels, GCN vs bag of words, adaptive vs plain tanh, metric network vs
+cosine, contrastive pretraining) runs both of its arms over the seeds through
+the runner, in the leaderboard's workdirs (`--root`: finished runs are shared
+with `experiments.leaderboard`, interrupted ones resume), and is judged by the
+paired bootstrap interval of the avg MAP difference over the test queries of
+every seed (`cmjax.significance`): holds, reversed, or no significant
+difference. `--tuned` starts each arm from its method's tuned config.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import flags
+
+from cmjax import claims, data, reports
+from experiments import cli
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  flags.DEFINE_list("datasets", ["wikipedia"], "Datasets, from " + ", ".join(data.DATASETS) + ".")
+  flags.DEFINE_string("data_root", None, "Folder holding one release folder per dataset "
+                      "(default: $CMJAX_DATA_DIR, else ../shared/data).")
+  flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 of every arm.", lower_bound=1)
+  flags.DEFINE_string("preset", "default", "Preset of every arm's method (without --tuned, or "
+                      "where it has no tuned config).")
+  flags.DEFINE_bool("tuned", False, "Start each arm from its method's tuned config for the "
+                    "dataset where --tuned_dir has one.")
+  flags.DEFINE_string("tuned_dir", "reports/tuned", "Folder of tuned configs "
+                      "(<dataset>/<method>.json).")
+  flags.DEFINE_string("root", "/tmp/cmjax_leaderboard", "Folder of the runs' workdirs (the "
+                      "leaderboard's: runs of the same config are shared).")
+  flags.DEFINE_string("output", None, "Markdown report to write.")
+  cli.define_feature_flags()
+  cli.define_loop_flags()
+  cli.show_in_help((*cli.FEATURE_FLAGS, *cli.LOOP_FLAGS))
+
+
+def main(argv):
+  cli.start(argv)
+  start = time.time()
+  reports.check_leaderboard(FLAGS.datasets, [], FLAGS.seeds, FLAGS.preset)
+  features = cli.feature_choice()
+  tuned = FLAGS.tuned_dir if FLAGS.tuned else None
+  command = (f"python -m experiments.claims --datasets={','.join(FLAGS.datasets)} "
+             f"--seeds={FLAGS.seeds}{cli.feature_flags_text()}"
+             + (f" --preset={FLAGS.preset}" if FLAGS.preset != "default" else "")
+             + (f" --tuned --tuned_dir={FLAGS.tuned_dir}" if FLAGS.tuned else "")
+             + " --output=<this file>")
+  lines = ["# The papers' claims, tested", "", f"Regenerate: `{command}`", "",
+           f"Both arms of every claim over {reports.over_seeds(FLAGS.seeds)} "
+           + ("from each method's tuned config where there is one (else preset "
+              f"'{FLAGS.preset}'), the arm's change on top" if tuned
+              else f"from preset '{FLAGS.preset}', the arm's change on top")
+           + "; avg test MAP as mean ± std over seeds. Difference: better minus than, paired "
+           "over the test queries of every seed, with its 95% bootstrap interval (queries "
+           "resampled within each direction) and the two-sided p-value of the paired "
+           "permutation test (cmjax.significance). Verdict: holds if the interval lies above "
+           "0, reversed if below, else no significant difference.", ""]
+  for dataset in FLAGS.datasets:
+    table = claims.claim_runs(
+        dataset, FLAGS.seeds, preset=FLAGS.preset, root=FLAGS.root,
+        data_dir=os.path.join(FLAGS.data_root, dataset) if FLAGS.data_root else None,
+        features=features, tuned=tuned, loop=cli.loop_config())
+    lines += claims.claims_markdown(dataset + features.suffix, table) + [""]
+  lines.append(f"This invocation: {time.time() - start:.0f} s (finished runs are reused).")
+  cli.write_report(lines, FLAGS.output)
+
+
+if __name__ == "__main__":
+  cli.import_method_modules()
+  _define_flags()
+  cli.run_app(main)
