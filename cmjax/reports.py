@@ -457,11 +457,22 @@ def preset_runs(method: str, dataset: str, presets: Sequence[str], seeds: Sequen
   return table, views[0]
 
 
-def _preset_row(label: str, runs: Runs, get=lambda r: r["map"]) -> str:
+def _preset_row(label: str, runs: Runs, first: Runs, alternative: str | None = None) -> str:
+  """A row of `preset_markdown`: its MAPs (of `alternative`'s scorer if given), and its
+  paired difference to the first preset's main row."""
+  get = (lambda r: r["alternatives"][alternative]) if alternative else (lambda r: r["map"])
   cell = lambda d: _mean_std([get(r)[d] for r in runs])
   auc = np.mean([r["roc_auc"] for r in runs])
+  if runs is first and alternative is None:
+    versus = "first row"
+  else:
+    try:
+      c = significance.compare(runs, first, alternative_a=alternative)
+      versus = f"{c.interval()}, p = {c.p_value:.2g}"
+    except ValueError as e:
+      versus = "n/a (no per-query AP)" if "per-query" in str(e) else f"n/a ({e})"
   return (f"| {label} | {cell('i2t')} | {cell('t2i')} | {cell('avg')} | {auc:.4f} | "
-          f"{len(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} |")
+          f"{len(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} | {versus} |")
 
 
 def preset_markdown(method: str, dataset_name: str, table: Mapping[str, tuple[str, Runs]],
@@ -483,16 +494,19 @@ def preset_markdown(method: str, dataset_name: str, table: Mapping[str, tuple[st
       f"{dataset.train.text.shape[1:]}"
       + (f"; {len(dataset.metadata['dropped'])} listed pairs dropped by the loader (missing "
          f"image files)" if dataset.metadata.get("dropped") else "") + ".", "",
-      "| preset (changes vs default) | I->T | T->I | Avg | pair ROC AUC | seeds | wall s / run |",
-      "|---|---|---|---|---|---|---|",
+      "Avg - first row: paired over the test queries of every seed (95% bootstrap interval, "
+      "permutation test p-value; cmjax.significance).", "",
+      "| preset (changes vs default) | I->T | T->I | Avg | pair ROC AUC | seeds | wall s / run "
+      "| Avg - first row [95% CI], p |",
+      "|---|---|---|---|---|---|---|---|",
   ]
+  first_runs = next(iter(table.values()))[1]
   for preset, (changes, runs) in table.items():
     label = f"{preset} ({changes}){flag_mark(runs)}"
-    lines.append(_preset_row(label, runs))
+    lines.append(_preset_row(label, runs, first_runs))
     for name in runs[0]["alternatives"]:
       if runs[0]["config"].get("similarity") != name:
-        lines.append(_preset_row(f"{label} — {name} instead", runs,
-                                 lambda r, n=name: r["alternatives"][n]))
+        lines.append(_preset_row(f"{label} — {name} instead", runs, first_runs, name))
   if first.get("hashing"):
     lines += ["", "Hashing protocol (database = training items, queries = test items; mAP@50 "
               "over the relevant items in the top 50, MAP over the full Hamming ranking, P@r2 "

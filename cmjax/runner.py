@@ -67,6 +67,7 @@ __all__ = [
     "MAX_DENSE_PAIRS",
     "MAX_SEED",
     "Model",
+    "NonFiniteScoresError",
     "RESULT_KEYS",
     "RunError",
     "ScoreFn",
@@ -278,12 +279,16 @@ def per_query_ap(metrics: Mapping[str, evaluation.RetrievalMetrics]) -> dict[str
           for direction, m in metrics.items()}
 
 
+class NonFiniteScoresError(RunError, FloatingPointError):
+  """The fitted model's test scores are NaN or infinite (it diverged)."""
+
+
 def _evaluate(score, images, texts, labels, what, max_dense_pairs, mesh) -> Evaluation:
-  """`protocol.evaluate`, its non-finite scores a `RunError`."""
+  """`protocol.evaluate`, its non-finite scores a `NonFiniteScoresError`."""
   try:
     return evaluate(score, images, texts, labels, what, max_dense_pairs, mesh)
   except protocol.NonFiniteScores as e:
-    raise RunError(str(e)) from None
+    raise NonFiniteScoresError(str(e)) from None
 
 
 def _json_safe(metadata: Mapping[str, Any]) -> dict:

@@ -18,7 +18,8 @@ Optuna drives the search (an optional extra: `pip install "cmjax[tune]"`):
   trials finished, so a study killed and resumed samples what it would have;
 - a median pruner fed by every validation of every stage (`LoopConfig.on_validation`):
   a trial whose validation MAP is below the median of earlier trials at the same
-  point stops there (it counts in the budget as a pruned trial);
+  point stops there (it counts in the budget as a pruned trial); a trial whose
+  training diverges (non-finite loss or scores) counts as pruned too;
 - its RDB storage: SQLite in the workdir by default, or any SQLAlchemy URL, so
   a killed study resumes where it stopped (trial workdirs resume too) and
   several processes, on one or several hosts, work on one study. A trial of a
@@ -269,8 +270,14 @@ def tune(method: str, dataset: data_lib.Dataset, *, trials: int, workdir: str,
                  trial.number, len(_finished(optuna, study)), trials,
                  ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in values.items()))
-    results = runner.run(spec, config, tuning, trial_dir, seed, preset=f"tune:{preset}",
-                         loop=dataclasses.replace(loop, on_validation=_Reporter(trial, optuna)))
+    try:
+      results = runner.run(spec, config, tuning, trial_dir, seed, preset=f"tune:{preset}",
+                           loop=dataclasses.replace(loop,
+                                                    on_validation=_Reporter(trial, optuna)))
+    except (train.NonFiniteError, runner.NonFiniteScoresError) as e:
+      # A config that diverges is an outcome of the search, not an error of it.
+      trial.set_user_attr("diverged", str(e))
+      raise optuna.TrialPruned(f"diverged: {e}") from None
     trial.set_user_attr("steps", sum(int(s.get("steps", 0)) for s in results["stages"].values()
                                      if isinstance(s, Mapping)))
     trial.set_user_attr("run_wall_s", results["wall_s"])

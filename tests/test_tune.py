@@ -290,3 +290,32 @@ def test_two_workers_share_one_study(tmp_path):
   ran = [t.number for log in logs for t in finished
          if f"trial {t.number} (" in open(log).read()]
   assert sorted(ran) == sorted(t.number for t in finished)  # Each trial ran once.
+
+
+def test_the_preset_report_compares_every_row_with_the_first(tmp_path):
+  from cmjax import reports  # pylint: disable=g-import-not-at-top
+  table, view = reports.preset_runs("sm", "synthetic", ["default", "quick"], [0],
+                                    root=str(tmp_path))
+  lines = reports.preset_markdown("sm", "synthetic", table, view, "python -m ...")
+  rows = [l for l in lines if l.startswith("| default") or l.startswith("| quick")]
+  assert rows[0].endswith("| first row |")
+  # The same config under another preset name: the same per-query APs.
+  assert rows[1].endswith("| +0.0000 [+0.0000, +0.0000], p = 1 |"), rows[1]
+
+
+def test_a_diverged_trial_counts_as_pruned_and_the_study_goes_on(tmp_path, monkeypatch):
+  pytest.importorskip("optuna")
+  from cmjax import train  # pylint: disable=g-import-not-at-top
+  real_run, calls = runner.run, []
+
+  def diverging_first(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 1:
+      raise train.NonFiniteError("stage 'x': loss is nan at step 3")
+    return real_run(*args, **kwargs)
+
+  monkeypatch.setattr(runner, "run", diverging_first)
+  result = tune.tune("sm", data.load_dataset("synthetic"), trials=2,
+                     workdir=str(tmp_path / "study"))
+  assert [t["state"] for t in result.trials] == ["PRUNED", "COMPLETE"]
+  assert result.budget["pruned"] == 1 and result.validation_avg_map == result.trials[1]["value"]
