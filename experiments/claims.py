@@ -34,16 +34,11 @@ def _define_flags() -> None:
   flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 of every arm.", lower_bound=1)
   flags.DEFINE_string("preset", "default", "Preset of every arm's method (without --tuned, or "
                       "where it has no tuned config).")
-  flags.DEFINE_bool("tuned", False, "Start each arm from its method's tuned config for the "
-                    "dataset where --tuned_dir has one.")
-  flags.DEFINE_string("tuned_dir", "reports/tuned", "Folder of tuned configs "
-                      "(<dataset>/<method>.json).")
+  cli.define_tuned_flags()
   flags.DEFINE_string("root", "/tmp/cmjax_leaderboard", "Folder of the runs' workdirs (the "
                       "leaderboard's: runs of the same config are shared).")
   flags.DEFINE_string("output", None, "Markdown report to write.")
-  cli.define_feature_flags()
-  cli.define_loop_flags()
-  cli.show_in_help((*cli.FEATURE_FLAGS, *cli.LOOP_FLAGS))
+  cli.define_batch_flags()
 
 
 def main(argv):
@@ -51,11 +46,11 @@ def main(argv):
   start = time.time()
   reports.check_leaderboard(FLAGS.datasets, [], FLAGS.seeds, FLAGS.preset)
   features = cli.feature_choice()
-  tuned = FLAGS.tuned_dir if FLAGS.tuned else None
+  tuned = cli.tuned_dir()
   command = (f"python -m experiments.claims --datasets={','.join(FLAGS.datasets)} "
              f"--seeds={FLAGS.seeds}{cli.feature_flags_text()}"
              + (f" --preset={FLAGS.preset}" if FLAGS.preset != "default" else "")
-             + (f" --tuned --tuned_dir={FLAGS.tuned_dir}" if FLAGS.tuned else "")
+             + cli.tuned_flags_text()
              + " --output=<this file>")
   lines = ["# The papers' claims, tested", "", f"Regenerate: `{command}`", "",
            f"Both arms of every claim over {reports.over_seeds(FLAGS.seeds)} "

@@ -244,6 +244,32 @@ def define_feature_flags() -> None:
                     "Default: the view's own (char_ngram; FGL's graph: character bigrams).")
 
 
+def define_batch_flags() -> None:
+  """The flags of the commands that run many runs (leaderboards, reports, claims,
+  tuning): the feature choice and the loop, listed in `--help`."""
+  define_feature_flags()
+  define_loop_flags()
+  show_in_help((*FEATURE_FLAGS, *LOOP_FLAGS))
+
+
+def define_tuned_flags() -> None:
+  flags.DEFINE_bool("tuned", False, "Run each method's tuned config for the dataset where "
+                    "--tuned_dir has one (python -m experiments.tune), its preset otherwise; "
+                    "the report says which, with the tuning budget.")
+  flags.DEFINE_string("tuned_dir", "reports/tuned", "Folder of tuned configs "
+                      "(<dataset>/<method>.json).")
+
+
+def tuned_dir() -> str | None:
+  """`--tuned_dir` when `--tuned` is given, else None."""
+  return FLAGS.tuned_dir if FLAGS.tuned else None
+
+
+def tuned_flags_text() -> str:
+  """`--tuned --tuned_dir=...` when given (or '')."""
+  return f" --tuned --tuned_dir={FLAGS.tuned_dir}" if FLAGS.tuned else ""
+
+
 def feature_choice() -> data.FeatureChoice:
   """The `--image_features` / `--text_features` choice."""
   return data.FeatureChoice(FLAGS.image_features, FLAGS.text_features)

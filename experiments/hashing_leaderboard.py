@@ -40,9 +40,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("data_root", None, "Folder holding one release folder per dataset.")
   flags.DEFINE_string("root", "/tmp/cmjax_hashing", "Folder of the runs' workdirs.")
   flags.DEFINE_string("output", None, "Markdown report to write.")
-  cli.define_feature_flags()
-  cli.define_loop_flags()
-  cli.show_in_help((*cli.FEATURE_FLAGS, *cli.LOOP_FLAGS))
+  cli.define_batch_flags()
 
 
 def _parse_bits(values: list[str]) -> list[int]:

@@ -48,14 +48,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("output", None, "Markdown table to write; figures go beside it.")
   flags.DEFINE_string("reference", None, "An earlier leaderboard markdown file: each row "
                       "gets the difference of its Avg MAP to that file's row.")
-  flags.DEFINE_bool("tuned", False, "Run each method's tuned config for the dataset where "
-                    "--tuned_dir has one (experiments.tune), its preset otherwise; the table "
-                    "says which, with the tuning budget.")
-  flags.DEFINE_string("tuned_dir", "reports/tuned", "Folder of tuned configs "
-                      "(<dataset>/<method>.json).")
-  cli.define_feature_flags()
-  cli.define_loop_flags()
-  cli.show_in_help((*cli.FEATURE_FLAGS, *cli.LOOP_FLAGS))
+  cli.define_tuned_flags()
+  cli.define_batch_flags()
 
 
 def main(argv):
@@ -70,7 +64,7 @@ def main(argv):
         dataset, methods, FLAGS.seeds, preset=FLAGS.preset, root=FLAGS.root,
         data_dir=os.path.join(FLAGS.data_root, dataset) if FLAGS.data_root else None,
         features=features, loop=cli.loop_config(),
-        tuned=FLAGS.tuned_dir if FLAGS.tuned else None) for dataset in FLAGS.datasets}
+        tuned=cli.tuned_dir()) for dataset in FLAGS.datasets}
   except cli.USER_ERRORS as e:
     cli.exit_with_error(e)
   command = (f"python -m experiments.leaderboard --datasets={','.join(FLAGS.datasets)} "
@@ -78,7 +72,7 @@ def main(argv):
              + (f" --methods={','.join(methods)}" if FLAGS.methods else "")
              + (f" --preset={FLAGS.preset}" if FLAGS.preset != "default" else "")
              + (f" --reference={FLAGS.reference}" if FLAGS.reference else "")
-             + (f" --tuned --tuned_dir={FLAGS.tuned_dir}" if FLAGS.tuned else "")
+             + cli.tuned_flags_text()
              + cli.feature_flags_text()
              + " --output=<this file>")
   devices = next(iter(next(iter(tables.values())).values()))[0]["environment"]

@@ -36,9 +36,7 @@ def _define_flags() -> None:
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
   flags.DEFINE_string("root", "/tmp/cmjax_report", "Folder of the runs' workdirs.")
   flags.DEFINE_string("output", None, "Markdown report to write.")
-  cli.define_feature_flags()
-  cli.define_loop_flags()
-  cli.show_in_help((*cli.FEATURE_FLAGS, *cli.LOOP_FLAGS))
+  cli.define_batch_flags()
 
 
 def main(argv):

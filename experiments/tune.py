@@ -59,10 +59,8 @@ def _define_flags() -> None:
                      "its config sampled again.", lower_bound=1.0)
   flags.DEFINE_string("output_dir", "reports/tuned", "Where the tuned config "
                       "(<dataset>/<method>.json) and its report (.md) go.")
-  cli.define_feature_flags()
-  cli.define_loop_flags()
+  cli.define_batch_flags()
   flags.mark_flag_as_required("method")
-  cli.show_in_help((*cli.FEATURE_FLAGS, *cli.LOOP_FLAGS))
 
 
 def main(argv):
