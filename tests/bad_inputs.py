@@ -43,6 +43,7 @@ from experiments import cli  # noqa: E402,F401  (imported once, before the forks
 import experiments.hashing_leaderboard  # noqa: E402,F401
 import experiments.leaderboard  # noqa: E402,F401
 import experiments.report  # noqa: E402,F401
+import experiments.tune  # noqa: E402,F401
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -648,6 +649,24 @@ def _touch(name):
   return lambda tmp: open(os.path.join(tmp, name), "w").close()
 
 
+SNIPPET_NO_OPTUNA = """
+import runpy, sys
+sys.modules["optuna"] = None  # As if it were not installed.
+sys.argv = ["experiments/tune.py", "--method=sm", "--trials=2", "--workdir={tmp}/study",
+            "--output_dir={tmp}/tuned"]
+runpy.run_module("experiments.tune", run_name="__main__", alter_sys=True)
+"""
+
+
+def _tuned_file(text):
+  """A setup writing `text` as the tuned config of sm on synthetic in {tmp}/tuned."""
+  def setup(tmp):
+    os.makedirs(os.path.join(tmp, "tuned", "synthetic"))
+    with open(os.path.join(tmp, "tuned", "synthetic", "sm.json"), "w") as f:
+      f.write(text)
+  return setup
+
+
 
 def cases() -> list[Case]:
   c = Case
@@ -892,6 +911,24 @@ def cases() -> list[Case]:
       c("30.6", "--config.pretrain=no (a bool field)",
         ["experiments.uncsm", "--config.pretrain=no", "--workdir={tmp}/run"],
         expect=r"config field 'pretrain' must be bool, got 'no' \(str\)"),
+      c("29", "tune --fields naming a field outside the search space",
+        ["experiments.tune", "--method=sm", "--fields=width", "--workdir={tmp}/study",
+         "--output_dir={tmp}/tuned"], expect="--fields: width: the search space of sm has l2"),
+      c("29", "tune --trials=0",
+        ["experiments.tune", "--method=sm", "--trials=0", "--workdir={tmp}/study"],
+        expect="--trials.* 0"),
+      c("29", "tune without Optuna installed", ["-c", SNIPPET_NO_OPTUNA],
+        expect="tuning needs Optuna: pip install \\\"cmjax\\[tune\\]\\\""),
+      c("29", "leaderboard --tuned with a tuned config that is not JSON",
+        ["experiments.leaderboard", "--datasets=synthetic", "--methods=sm", "--seeds=1",
+         "--tuned", "--tuned_dir={tmp}/tuned", "--root={tmp}/run"],
+        setup=_tuned_file("{not json"), expect="tuned/synthetic/sm.json: cannot read a tuned "
+        "config"),
+      c("29", "leaderboard --tuned with a tuned value the config rejects",
+        ["experiments.leaderboard", "--datasets=synthetic", "--methods=sm", "--seeds=1",
+         "--tuned", "--tuned_dir={tmp}/tuned", "--root={tmp}/run"],
+        setup=_tuned_file('{"method": "sm", "preset": "default", "values": {"l2": -1.0}}'),
+        expect="sm.json: .*l2"),
       c("handled", "a missing .npz field", CCA, expect="missing field\\(s\\) text_train",
         setup=npz(text_train=None)),
       c("handled", "mismatched row counts", CCA, expect="mismatched row counts",
@@ -1038,7 +1075,7 @@ def report(selected: list[Case], numbers: list[int] | None = None,
            "`tests/test_bad_inputs.py`, which fails when this file differs).", "",
            "Each case builds its input in a scratch folder `$TMP`, runs the command and checks "
            "the outcome. 'item' is the item of the audit the case covers (1-18: issue "
-           "19; 27.x: issue 27, the surfaces added since; 30.x: issue 30); "
+           "19; 27.x: issue 27, the surfaces added since; 29: issue 29, tuning; 30.x: issue 30); "
            "'handled' marks cases that were handled before it. A failing command must end "
            "with exit status 1 and one line (`error: ...`) naming the file, field or flag, "
            "with no traceback; a command that succeeds shows what was checked.", "",
