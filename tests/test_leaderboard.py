@@ -20,29 +20,27 @@ def test_leaderboard_quick_and_resume(tmp_path):
     assert re.search(rf"^\| {method}( \(!\))? \|", table, re.M), table
   assert "Best of the Corr-AE family" in table
   assert (tmp_path / "board_synthetic.png").stat().st_size > 10_000
-  # A second invocation reuses every finished run: it retrains nothing.
   assert "preset 'quick': smoke run, not for reporting" in table
-  os.remove(tmp_path / "runs" / "synthetic" / "cca" / "quick" / "seed1" / "results.json")
-  result = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True,
-                          timeout=600)
-  trained = [l for l in result.stderr.splitlines() if "leaderboard: " in l]
-  assert len(trained) == 1 and "cca on synthetic, seed 1" in trained[0]
   # Every row against the best one, paired over the test queries of both seeds.
   rows = [l for l in table.splitlines() if re.match(r"^\| (cca|sm|corr_ae)", l)]
   assert rows[0].count("| best |") == 1
   assert all(re.search(r"\| [+-]\d\.\d{4} \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\], p = ", row)
              for row in rows[1:]), rows
-  # --tuned: sm runs its tuned config (only its runs train), and the table says so.
+  # A second invocation reuses every finished run, here with --tuned: only the runs of
+  # the removed results and of sm's tuned config train, and the table says so.
   from cmjax import tune  # pylint: disable=g-import-not-at-top
   tuned = tune.TuneResult(method="sm", dataset="synthetic", preset="quick", values={"l2": 0.01},
                           validation_avg_map=0.9, budget={"trials": 3, "complete": 2,
                           "pruned": 1, "failed": 0, "steps": 0, "wall_s": 12.0}, trials=[],
                           study="s", storage="sqlite://", holdout=0.2, seed=0)
   tune.write_tuned(tuned, str(tmp_path / "tuned"))
+  os.remove(tmp_path / "runs" / "synthetic" / "cca" / "quick" / "seed1" / "results.json")
   result = subprocess.run(command + ["--tuned", f"--tuned_dir={tmp_path / 'tuned'}"], cwd=REPO,
                           check=True, capture_output=True, text=True, timeout=600)
   trained = [l for l in result.stderr.splitlines() if "leaderboard: " in l]
-  assert len(trained) == 2 and all("sm on synthetic" in l for l in trained), trained
+  assert len(trained) == 3, trained
+  assert "cca on synthetic, seed 1" in trained[0]
+  assert all("sm on synthetic" in l for l in trained[1:]), trained
   table = (tmp_path / "board.md").read_text()
   assert re.search(r"^\| sm .*\| tuned: 3 trials \(1 pruned\), 0 steps, 12 s \|$", table,
                    re.M), table
