@@ -48,10 +48,12 @@ def test_a_bad_search_space_is_a_config_error_naming_the_field():
 
 
 def test_help_lists_the_search_space():
-  out = subprocess.run([sys.executable, "-m", "experiments.fgl", "--help"], cwd=REPO,
-                       capture_output=True, text=True, check=True, timeout=120).stdout
-  assert "Search spaces (python -m experiments.tune" in out
-  assert "beta: float in [0.25, 4], log scale" in out
+  from experiments import cli  # pylint: disable=g-import-not-at-top
+  text = cli._config_help(["fgl", "sm"])  # pylint: disable=protected-access
+  assert "Search spaces (python -m experiments.tune" in text
+  assert "fgl:\n    learning_rate: float in [0.0001, 0.003], log scale" in text
+  assert "    beta: float in [0.25, 4], log scale" in text
+  assert "sm:\n    l2: float in [1e-06, 0.1], log scale" in text
 
 
 # ---------------------------------------------------------------------------
@@ -85,23 +87,23 @@ def test_a_study_reads_no_test_row_and_resumes(tmp_path, monkeypatch):
     return real_run(spec, config, view, workdir, seed, **kwargs)
 
   monkeypatch.setattr(runner, "run", recording_run)
-  first = tune.tune("sm", dataset, trials=2, workdir=str(tmp_path / "study"))
-  assert len(seen) == 2
+  first = tune.tune("sm", dataset, trials=1, workdir=str(tmp_path / "study"))
+  assert len(seen) == 1
   for view in seen:  # What the runner got: rows of the training split only.
     for split in (view.train, view.test):
       rows = {r.tobytes() for r in np.asarray(split.image)}
       assert rows <= train_rows and not rows & test_rows
-  # The same study again, with a larger budget: one more trial, the first two kept.
-  second = tune.tune("sm", dataset, trials=3, workdir=str(tmp_path / "study"))
-  assert len(seen) == 3
-  assert [t["values"] for t in second.trials[:2]] == [t["values"] for t in first.trials]
-  assert second.budget["trials"] == 3 and second.budget["complete"] == 3
+  # The same study again, with a larger budget: one more trial, the first one kept.
+  second = tune.tune("sm", dataset, trials=2, workdir=str(tmp_path / "study"))
+  assert len(seen) == 2
+  assert second.trials[0]["values"] == first.trials[0]["values"]
+  assert second.budget["trials"] == 2 and second.budget["complete"] == 2
   assert second.validation_avg_map == max(t["value"] for t in second.trials)
   # Another identity under the same study: refused.
   with pytest.raises(configs.ConfigError, match="tunes something else"):
-    tune.tune("sm", dataset, trials=3, workdir=str(tmp_path / "study"), fraction=0.3)
+    tune.tune("sm", dataset, trials=2, workdir=str(tmp_path / "study"), fraction=0.3)
   with pytest.raises(configs.ConfigError, match="--fields: width: the search space of sm"):
-    tune.tune("sm", dataset, trials=3, workdir=str(tmp_path / "other"), fields=["width"])
+    tune.tune("sm", dataset, trials=2, workdir=str(tmp_path / "other"), fields=["width"])
 
 
 class _FakeTrial:
@@ -179,16 +181,16 @@ def test_a_known_difference_is_found_with_its_interval():
   noise = lambda shape: rng.normal(0, 0.05, shape)
   better = _runs(base_i2t + 0.02 + noise(base_i2t.shape), base_t2i + 0.02 + noise(base_t2i.shape))
   baseline = _runs(base_i2t, base_t2i)
-  c = significance.compare(better, baseline)
+  c = significance.compare(better, baseline, resamples=2000)
   assert c.low < 0.02 < c.high and c.low > 0 and c.significant
   assert c.p_value < 0.001 and c.queries == 3 * 700 and c.seeds == (0, 1, 2)
   assert c.verdict("A", "B").startswith("A better")
   # Reversed arguments: the same interval, negated.
-  r = significance.compare(baseline, better)
+  r = significance.compare(baseline, better, resamples=2000)
   assert np.isclose(r.difference, -c.difference) and r.verdict("A", "B").startswith("B better")
   # No difference but noise: the interval covers 0.
   same = _runs(base_i2t + noise(base_i2t.shape), base_t2i + noise(base_t2i.shape))
-  n = significance.compare(same, baseline)
+  n = significance.compare(same, baseline, resamples=2000)
   assert n.low < 0 < n.high and not n.significant and n.p_value > 0.05
   assert significance.compare(baseline, baseline).p_value == 1.0
   # The avg MAP difference is the mean of the two directions' mean differences.
@@ -292,15 +294,26 @@ def test_two_workers_share_one_study(tmp_path):
   assert sorted(ran) == sorted(t.number for t in finished)  # Each trial ran once.
 
 
-def test_the_preset_report_compares_every_row_with_the_first(tmp_path):
+def test_the_preset_report_compares_every_row_with_the_first():
   from cmjax import reports  # pylint: disable=g-import-not-at-top
-  table, view = reports.preset_runs("sm", "synthetic", ["default", "quick"], [0],
-                                    root=str(tmp_path))
-  lines = reports.preset_markdown("sm", "synthetic", table, view, "python -m ...")
-  rows = [l for l in lines if l.startswith("| default") or l.startswith("| quick")]
-  assert rows[0].endswith("| first row |")
-  # The same config under another preset name: the same per-query APs.
-  assert rows[1].endswith("| +0.0000 [+0.0000, +0.0000], p = 1 |"), rows[1]
+  rng = np.random.default_rng(1)
+  aps = rng.uniform(0, 1, (2, 50))
+
+  def runs(shift):
+    return [{"seed": s, "map": {"i2t": 0.5, "t2i": 0.4, "avg": 0.45}, "roc_auc": 0.8,
+             "wall_s": 3.0, "alternatives": {"cosine": {"i2t": 0.4, "t2i": 0.3, "avg": 0.35}},
+             "per_query_ap": {"i2t": list(aps[0] + shift), "t2i": list(aps[1] + shift),
+                              "alternatives": {"cosine": {"i2t": list(aps[0] - 0.1),
+                                                          "t2i": list(aps[1] - 0.1)}}}}
+            for s in (0, 1)]
+
+  first = runs(0.0)
+  row = reports._preset_row  # pylint: disable=protected-access
+  assert row("default", first, first).endswith("| first row |")
+  assert row("same", runs(0.0), first).endswith("| +0.0000 [+0.0000, +0.0000], p = 1 |")
+  assert "| -0.1000 [-0.1000, -0.1000], p = " in row("cosine", first, first, "cosine")
+  assert row("old", [{**r, "per_query_ap": None} for r in first], first).endswith(
+      "| n/a (no per-query AP) |")
 
 
 def test_a_diverged_trial_counts_as_pruned_and_the_study_goes_on(tmp_path, monkeypatch):
