@@ -53,15 +53,19 @@ def main(argv):
              + cli.tuned_flags_text()
              + " --output=<this file>")
   lines = ["# The papers' claims, tested", "", f"Regenerate: `{command}`", "",
-           f"Both arms of every claim over {reports.over_seeds(FLAGS.seeds)} "
+           f"Both arms of every claim run with seeds 0-{FLAGS.seeds - 1} "
            + ("from each method's tuned config where there is one (else preset "
               f"'{FLAGS.preset}'), the arm's change on top" if tuned
               else f"from preset '{FLAGS.preset}', the arm's change on top")
-           + "; avg test MAP as mean ± std over seeds. Difference: better minus than, paired "
+           + f"; avg test MAP, {reports.over_seeds(FLAGS.seeds)}. Difference: better minus "
+           "than, paired "
            "over the test queries of every seed, with its 95% bootstrap interval (queries "
            "resampled within each direction) and the two-sided p-value of the paired "
-           "permutation test (cmjax.significance). Verdict: holds if the interval lies above "
-           "0, reversed if below, else no significant difference.", ""]
+           "permutation test (cmjax.significance; 10,000 resamples, so p >= 0.0002). Verdict: "
+           "holds if the interval lies above 0, reversed if below, else no significant "
+           "difference. The two arms rank the same queries with closely related models, so "
+           "differences of a few thousandths can be significant: read the verdict with the "
+           "size of the difference.", ""]
   for dataset in FLAGS.datasets:
     table = claims.claim_runs(
         dataset, FLAGS.seeds, preset=FLAGS.preset, root=FLAGS.root,
