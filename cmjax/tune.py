@@ -79,7 +79,9 @@ class TuneResult:
     validation_avg_map: its held-out avg MAP.
     budget: trials finished (complete, pruned), failed ones, total training
       steps and wall time of the finished trials.
-    trials: each finished trial: number, state, value, values, steps, wall_s.
+    trials: each finished trial: number, state, value (held-out avg MAP; None
+      when pruned), last_validation (a pruned trial's last validation score),
+      values, steps, wall_s.
     study: the study's name; storage: its storage URL (no password).
     holdout: the held-out share; seed: the study's seed.
   """
@@ -307,8 +309,12 @@ def _outcome(optuna: Any, study: Any, method: str, space: Mapping[str, configs.P
              label: str, preset: str, storage: str, fraction: float, seed: int) -> TuneResult:
   finished = sorted(_finished(optuna, study), key=lambda t: t.number)
   failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+  # A pruned trial's value is Optuna's: its last validation score, not a held-out one.
+  complete_state = optuna.trial.TrialState.COMPLETE
   rows = [{"number": t.number, "state": t.state.name,
-           "value": None if t.value is None else float(t.value),
+           "value": float(t.value) if t.state == complete_state else None,
+           "last_validation": (None if t.state == complete_state or t.value is None
+                               else float(t.value)),
            "values": dict(t.params), "steps": int(t.user_attrs.get("steps", 0)),
            "wall_s": (t.datetime_complete - t.datetime_start).total_seconds()}
           for t in finished]
@@ -369,11 +375,15 @@ def write_tuned(result: TuneResult, folder: str, command: str | None = None) -> 
       "its avg MAP on that share; the test split is never read. Best: "
       f"{result.validation_avg_map:.4f} with "
       + ", ".join(f"`{k}={_text(v)}`" for k, v in result.values.items()) + ".", "",
-      "| trial | state | held-out avg MAP | steps | s | " + " | ".join(fields) + " |",
+      "A pruned trial shows the last validation score the pruner judged (on the "
+      "method's own validation split, not the held-out share).", "",
+      "| trial | state | held-out avg MAP | trained steps | s | " + " | ".join(fields) + " |",
       "|---" * (5 + len(fields)) + "|"]
   for r in rank:
     value = "" if r["value"] is None else f"{r['value']:.4f}"
-    lines.append(f"| {r['number']} | {r['state'].lower()} | {value} | {r['steps']} | "
+    state = r["state"].lower() + ("" if r.get("last_validation") is None else
+                                  f" (validation {r['last_validation']:.4f})")
+    lines.append(f"| {r['number']} | {state} | {value} | {r['steps']} | "
                  f"{r['wall_s']:.0f} | " + " | ".join(_text(r["values"].get(f)) for f in fields)
                  + " |")
   report = "\n".join(lines) + "\n"
