@@ -332,3 +332,32 @@ def test_a_diverged_trial_counts_as_pruned_and_the_study_goes_on(tmp_path, monke
                      workdir=str(tmp_path / "study"))
   assert [t["state"] for t in result.trials] == ["PRUNED", "COMPLETE"]
   assert result.budget["pruned"] == 1 and result.validation_avg_map == result.trials[1]["value"]
+
+
+def test_a_claims_verdict_comes_from_the_paired_interval():
+  from cmjax import claims  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  base = rng.uniform(0, 1, (3, 2, 200))
+
+  def runs(shift, cosine_shift=0.0):
+    out = _runs(base[:, 0] + shift, base[:, 1] + shift, alternative="cosine")
+    for r, i2t, t2i in zip(out, base[:, 0], base[:, 1]):
+      r["map"] = {"avg": float(np.mean([i2t + shift, t2i + shift]))}
+      r["alternatives"] = {"cosine": {"avg": float(np.mean([i2t, t2i]) + cosine_shift)}}
+      r["per_query_ap"]["alternatives"]["cosine"] = {"i2t": list(i2t + cosine_shift),
+                                                     "t2i": list(t2i + cosine_shift)}
+    return out
+
+  claim = lambda *arms: claims.Claim("P", "text", *arms)
+  table = [
+      (claim(claims.Arm("a"), claims.Arm("b")), (runs(0.05), runs(0.0))),
+      (claim(claims.Arm("a"), claims.Arm("a", {"x": 1})), (runs(0.0), runs(0.05))),
+      (claim(claims.Arm("a"), claims.Arm("a", alternative="cosine")), (runs(0.0), runs(0.0))),
+      (claim(claims.Arm("a"), claims.Arm("c")), "not testable on d: no captions"),
+  ]
+  lines = claims.claims_markdown("d", table)
+  rows = [l for l in lines if l.startswith("| P |")]
+  assert rows[0].endswith("| holds |") and "+0.0500 [+0.0500, +0.0500]" in rows[0]
+  assert rows[1].endswith("| reversed |") and "| a (x=1) |" in rows[1]
+  assert rows[2].endswith("| no significant difference |") and "[cosine scorer]" in rows[2]
+  assert rows[3].endswith("| not testable on d: no captions |")
