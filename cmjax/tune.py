@@ -144,6 +144,7 @@ class _Reporter:
     score = scores[protocol.SELECT_METRIC]
     if total not in self.reported:  # A stage's step 0 is where the one before ended.
       self.reported.add(total)
+      # A NaN validation MAP (a diverging model) is reported as -1, below every MAP.
       self.trial.report(score if np.isfinite(score) else -1.0, total)
     if self.trial.should_prune():
       raise self.optuna.TrialPruned(f"stage '{stage}' step {step}: validation avg MAP "
