@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 from absl import logging
 import numpy as np
 
-from cmjax import configs, data, plotting, runner, significance, train, tune
+from cmjax import configs, console, data, plotting, runner, significance, train, tune
 from cmjax.methods import registry
 
 __all__ = [
@@ -98,6 +98,10 @@ class Progress:
   for a kind not timed yet, and the line says how many such runs are left).
   Finished runs found in their workdirs are reused and cost nothing.
 
+  Where `console.setup_logging` chose progress bars (a notebook, a terminal), a bar
+  over the runs shows them too (`run` k of N, the run in progress); a run's own
+  stages show theirs.
+
   Args:
     plan: the kind of each run, in the order `run` is called.
     what: the command, named in the lines.
@@ -106,6 +110,7 @@ class Progress:
   def __init__(self, plan: Sequence[str], what: str):
     self.plan, self.what, self.done = list(plan), what, 0
     self.seconds: dict[str, list[float]] = {}
+    self.bar = console.progress_bar(len(self.plan), what, unit="run")
 
   def _eta(self) -> str:
     times = [s for kind in self.seconds.values() for s in kind]
@@ -125,10 +130,16 @@ class Progress:
     if not finished:
       logging.info("%s: %s -> %s (run %d of %d%s)", self.what, label, workdir, self.done,
                    len(self.plan), self._eta())
+    if self.bar is not None:
+      self.bar.set_postfix_str(label)
     start = time.time()
     results = runner.run(spec, config, view, workdir, seed, **kwargs)
     if not finished:
       self.seconds.setdefault(self.plan[self.done - 1], []).append(time.time() - start)
+    if self.bar is not None:
+      self.bar.update(1)
+      if self.done >= len(self.plan):
+        self.bar.close()
     return results
 
 

@@ -92,3 +92,18 @@ def test_progress_eta_weighs_each_kind_by_its_own_runs(monkeypatch, caplog):
   assert lines[0].endswith("(run 1 of 4)")  # Nothing timed yet.
   assert lines[1].endswith("(run 2 of 4; ETA 30 s (2 of the runs left of kinds not timed yet))")
   assert lines[3].endswith("(run 4 of 4; ETA 100 s)")  # One slow run left, at its own cost.
+
+
+def test_progress_shows_a_bar_over_the_runs_where_bars_are_on(monkeypatch, capsys):
+  from cmjax import console, reports  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(reports.runner, "read_results", lambda workdir: None)
+  monkeypatch.setattr(reports.runner, "run", lambda *args, **kwargs: {})
+  try:
+    console.setup_logging(progress_bars=True)
+    progress = reports.Progress(["sm", "cca"], "leaderboard")
+    for kind in ("sm", "cca"):
+      progress.run(kind, None, None, "w", 0, f"{kind} on synthetic, seed 0")
+  finally:
+    console.setup_logging(progress_bars=False)
+  out = capsys.readouterr().out
+  assert "leaderboard: 100%" in out and "2/2" in out and "cca on synthetic, seed 0" in out
