@@ -55,3 +55,15 @@ def test_baselines_cli_on_wikipedia(wikipedia_dir, tmp_path):
   results = __import__("json").loads((tmp_path / "results.json").read_text())
   # Published CCA on these features (LCFS 2013): 0.2549 / 0.1846, avg 0.2198.
   assert abs(results["map"]["avg"] - 0.2198) < 0.02, out.stdout
+
+
+def test_choosing_the_ridge_shows_a_bar_where_bars_are_on(tmp_path, capsys):
+  from cmjax import console, data  # pylint: disable=g-import-not-at-top
+  from cmjax.methods import registry  # pylint: disable=g-import-not-at-top
+  try:
+    console.setup_logging(progress_bars=True)
+    registry.run("cca", data.load_dataset("synthetic"), str(tmp_path / "cca_run"))
+  finally:
+    console.setup_logging(progress_bars=False)
+  out = capsys.readouterr().out
+  assert "cca_run: ridge on validation: 100%" in out and "5/5" in out and "val_avg_map=" in out

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from typing import Callable, Literal
 
@@ -36,7 +37,7 @@ import numpy as np
 import optax
 
 from cmjax import data as data_lib
-from cmjax import devices, preprocess, runner
+from cmjax import console, devices, preprocess, runner
 from cmjax import similarity as similarity_lib
 from cmjax.configs.linear import LinearConfig
 from cmjax.methods import registry
@@ -333,17 +334,26 @@ METHODS = tuple(VARIANTS)
 
 
 def _select_reg(variant: LinearVariant, prepared: preprocess.Prepared, num_classes: int,
-                config: LinearConfig, seed: int) -> tuple[float, dict[float, float]]:
-  """The ridge of `reg_grid` with the best validation avg MAP (and all scores)."""
+                config: LinearConfig, seed: int, label: str) -> tuple[float, dict[float, float]]:
+  """The ridge of `reg_grid` with the best validation avg MAP (and all scores); a
+  progress bar `label` over the ridges where bars are on, else a line each."""
   if not variant.has_ridge or len(config.reg_grid) == 1 or len(prepared.val) == 0:
     return config.reg_grid[0], {}
   scores = {}
+  bar = console.progress_bar(len(config.reg_grid), f"{label}: ridge on validation",
+                             unit="ridge")
   for k, reg in enumerate(config.reg_grid):
     start = time.time()
     projection = variant.fit(prepared.train, num_classes, config, reg, seed)
     scores[reg] = runner.validation_map(projection.validation(prepared.val), None)["avg"]
-    logging.info("ridge %d of %d (%g): validation avg MAP %.4f in %.0f s", k + 1,
-                 len(config.reg_grid), reg, scores[reg], time.time() - start)
+    if bar is None:
+      logging.info("%s: ridge %d of %d (%g): validation avg MAP %.4f in %.0f s", label, k + 1,
+                   len(config.reg_grid), reg, scores[reg], time.time() - start)
+    else:
+      bar.set_postfix(ridge=f"{reg:g}", val_avg_map=f"{scores[reg]:.4f}", refresh=False)
+      bar.update(1)
+  if bar is not None:
+    bar.close()
   return max(scores, key=scores.get), scores
 
 
@@ -352,7 +362,8 @@ def fit(variant: LinearVariant, config: LinearConfig, prepared: preprocess.Prepa
   """Chooses the ridge on the validation split, then refits on all of train
   (`prepared.full_train`)."""
   num_classes = prepared.num_classes
-  reg, val_scores = _select_reg(variant, prepared, num_classes, config, context.seed)
+  reg, val_scores = _select_reg(variant, prepared, num_classes, config, context.seed,
+                                os.path.basename(os.path.abspath(context.workdir)))
   projection = variant.fit(prepared.full_train, num_classes, config, reg, context.seed)
   return projection.fitted(extras={
       "selected_reg": reg, "val_avg_map_by_reg": {str(k): v for k, v in val_scores.items()}})
