@@ -28,16 +28,17 @@ def web_news_dir() -> str:
   return _release_dir("web_news")
 
 
-# The slow lane: multi-device runs (8 simulated devices, two processes) that take
-# minutes on 2 cores. The default run leaves them out; `pytest --slow` runs only
-# them. CI runs both (.ci/run), and the README says so.
+# The slow lane: multi-device runs (8 simulated devices, two processes), the
+# tuning studies killed and shared by two workers, and the longest end-to-end
+# runs (CLI reuse, DBN, pretrained web_news towers), which take minutes on 2 cores.
+# The default run leaves them out; `pytest --slow` runs only them. CI runs both (.ci/run), and the README says so.
 def pytest_addoption(parser):
   parser.addoption("--slow", action="store_true",
                    help="run only the tests marked slow (CI runs them after the default run)")
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: a multi-device run of minutes; in the slow lane "
+  config.addinivalue_line("markers", "slow: a run of minutes; in the slow lane "
                           "(pytest --slow), not the default run")
 
 

@@ -94,6 +94,7 @@ def test_emd_cnn_same_seed_same_numbers(tmp_path):
   assert runs[0]["map"] == runs[1]["map"] and runs[0]["roc_auc"] == runs[1]["roc_auc"]
 
 
+@pytest.mark.slow
 def test_emd_cnn_on_web_news_pixels_and_characters(web_news_dir, tmp_path):
   config = emd_cnn.EMDCNNConfig(image_channels=(4, 8), char_embedding=8, text_filters=8,
                                 pixels_chars=data.PixelsCharsOptions(max_chars=64), steps=20,

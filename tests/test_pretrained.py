@@ -223,6 +223,7 @@ def _tiny_release(source, root, per_split=4):
   return str(root)
 
 
+@pytest.mark.slow
 def test_web_news_efficientnet_features_are_cached(web_news_dir, tmp_path, monkeypatch):
   root = _tiny_release(web_news_dir, tmp_path / "wn")
   monkeypatch.setenv("CMJAX_CACHE_DIR", str(tmp_path / "cache"))
@@ -296,6 +297,7 @@ def test_network_cut_before_a_block_composes_to_the_whole(variables):
     efficientnet.EfficientNetLite0(start_block=15, stop_block=14).apply(variables, pixels)
 
 
+@pytest.mark.slow
 def test_emd_cnn_fine_tunes_the_pretrained_top(web_news_dir, tmp_path, monkeypatch, variables):
   """finetune_blocks=2: the view holds the maps entering block 14 (cached), the
   tower starts at the ImageNet weights (its pooled output equals the frozen

@@ -78,6 +78,7 @@ def test_toy_method_in_one_file_runs_through_cli_and_leaderboard(tmp_path):
   assert "| random_projection |" in (tmp_path / "board.md").read_text(), board.stdout
 
 
+@pytest.mark.slow
 def test_workdir_refuses_other_data_and_concurrent_runs(tmp_path):
   workdir = str(tmp_path / "run")
   a, b = _npz(tmp_path / "a.npz"), _npz(tmp_path / "b.npz", seed=1)

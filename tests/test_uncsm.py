@@ -95,6 +95,7 @@ def test_bfloat16_pathways_keep_the_rest_in_float32(tmp_path):
   assert out["map"]["avg"] > 0.25, out["map"]
 
 
+@pytest.mark.slow
 def test_uncsm_with_dbn_and_without_pretraining(tmp_path):
   dataset = data.make_synthetic(num_train=400, num_test=100)
   dataset = dataclasses.replace(dataset, train=dataclasses.replace(
@@ -119,6 +120,7 @@ def _cli(workdir, *extra):
           "--steps_per_call=50", *extra]
 
 
+@pytest.mark.slow
 def test_cli_writes_the_workdir_and_a_rerun_reuses_it(tmp_path):
   """The CLI's workdir; a second invocation finds the finished run. (kill -9 in two
   stages and an exact resume: tests/bad_inputs.py, item 18.)"""
@@ -137,6 +139,7 @@ def test_cli_writes_the_workdir_and_a_rerun_reuses_it(tmp_path):
   assert "finished run found" in again.stderr and "compiling its step" not in again.stderr
 
 
+@pytest.mark.slow
 def test_workdir_of_another_run_is_refused(tmp_path):
   dataset = data.make_synthetic(num_train=200, num_test=50)
   tiny = dataclasses.replace(SMALL, pretrain_steps=10, finetune_steps=10, metric_pairs=1280,
