@@ -1,20 +1,27 @@
-r"""Peak memory of EMD-CNN on web_news pixels by number of devices: inputs placed on every
+r"""Memory of EMD-CNN on web_news pixels by number of devices: inputs placed on every
 device, or streamed from the host (`--config.stream_inputs`).
 
   python -m benchmarks.stream_rss --output=reports/benchmark_stream_rss.md
 
-Each row is one `python -m experiments.emd_cnn --dataset=web_news` child process
-(the image CNN on 64 x 64 pixels and the character CNN, `--steps` training steps)
-on N simulated CPU devices (`--xla_force_host_platform_device_count=N`, so every
-device's buffers are host memory and the child's peak RSS counts them all). With
-the inputs placed on the devices, the training set is replicated on each one;
-streamed, the rows stay on the host once and the devices hold a few batches. The
-first rows measure the runtime alone (a jitted product on replicated arrays, in a
-child process on the same device counts).
+Each row is one child process running EMD-CNN on web_news (the image CNN on
+64 x 64 pixels and the character CNN, `--steps` training steps, as
+`python -m experiments.run` does) on N simulated CPU devices
+(`--xla_force_host_platform_device_count=N`). Two measures:
+
+- device bytes: the most bytes that live arrays hold summed over every device's
+  copy (`addressable_shards`), sampled at each validation of the stage. An
+  array replicated on 8 devices counts 8 times: this is what 8 accelerators
+  would hold. With the inputs placed on the devices the training set is
+  replicated on each one; streamed, the devices hold a few batches.
+- peak RSS: the child's `ru_maxrss`. On simulated CPU devices a replicated
+  host array may be aliased rather than copied, so RSS does not see input
+  replication; it shows the runtime's own growth with the device count (the
+  first rows: a jitted product on replicated arrays, nothing of cmjax).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -30,6 +37,23 @@ _BARE = ("import jax, numpy as np; from jax.sharding import Mesh, NamedSharding,
          "m = Mesh(np.asarray(jax.devices()), ('data',)); "
          "x = jax.device_put(np.ones((64, 64), np.float32), NamedSharding(m, PartitionSpec())); "
          "jax.jit(lambda a: (a @ a).sum())(x).block_until_ready()")
+# One run of the method, as `experiments.run` does it, that prints the most device bytes
+# held at any validation (every device's copy counted) as its last line.
+_RUN = """
+import json, sys, jax
+from cmjax import data, runner, train
+from cmjax.methods import registry
+method, data_dir, workdir, steps, stream = json.loads(sys.argv[1])
+spec = registry.get(method)
+config = registry.make_config(spec, "default", steps=steps, eval_every=steps // 4,
+                              stream_inputs=stream)
+dataset = registry.load_data(spec, config, "web_news", data_dir, data.FeatureChoice(None, None))
+held = []
+def record(stage, step, scores):
+  held.append(sum(s.data.nbytes for a in jax.live_arrays() for s in a.addressable_shards))
+runner.run(spec, config, dataset, workdir, loop=train.LoopConfig(on_validation=record))
+print("device_bytes", max(held))
+"""
 flags.DEFINE_list("devices", ["1", "4", "8"], "Simulated device counts.")
 flags.DEFINE_string("method", "emd_cnn_cosine", "EMD-CNN method (the cosine control row "
                     "skips the Sinkhorn ranking, which does not depend on the inputs' placement).")
@@ -51,32 +75,37 @@ def main(argv):
     for count in FLAGS.devices:
       workdir = os.path.join(scratch, f"{'stream' if stream else 'device'}_{count}")
       env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
-      args = [sys.executable, "-m", "experiments.run", f"--method={FLAGS.method}",
-              "--dataset=web_news", f"--workdir={workdir}", f"--config.steps={FLAGS.steps}",
-              f"--config.eval_every={FLAGS.steps}", f"--config.stream_inputs={stream}",
-              *([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else [])]
+      args = [sys.executable, "-c", _RUN,
+              json.dumps([FLAGS.method, FLAGS.data_dir, workdir, FLAGS.steps, stream])]
       wall, rss, status, last = benchmarks.run_child(args, env)
       rows.append(("streamed (grain)" if stream else "on every device", int(count), wall, rss,
                    status, last))
       print(f"stream_inputs={stream} devices={count}: {rss:.2f} GB, {wall:.0f} s, exit {status}",
             flush=True)
   lines = [
-      "# Peak memory by number of devices: inputs on every device, or streamed",
+      "# Memory by number of devices: inputs on every device, or streamed",
       "",
       "Regenerate: `python -m benchmarks.stream_rss --output=reports/benchmark_stream_rss.md`",
       "",
       benchmarks.machine(),
       "",
-      f"`python -m experiments.run --method={FLAGS.method} --dataset=web_news "
-      f"--config.steps={FLAGS.steps}` on N simulated CPU devices; peak RSS is the child's "
-      "`ru_maxrss` (every device's buffers are host memory here).",
+      f"{FLAGS.method} on web_news pixels, its `default` preset with `steps={FLAGS.steps}`, on "
+      "N simulated CPU devices. Device GB: the most bytes live arrays held at a validation, "
+      "every device's copy counted (what N accelerators would hold). Peak RSS: the child's "
+      "`ru_maxrss`; simulated CPU devices may alias a replicated host array instead of "
+      "copying it, so RSS shows the runtime's growth rather than the inputs' replication.",
       "",
-      "| inputs | devices | peak RSS GB | growth from the fewest devices GB | wall s | exit |",
-      "|---|---|---|---|---|---|",
+      "| inputs | devices | device GB | growth GB | peak RSS GB | growth GB | wall s | exit |",
+      "|---|---|---|---|---|---|---|---|",
   ]
+  held = lambda last: (float(last.split()[1]) / 2**30 if last.startswith("device_bytes ")
+                       else float("nan"))
   for inputs, count, wall, rss, status, last in rows:
-    base = next(r[3] for r in rows if r[0] == inputs)
-    lines.append(f"| {inputs} | {count} | {rss:.3f} | {rss - base:+.3f} | {wall:.0f} | "
+    first = next(r for r in rows if r[0] == inputs)
+    device = ("-", "-") if inputs == "runtime alone" else (
+        f"{held(last):.3f}", f"{held(last) - held(first[5]):+.3f}")
+    lines.append(f"| {inputs} | {count} | {device[0]} | {device[1]} | {rss:.3f} | "
+                 f"{rss - first[3]:+.3f} | {wall:.0f} | "
                  f"{status if status == 0 else f'{status}: {last}'} |")
   benchmarks.write_report(lines, FLAGS.output)
 

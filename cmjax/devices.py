@@ -21,26 +21,28 @@ import numpy as np
 __all__ = ["put", "put_rows", "replicated", "split_rows"]
 
 
-def put(tree: Any) -> Any:
-  """`tree` on the devices: host leaves replicated over the current mesh (the default
-  device when none is set); device arrays stay as they are."""
-  mesh = jax.sharding.get_mesh()
+def put(tree: Any, mesh: jax.sharding.Mesh | None = None) -> Any:
+  """`tree` on the devices: host leaves replicated over `mesh` (default: the current
+  mesh; the default device when none is set); device arrays stay as they are."""
+  mesh = jax.sharding.get_mesh() if mesh is None else mesh
   target = None if mesh.empty else NamedSharding(mesh, PartitionSpec())
   return jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jax.device_put(x, target),
                       tree)
 
 
-def put_rows(array: np.ndarray) -> tuple[jax.Array, int]:
-  """A host array `[n, ...]` on the devices with its rows split over the current mesh's
-  `'data'` axis (the last row repeated up to a multiple of the mesh size), and n.
+def put_rows(array: np.ndarray,
+             mesh: jax.sharding.Mesh | None = None) -> tuple[jax.Array, int]:
+  """A host array `[n, ...]` on the devices with its rows split over `mesh`'s (default:
+  the current mesh's) `'data'` axis (the last row repeated up to a multiple of the
+  mesh size), and n.
 
   For work that is row by row (encoders): each device computes its rows only.
   Without a mesh, the default device holds all of them.
   """
   array = np.asarray(array)
-  mesh = jax.sharding.get_mesh()
+  mesh = jax.sharding.get_mesh() if mesh is None else mesh
   if mesh.empty or mesh.size == 1:
-    return put(array), len(array)
+    return put(array, mesh), len(array)
   pad = -len(array) % mesh.size
   if pad:
     array = np.concatenate([array, np.repeat(array[-1:], pad, axis=0)])

@@ -43,6 +43,7 @@ __all__ = [
     "hashing_protocol",
     "in_blocks",
     "score_warnings",
+    "validation_inputs",
     "validation_map",
 ]
 
@@ -282,11 +283,20 @@ def _direction_aps(score: Callable, queries, items, query_labels, item_labels,
   return jax.lax.map(block, jnp.asarray(padded)).reshape(-1)[: len(rows)]
 
 
+def validation_inputs(validation: Validation, mesh: jax.sharding.Mesh | None = None):
+  """`(image, text, labels)` of a validation split on the devices of `mesh` (default:
+  the current mesh): the inputs' rows split over `'data'` (padded with copies of the
+  last row; each device encodes its share), the labels replicated."""
+  rows = lambda tree: jax.tree.map(lambda x: devices.put_rows(x, mesh)[0], tree)
+  return (rows(validation.image), rows(validation.text),
+          devices.put(np.asarray(validation.labels), mesh))
+
+
 @functools.partial(jax.jit, static_argnames=("model", "max_queries", "max_dense_pairs", "chunk"))
 def _validation_aps(model: Model, params, image, text, labels, *, max_queries: int,
                     max_dense_pairs: int, chunk: int = 256):
-  fi, ft = model.encode_image(params, image), model.encode_text(params, text)
-  n = labels.shape[0]
+  n = labels.shape[0]  # The inputs' rows may be padded (`validation_inputs`).
+  fi, ft = model.encode_image(params, image)[:n], model.encode_text(params, text)[:n]
   rows = evaluation.evenly_spaced(n, max_queries)
   if n * n <= max_dense_pairs:  # The dense form, as the test evaluation takes it.
     matrix = model.score(params, fi, ft)
@@ -307,11 +317,11 @@ def validation_map(validation: Validation, params: Any, data: Any = None,
   queries a direction.
 
   Args:
-    data: `(image, text, labels)` of the split already on device (`train_stage`
-      uploads them once a stage); None uploads them now.
+    data: `validation_inputs(validation)`, already on device (`train_stage` uploads
+      them once a stage); None uploads them now.
   """
   if data is None:
-    data = devices.put((validation.image, validation.text, np.asarray(validation.labels)))
+    data = validation_inputs(validation)
   aps = jax.device_get(_validation_aps(validation.model, params, *data,
                                        max_queries=max_queries,
                                        max_dense_pairs=max_dense_pairs))

@@ -132,13 +132,18 @@ def stage_facts(result: train.StageResult) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def _identity(spec: Any, config: Any, dataset: data_lib.Dataset, seed: int) -> dict:
-  """What a workdir belongs to (`Workdir.claim`): method, data, config, seed."""
+def _identity(spec: Any, config: Any, dataset: data_lib.Dataset, seed: int,
+              loop: train.LoopConfig) -> dict:
+  """What a workdir belongs to (`Workdir.claim`): method, data, config, seed, and the
+  loop's `fixed_shards` where set (it changes the numbers)."""
   data_lib.check_evaluable(dataset.test, dataset.metadata.get("source", dataset.name))
-  return {"method": spec.name, "dataset": dataset.name, "view": dataset.view.name,
-          "seed": seed, "config": dataclasses.asdict(config),
-          "data": {"fingerprint": data_fingerprint(dataset),
-                   "num_train": len(dataset.train), "num_test": len(dataset.test)}}
+  identity = {"method": spec.name, "dataset": dataset.name, "view": dataset.view.name,
+              "seed": seed, "config": dataclasses.asdict(config),
+              "data": {"fingerprint": data_fingerprint(dataset),
+                       "num_train": len(dataset.train), "num_test": len(dataset.test)}}
+  if loop.fixed_shards:
+    identity["fixed_shards"] = loop.fixed_shards
+  return identity
 
 
 def fit(spec: Any, config: Any, dataset: data_lib.Dataset, workdir: str, seed: int = 0, *,
@@ -155,7 +160,7 @@ def fit(spec: Any, config: Any, dataset: data_lib.Dataset, workdir: str, seed: i
   """
   seed = check_seed(seed)
   dataset = data_lib.check_dataset(dataset)
-  identity = _identity(spec, config, dataset, seed)
+  identity = _identity(spec, config, dataset, seed, loop)
   prepared = spec.prepare(config, dataset, seed)
   mesh = mesh or train.data_mesh()
   with Workdir(workdir) as wd, jax.set_mesh(mesh):
@@ -199,7 +204,7 @@ def run(
   seed = check_seed(seed)
   dataset = data_lib.check_dataset(dataset)  # A hand-built one passes the loaders' checks.
   mesh = mesh or train.data_mesh()
-  identity = _identity(spec, config, dataset, seed)
+  identity = _identity(spec, config, dataset, seed, loop)
   # Before the workdir is touched: data the method cannot take leaves nothing behind.
   prepared = spec.prepare(config, dataset, seed)
   with Workdir(workdir) as wd, jax.set_mesh(mesh):  # Host arrays go onto this mesh.
@@ -230,6 +235,7 @@ def run(
         "dataset": dataset.name,
         "view": identity["view"],
         "seed": seed,
+        "fixed_shards": loop.fixed_shards,
         "map": evaluation.map_summary(metrics),
         **{f"map@{k}": evaluation.map_summary(metrics, k) for k in i2t.map_at},
         "roc_auc": main.roc_auc,

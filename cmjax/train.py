@@ -19,12 +19,19 @@ selection. `train_stage` then runs it:
   progress lines with steps/s and ETA.
 - safety: a non-finite loss or gradient norm stops the run with the stage and
   step named.
+- device-count invariance (`LoopConfig.fixed_shards`): XLA sums a step's
+  gradient over the devices in an order that depends on their number, so the
+  last bits of a run differ between 1 and 8 devices. With `fixed_shards=V` a
+  step cuts its batch into V shards, each device computes the gradients of its
+  shards one at a time, and every device sums all V in one fixed order: the run
+  is bit-identical on every device count that divides V.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import os
 import sys
 import threading
@@ -100,6 +107,10 @@ class Stage:
     loops_convolutions: the step runs convolutions: on CPU the loop runs one step
       per call, since XLA:CPU runs convolutions inside a device-side loop many
       times slower than in a plain jitted step (reports/benchmark_emd_cnn_step.md).
+    row_mean_loss: the loss and every metric are means over the batch's rows of
+      a term of each row alone (no batch statistics, no in-batch negatives, no
+      `STATE_KEY`): the mean of the losses of equal shards of a batch is its
+      loss, so the stage can run with `LoopConfig.fixed_shards`.
   """
 
   name: str
@@ -112,6 +123,7 @@ class Stage:
   patience: int = 0
   source: sources.HostSource | None = None
   loops_convolutions: bool = False
+  row_mean_loss: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,12 +137,20 @@ class LoopConfig:
     on_validation: called with `(stage name, step, validation scores)` after each
       validation of a stage (`cmjax.tune` reports them to its pruner, which may
       stop the run by raising).
+    fixed_shards: 0: XLA reduces each step's gradient over the devices (the
+      fastest; its last bits depend on the device count). V > 0: each batch is
+      cut into V shards whose gradients are summed in one fixed order, so a run
+      is bit-identical on any device count dividing V (which must divide every
+      batch). Every stage must have a `row_mean_loss`. Each shard draws its own
+      dropout, so the numbers differ from those of `fixed_shards=0`; a run
+      records V in its identity.
   """
 
   steps_per_call: int = 100
   checkpoint_every: int = 1000
   log_every_s: float = 10.0
   on_validation: Callable[[str, int, Mapping[str, float]], None] | None = None
+  fixed_shards: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,17 +267,50 @@ def init_state(params: Params, optimizer: optax.GradientTransformation) -> dict:
   }
 
 
-def make_update_fn(stage: Stage, mesh: jax.sharding.Mesh):
+def fixed_order_grad(loss_fn: LossFn, shards: int, mesh: jax.sharding.Mesh):
+  """`value_and_grad(loss_fn, has_aux=True)` for a row-mean loss, the same bits on any
+  number of devices dividing `shards`.
+
+  The batch's rows are cut into `shards` equal shards (`[shards, rows / shards,
+  ...]`, sharded over `'data'`); each device runs the loss and its gradient on
+  its shards one after another (the same shapes on every device count), the
+  results are gathered, and every device averages the `shards` of them in one
+  fixed order. Shard `i` draws its randomness from `split(rng, shards)[i]`.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def local(params, context, cut, keys):  # cut: [shards / devices, rows / shards, ...].
+    results = jax.lax.map(lambda x: grad_fn(params, context, *x), (cut, keys))
+    return jax.lax.all_gather(results, "data", tiled=True)  # [shards, ...] everywhere.
+
+  # The all-gather makes every output the same on every device (`out_specs=P()`);
+  # the replication check cannot see through it.
+  gathered = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P("data"), P("data")),
+                           out_specs=P(), check_vma=False)
+  mean = lambda a: functools.reduce(operator.add, [a[i] for i in range(shards)]) / shards
+
+  def value_and_grad(params, context, batch, rng):
+    cut = jax.tree.map(lambda a: a.reshape(shards, a.shape[0] // shards, *a.shape[1:]), batch)
+    (loss, aux), grads = gathered(params, context, cut, jax.random.split(rng, shards))
+    return (mean(loss), jax.tree.map(mean, aux)), jax.tree.map(mean, grads)
+
+  return value_and_grad
+
+
+def make_update_fn(stage: Stage, mesh: jax.sharding.Mesh, fixed_shards: int = 0):
   """The jitted update `(state, context, data, key, num_steps, batches=None) -> (state,
   metrics)`.
 
   It runs `num_steps` steps (static) in a `lax.scan` (or one plain step), with
   `state` donated; `metrics` leaves are `[num_steps]`. Each step samples its batch
   from `data` on device, or takes the next of `batches` (`[num_steps, batch, ...]`,
-  a stage with a `source`). `train_stage` drives it; benchmarks time it.
+  a stage with a `source`). Its gradient is XLA's sharded one, or with
+  `fixed_shards` that of `fixed_order_grad`. `train_stage` drives it; benchmarks
+  time it.
   """
   batch_sharding = NamedSharding(mesh, P("data"))
-  grad_fn = jax.value_and_grad(stage.loss_fn, has_aux=True)
+  grad_fn = (fixed_order_grad(stage.loss_fn, fixed_shards, mesh) if fixed_shards
+             else jax.value_and_grad(stage.loss_fn, has_aux=True))
 
   def one_step(carry, batch):
     state, context, data, key = carry
@@ -303,15 +356,27 @@ def _check_finite(stage: str, first_step: int, metrics: Mapping[str, np.ndarray]
 
 
 def _check_batch_splits(stage: Stage, key: jax.Array, data: Any,
-                        mesh: jax.sharding.Mesh) -> None:
-  """Raises ConfigError unless every batch leaf's rows split evenly over the mesh."""
+                        mesh: jax.sharding.Mesh, fixed_shards: int = 0) -> None:
+  """Raises ConfigError unless every batch leaf's rows split evenly over the mesh
+  (and, with `fixed_shards`, into that many shards, themselves split evenly)."""
+  if fixed_shards:
+    if not stage.row_mean_loss:
+      raise ConfigError(
+          f"stage '{stage.name}': its loss is not a mean over the rows of a batch (batch "
+          "statistics or in-batch comparisons), so it cannot be cut into --fixed_shards; "
+          "run it with --fixed_shards=0")
+    if fixed_shards < 0 or fixed_shards % mesh.size:
+      raise ConfigError(f"--fixed_shards={fixed_shards} must be a multiple of the "
+                        f"{mesh.size} devices")
   batch = (stage.source.shape_of_batch() if stage.source is not None
            else jax.eval_shape(stage.sample_fn, key, data))
+  split = max(fixed_shards, mesh.size)
   for leaf in jax.tree.leaves(batch):
-    if not leaf.shape or leaf.shape[0] % mesh.size:
+    if not leaf.shape or leaf.shape[0] % split:
+      what = f"{fixed_shards} shards" if fixed_shards else f"{mesh.size} devices"
       raise ConfigError(
           f"stage '{stage.name}': a batch of {leaf.shape[0] if leaf.shape else 0} rows does "
-          f"not split over {mesh.size} devices; use a batch size divisible by {mesh.size}")
+          f"not split over {what}; use a batch size divisible by {split}")
 
 
 def _next_boundary(step: int, stage: Stage, loop: LoopConfig) -> int:
@@ -365,16 +430,15 @@ def train_stage(
 
   data, context = replicate((data, context), mesh)
   key = jax.random.key(seed)
-  _check_batch_splits(stage, key, data, mesh)
-  run = make_update_fn(stage, mesh)
+  _check_batch_splits(stage, key, data, mesh, loop.fixed_shards)
+  run = make_update_fn(stage, mesh, loop.fixed_shards)
   streamed = None
   if stage.source is not None:  # Batches read on from the resumed step.
     streamed = stage.source.local_batches(int(state["step"]), stage.num_steps)
   validation = stage.validation
   val_data = None
-  if validation is not None:  # Uploaded once a stage: a data source.
-    val_data = replicate((validation.image, validation.text, np.asarray(validation.labels)),
-                         mesh)
+  if validation is not None:  # Uploaded once a stage (a data source), rows split.
+    val_data = protocol.validation_inputs(validation, mesh)
   writer = MetricWriter(os.path.join(workdir, "logs", stage.name),
                         enabled=jax.process_index() == 0, resume_step=resumed_from)
   step = int(state["step"])

@@ -11,7 +11,8 @@ method) take the same flags:
 - `--image_features`, `--text_features`: the features of a raw dataset
   (web_news): colour histograms or EfficientNet-Lite0, character n-grams or
   jieba words.
-- `--steps_per_call`, `--checkpoint_every`: how the loop runs.
+- `--steps_per_call`, `--checkpoint_every`: how the loop runs; `--fixed_shards`:
+  gradients summed in a fixed order (bit-identical on any device count).
 - `--import_modules`: modules that register more methods (your own).
 - `--coordinator_address`, `--num_processes`, `--process_id`: a multi-process
   run (every process runs the same command).
@@ -186,7 +187,8 @@ def argv_value(name: str, default: str | None = None) -> str | None:
 
 
 LOOP_FLAGS = ("steps_per_call", "checkpoint_every", "import_modules", "coordinator_address",
-              "num_processes", "process_id", "distributed_timeout_s", "deterministic")
+              "num_processes", "process_id", "distributed_timeout_s", "deterministic",
+              "fixed_shards")
 
 DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
 
@@ -224,6 +226,13 @@ def define_loop_flags() -> None:
                     "GPU: run with XLA's deterministic ops (XLA_FLAGS="
                     f"{DETERMINISTIC_XLA_FLAG}), so that a rerun or a resumed run reaches the "
                     "same parameters bit for bit; slower. CPU runs are deterministic without it.")
+  flags.DEFINE_integer("fixed_shards", 0,
+                       "0: each step's gradient is summed over the devices by XLA (fastest; "
+                       "the last bits depend on the device count). V > 0: each batch is cut "
+                       "into V shards whose gradients are summed in one fixed order, so the "
+                       "run is bit-identical on any device count dividing V (V must divide "
+                       "the batch size). Other dropout draws than with 0: other numbers. "
+                       "Methods whose losses couple a batch's rows refuse it.")
   flags.DEFINE_float("distributed_timeout_s", 120.0,
                      "A multi-process run stops with one line when not every process has "
                      "reached the coordinator within this many seconds.")
@@ -296,8 +305,11 @@ def start(argv: Sequence[str]) -> None:
 def loop_config() -> train.LoopConfig:
   if FLAGS.steps_per_call <= 0 or FLAGS.checkpoint_every <= 0:
     raise configs.ConfigError("--steps_per_call and --checkpoint_every must be > 0")
+  if FLAGS.fixed_shards < 0:
+    raise configs.ConfigError(f"--fixed_shards must be >= 0, got {FLAGS.fixed_shards}")
   return train.LoopConfig(steps_per_call=FLAGS.steps_per_call,
-                          checkpoint_every=FLAGS.checkpoint_every)
+                          checkpoint_every=FLAGS.checkpoint_every,
+                          fixed_shards=FLAGS.fixed_shards)
 
 
 def _config_help(methods: Sequence[str]) -> str:

@@ -199,6 +199,31 @@ def test_batch_must_split_over_devices(tmp_path):
     train._check_batch_splits(_regression_stage(batch_size=30), jax.random.key(0), data, fake)
 
 
+def test_fixed_shards_give_the_gradient_of_the_whole_batch(tmp_path):
+  """The mean of the shards' gradients is the batch's gradient (to float rounding);
+  a stage that trains with it learns; a loss that is not a row mean is refused."""
+  params, data = _problem()
+  mesh = train.data_mesh(jax.devices()[:1])
+  stage = _regression_stage(row_mean_loss=True)
+  batch = stage.sample_fn(jax.random.key(1), data)
+  (loss, _), grads = jax.value_and_grad(stage.loss_fn, has_aux=True)(params, None, batch, None)
+  (fixed_loss, _), fixed_grads = jax.jit(train.fixed_order_grad(stage.loss_fn, 8, mesh))(
+      params, None, batch, jax.random.key(0))
+  assert float(fixed_loss) == pytest.approx(float(loss), rel=1e-5)
+  for name in params:
+    np.testing.assert_allclose(fixed_grads[name], grads[name], rtol=1e-4, atol=1e-7)
+  result = train.train_stage(stage, params, data, workdir=str(tmp_path / "a"), seed=0,
+                             mesh=mesh, loop=train.LoopConfig(fixed_shards=8))
+  assert result.steps == 60 and not np.allclose(result.params["w2"], 0)
+  fake = type("Mesh", (), {"size": 2})()
+  with pytest.raises(ValueError, match="not a mean over the rows"):
+    train._check_batch_splits(_regression_stage(), jax.random.key(0), data, fake, 8)
+  with pytest.raises(ValueError, match="must be a multiple of the 2 devices"):
+    train._check_batch_splits(stage, jax.random.key(0), data, fake, 3)
+  with pytest.raises(ValueError, match="a batch of 32 rows does not split over 64 shards"):
+    train._check_batch_splits(stage, jax.random.key(0), data, fake, 64)
+
+
 def test_a_resumed_stage_logs_each_step_once_in_one_events_file(tmp_path):
   from cmjax import metric_writer
   params, data = _problem()
