@@ -91,8 +91,8 @@ __all__ = [
 
 # The keys of every results.json.
 RESULT_KEYS = (
-    "method", "preset", "dataset", "view", "seed", "fixed_shards", "map", "map@50", "roc_auc", "roc_auc_queries",
-    "per_query_ap", "alternatives",
+    "method", "preset", "dataset", "view", "seed", "fixed_shards", "map", "map@50", "roc_auc",
+    "roc_auc_queries", "per_query_ap", "alternatives",
     "hashing", "pr_curve", "wall_s", "stages", "num_train", "num_val", "num_test", "config",
     "data", "extras", "environment", "warnings",
 )
