@@ -65,7 +65,7 @@ NUMBER = re.compile(r"(?<![\d.])\d+\.\d{4}(?!\d)")
 def test_every_quoted_figure_is_in_a_report(page):
   """A 4-decimal figure in README.md or docs/ is one a committed report holds (or a
   published anchor): the pages quote the reports, which their commands regenerate."""
-  sources = sorted(glob.glob(os.path.join(REPO, "reports", "*.md")))
+  sources = sorted(glob.glob(os.path.join(REPO, "reports", "**", "*.md"), recursive=True))
   sources += [ANCHORS] if os.path.isfile(ANCHORS) else []
   known = set()
   for source in sources:
