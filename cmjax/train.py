@@ -366,8 +366,8 @@ def _check_batch_splits(stage: Stage, key: jax.Array, data: Any,
           "statistics or in-batch comparisons), so it cannot be cut into --fixed_shards; "
           "run it with --fixed_shards=0")
     if fixed_shards < 0 or fixed_shards % mesh.size:
-      raise ConfigError(f"--fixed_shards={fixed_shards} must be a multiple of the "
-                        f"{mesh.size} devices")
+      raise ConfigError(f"--fixed_shards={fixed_shards} must be a positive multiple of "
+                        f"the {mesh.size} devices")
   batch = (stage.source.shape_of_batch() if stage.source is not None
            else jax.eval_shape(stage.sample_fn, key, data))
   split = max(fixed_shards, mesh.size)

@@ -218,8 +218,9 @@ def test_fixed_shards_give_the_gradient_of_the_whole_batch(tmp_path):
   fake = type("Mesh", (), {"size": 2})()
   with pytest.raises(ValueError, match="not a mean over the rows"):
     train._check_batch_splits(_regression_stage(), jax.random.key(0), data, fake, 8)
-  with pytest.raises(ValueError, match="must be a multiple of the 2 devices"):
-    train._check_batch_splits(stage, jax.random.key(0), data, fake, 3)
+  for shards in (3, -2):
+    with pytest.raises(ValueError, match="must be a positive multiple of the 2 devices"):
+      train._check_batch_splits(stage, jax.random.key(0), data, fake, shards)
   with pytest.raises(ValueError, match="a batch of 32 rows does not split over 64 shards"):
     train._check_batch_splits(stage, jax.random.key(0), data, fake, 64)
 
