@@ -51,10 +51,10 @@ def _step_timings() -> tuple[float, float]:
   model = emd_cnn.build_model(config, pixels=True, vocabulary_size=4002)
   params = model.init(jax.random.key(0), data["image"][:1], data["text"][:1])
   stage = emd_cnn.training_stage(config, model, None)
-  optimizer = optax.adamw(config.learning_rate)
+  optimizer = optax.adamw(config.training.learning_rate)
 
   def step(params, opt_state, key):
-    batch = sampling.sample_rows(key, data, config.batch_size)
+    batch = sampling.sample_rows(key, data, config.training.batch_size)
     grads = jax.grad(lambda p: stage.loss_fn(p, {}, batch, key)[0])(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state

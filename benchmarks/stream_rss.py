@@ -44,8 +44,8 @@ from cmjax import data, runner, train
 from cmjax.methods import registry
 method, data_dir, workdir, steps, stream = json.loads(sys.argv[1])
 spec = registry.get(method)
-config = registry.make_config(spec, "default", steps=steps, eval_every=steps // 4,
-                              stream_inputs=stream)
+config = registry.make_config(spec, "default", steps=steps,
+                              training=dict(eval_every=steps // 4), stream_inputs=stream)
 dataset = registry.load_data(spec, config, "web_news", data_dir, data.FeatureChoice(None, None))
 held = []
 def record(stage, step, scores):

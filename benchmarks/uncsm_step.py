@@ -17,7 +17,6 @@ Every number is the median of `--repeats` timed windows after a warm-up.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmjax import data as data_lib
-from cmjax import sampling, train
+from cmjax import configs, sampling, train
 from cmjax.methods import registry, uncsm
 import benchmarks
 
@@ -68,7 +67,7 @@ def _step_flops(config: uncsm.UNCSMConfig, d_image: int, d_text: int, batch: int
 
 
 def _cmjax_rate(config, stage_name, dataset, batch) -> float:
-  config = dataclasses.replace(config, batch_size=batch)
+  config = configs.replace(config, training=dict(batch_size=batch))
   model = uncsm.pathway_model(config)
   x, z = dataset.train.image, dataset.train.text
   params = model.init(jax.random.key(0), x[:1], z[:1])
@@ -112,8 +111,8 @@ def _torch_rate(config, stage_name, dataset, batch) -> float:
   bi = nn.Linear(config.hidden[-1], config.branch_size).to(device)
   bt = nn.Linear(config.hidden[-1], config.branch_size).to(device)
   parameters = [*fi.parameters(), *ft.parameters(), *bi.parameters(), *bt.parameters()]
-  opt = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum,
-                        weight_decay=config.weight_decay)
+  opt = torch.optim.SGD(parameters, lr=config.training.learning_rate, momentum=config.momentum,
+                        weight_decay=config.training.weight_decay)
   x, z = (torch.from_numpy(a).to(device) for a in (dataset.train.image, dataset.train.text))
   labels = torch.from_numpy(dataset.train.labels.astype(np.int64)).to(device)
   order = torch.argsort(labels, stable=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Literal
+import typing
+from typing import Callable
 
 from absl import logging
 import numpy as np
 
 from cmjax.checks import ConfigError
+from cmjax.configs import InputTransform
 from cmjax.data import DataError, Dataset, Split, View, validation_split
 
 __all__ = [
@@ -16,8 +18,7 @@ __all__ = [
     "prepare",
 ]
 
-INPUT_TRANSFORMS = ("none", "standardize", "sqrt_standardize", "l2")
-InputTransform = Literal["none", "standardize", "sqrt_standardize", "l2"]
+INPUT_TRANSFORMS = typing.get_args(InputTransform)
 
 
 def choose_transform(train: np.ndarray, kind: InputTransform, field: str) -> tuple[str, str]:
@@ -64,7 +65,7 @@ def make_transform(train: np.ndarray, kind: InputTransform,
       if x.size and x.min() < 0:
         raise DataError(f"{field}: a split has negative values (min {x.min():.4g}) but the "
                         "training features had none: the square root fitted on them cannot "
-                        "take them; use --config.input_transform=standardize")
+                        "take them; use --config.prepare.input_transform=standardize")
       return np.sqrt(x)
   else:
     root = lambda x: x

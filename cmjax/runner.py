@@ -5,7 +5,7 @@ Every registered method (`cmjax.methods.registry`) runs through `run`:
 1. prepare, before anything is written: the seed and the test labels are
    checked (`check_seed`, `cmjax.data.check_evaluable`), then the method's
    `prepare` runs (default: a stratified validation split carved from train,
-   then the config's `input_transform` fitted on train, or a transform that
+   then the config's `prepare.input_transform` fitted on train, or a transform that
    fits the data, `cmjax.preprocess.choose_transform`).
 2. claim: the workdir is created and locked (a second concurrent run in it
    stops with one line; a folder other users could write to or own is
@@ -314,6 +314,7 @@ def _json_safe(metadata: Mapping[str, Any]) -> dict:
 
 
 def default_prepare(config: Any, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
-  """A stratified validation split of `config.validation_fraction`, then
-  `config.input_transform` fitted on train."""
-  return preprocess.prepare(dataset, config.input_transform, config.validation_fraction, seed)
+  """A stratified validation split of `config.prepare.validation_fraction`, then
+  `config.prepare.input_transform` fitted on train."""
+  return preprocess.prepare(dataset, config.prepare.input_transform,
+                            config.prepare.validation_fraction, seed)

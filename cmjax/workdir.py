@@ -107,6 +107,21 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
   return out
 
 
+def _moved_into_sections(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict:
+  """`found` (flat) with each `config.<field>` that `wanted` has only as
+  `config.<section>.<field>` renamed to it: a workdir made before the shared
+  fields moved into nested sections (`training`, `prepare`) still resumes."""
+  out = dict(found)
+  for key in [k for k in found if k.startswith("config.") and k.count(".") == 1]:
+    if key in wanted:
+      continue
+    field = key.split(".", 1)[1]
+    moved = [w for w in wanted if w.count(".") == 2 and w.endswith("." + field)]
+    if len(moved) == 1:
+      out[moved[0]] = out.pop(key)
+  return out
+
+
 class Workdir:
   """A run's folder, locked for the life of this object (use as a context manager).
 
@@ -180,7 +195,11 @@ class Workdir:
                    ", ".join(added))
       found = dict(found, config={**found["config"], **{k: wanted["config"][k] for k in added}})
     if found != wanted:
-      a, b = _flatten(found), _flatten(wanted)
+      a, b = _moved_into_sections(_flatten(found), _flatten(wanted)), _flatten(wanted)
+      if a == b:
+        logging.info("%s: config fields moved into sections since (training.*, prepare.*) "
+                     "hold the same values", path)
+        return
       diff = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
                        for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
       raise RunError(f"{path}: the workdir holds another run ({diff}); use a new --workdir")

@@ -41,8 +41,9 @@ def _define_flags() -> None:
                        lower_bound=1)
   flags.DEFINE_string("preset", "default", "Preset of the config file the space is sampled "
                       "over (the fields outside the space keep its values).")
-  flags.DEFINE_list("fields", None, "Tune only these fields of the search space (default: "
-                    "all of them).")
+  flags.DEFINE_list("fields", None, "Tune only these fields of the search space, by their "
+                    "dotted paths as --help lists them (e.g. training.learning_rate); "
+                    "default: all of them.")
   flags.DEFINE_float("holdout", tune.DEFAULT_HOLDOUT, "Share of the training split a trial "
                      "is scored on (stratified; the trial trains on the rest).")
   flags.DEFINE_integer("seed", 0, "Seed of the held-out carve, of every trial's run and of the "

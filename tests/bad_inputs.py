@@ -673,14 +673,15 @@ def cases() -> list[Case]:
   return [
       # 1. The default input transform destroyed negative features.
       c("1", "all-negative features, input_transform=sqrt_standardize (the default of most "
-        "methods)", CCA + ["--config.input_transform=sqrt_standardize"], status=0,
+        "methods)", CCA + ["--config.prepare.input_transform=sqrt_standardize"], status=0,
         setup=npz(image_train=-np.abs(_synthetic_arrays()["image_train"]) - 0.1,
                   image_test=-np.abs(_synthetic_arrays()["image_test"]) - 0.1,
                   text_train=-np.abs(_synthetic_arrays()["text_train"]) - 0.1,
                   text_test=-np.abs(_synthetic_arrays()["text_test"]) - 0.1),
         check=_check_transform),
       c("1", "non-negative training features, a negative test value, sqrt_standardize",
-        CCA + ["--config.input_transform=sqrt_standardize"], expect="a split has negative values",
+        CCA + ["--config.prepare.input_transform=sqrt_standardize"],
+        expect="a split has negative values",
         setup=npz(image_train=np.abs(_synthetic_arrays()["image_train"]),
                   image_test=_synthetic_arrays()["image_test"])),
       # 2. Cleared-set pixels.
@@ -764,8 +765,9 @@ def cases() -> list[Case]:
       c("11", ".npz with a 200 MB zero member (deflated) and a missing field",
         ["experiments.run", "--method=cca", "--dataset=arrays", "--data_dir={tmp}/big.npz",
          "--workdir={tmp}/run"], expect="missing field", setup=_big_zero_member),
-      c("11", "--config.batch_size=1000000000", QUICK + ["--config.batch_size=1000000000"],
-        expect="'batch_size' must be at most 65,536", setup=npz()),
+      c("11", "--config.training.batch_size=1000000000",
+        QUICK + ["--config.training.batch_size=1000000000"],
+        expect="'training.batch_size' must be at most 65,536", setup=npz()),
       # 12. Symlinks and other users' folders.
       c("12", "workdir owned by another user (or writable by any user)", TOY,
         expect="belongs to another user|any user can write", setup=_other_owner),
@@ -968,12 +970,19 @@ def cases() -> list[Case]:
           expect=message) for module, args, message in [
               ("experiments.uncsm", ["--config.pretrain_steps=-5"],
                "'pretrain_steps' must be > 0"),
-              ("experiments.uncsm", ["--config.batch_size=0"], "'batch_size' must be > 0"),
-              ("experiments.uncsm", ["--config.validation_fraction=1.0"],
-               r"'validation_fraction' must be in \[0, 1\)"),
+              ("experiments.uncsm", ["--config.training.batch_size=0"],
+               "'training.batch_size' must be > 0"),
+              ("experiments.uncsm", ["--config.prepare.validation_fraction=1.0"],
+               r"'prepare.validation_fraction' must be in \[0, 1\)"),
               ("experiments.uncsm", ["--config.learning_rat=0.1"],
                "unknown config field 'learning_rat' for UNCSMConfig; did you mean "
-               "'learning_rate'\\?"),
+               "'training.learning_rate'\\?"),
+              ("experiments.uncsm", ["--config.learning_rate=0.1"],
+               "unknown config field 'learning_rate' for UNCSMConfig; did you mean "
+               "'training.learning_rate'\\?"),
+              ("experiments.uncsm", ["--config.training.lr=0.1"],
+               "unknown config field 'training.lr' for TrainingConfig; known fields: "
+               "learning_rate"),
               ("experiments.emd_cnn", ["--config.epsilon=0"], "'epsilon' must be > 0"),
               ("experiments.emd_cnn", ["--config.text_bins=1"], "'text_bins' must be >= 2"),
               ("experiments.emd_cnn", ["--method=emd_cnn_cosine", "--config.distance=emd"],

@@ -1,18 +1,17 @@
 """Deep baselines: DCCA's objective against numpy, each method beats chance."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmjax import data, runner
+from cmjax import configs, data, runner
 from cmjax.methods import deep, registry
 
-SMALL = dataclasses.replace(
-    deep.DeepConfig(), hidden=(64,), code_dim=16, dcca_dim=8, batch_size=64,
-    dcca_batch_size=256, steps=300, eval_every=100, mdbn_image_hidden=(64, 32),
+SMALL = configs.replace(
+    deep.DeepConfig(), hidden=(64,), code_dim=16, dcca_dim=8,
+    training=dict(batch_size=64, eval_every=100), dcca_batch_size=256, steps=300,
+    mdbn_image_hidden=(64, 32),
     mdbn_text_hidden=(32, 32), mdbn_joint_hidden=64, mdbn_steps=600,
     mdbn_learning_rate=1e-2)
 

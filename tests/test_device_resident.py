@@ -74,12 +74,13 @@ def test_streamed_blocks_upload_nothing_and_match_the_dense_ranking():
 
 # One method of each family, with the fewest steps that still train every stage.
 FAMILIES = {
-    "uncsm": dict(pretrain_steps=20, finetune_steps=20, metric_pairs=2560, eval_every=10),
-    "emd_cnn": dict(steps=10, eval_every=5),
-    "fgl": dict(siamese_steps=10, steps=10, eval_every=5),
-    "dbrc": dict(steps=20, eval_every=10),
+    "uncsm": dict(pretrain_steps=20, finetune_steps=20, metric_pairs=2560,
+                  training=dict(eval_every=10)),
+    "emd_cnn": dict(steps=10, training=dict(eval_every=5)),
+    "fgl": dict(siamese_steps=10, steps=10, training=dict(eval_every=5)),
+    "dbrc": dict(steps=20, training=dict(eval_every=10)),
     "cca": {},
-    "dcca": dict(steps=20, eval_every=10),
+    "dcca": dict(steps=20, training=dict(eval_every=10)),
     "multimodal_dbn": {},
     "cvh": {},
 }
@@ -123,7 +124,8 @@ _SCRIPT = textwrap.dedent("""
     # UNCSM sums its gradients over 8 fixed shards (`--fixed_shards`), in one order on
     # any device count; each stage selects on validation and the metric net is trained.
     runs = (("cca", {{}}, 0), ("uncsm", dict(finetune_steps=20, pretrain_steps=20,
-                                             metric_pairs=2560, eval_every=10), 8))
+                                             metric_pairs=2560,
+                                             training=dict(eval_every=10)), 8))
     for name, overrides, shards in [r for r in runs if r[0] in {methods!r}]:
       spec = registry.get(name)
       config = registry.make_config(spec, "quick", **overrides)
@@ -223,7 +225,7 @@ def test_emd_cnn_learns_from_streamed_inputs(tmp_path):
   """`stream_inputs`: the training rows stay on the host (no copy on the devices)."""
   dataset = data.make_synthetic(num_train=300, num_test=120, seed=5)
   streamed = registry.run("emd_cnn", dataset, str(tmp_path / "s"), preset="quick",
-                          stream_inputs=True, steps=60, eval_every=30)
+                          stream_inputs=True, steps=60, training=dict(eval_every=30))
   assert streamed["config"]["stream_inputs"] is True
   assert streamed["map"]["avg"] > 0.2  # Chance: 0.1 (10 balanced classes).
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmjax import data, evaluation, models, runner
+from cmjax import configs, data, evaluation, models, runner
 from cmjax.methods import emd_cnn, registry
 
 
@@ -70,7 +70,8 @@ def test_learned_ground_cost_starts_at_the_fixed_cost(ground_cost):
   assert np.corrcoef(cost.ravel(), fixed.ravel())[0, 1] > 0.99
 
 
-SMALL = dict(hidden=(64,), steps=300, eval_every=100, batch_size=32)
+SMALL = dict(hidden=(64,), steps=300,
+             training=configs.TrainingConfig(batch_size=32, eval_every=100))
 
 
 @pytest.mark.parametrize("distance", ["emd", "euclidean"])
@@ -89,7 +90,8 @@ def test_emd_cnn_learns_on_synthetic(tmp_path, distance):
 
 def test_emd_cnn_same_seed_same_numbers(tmp_path):
   dataset = data.make_synthetic()
-  config = emd_cnn.EMDCNNConfig(**{**SMALL, "steps": 60, "eval_every": 30})
+  config = configs.replace(emd_cnn.EMDCNNConfig(**SMALL), steps=60,
+                           training=dict(eval_every=30))
   runs = [_run(config, dataset, tmp_path / name, seed=3) for name in "ab"]
   assert runs[0]["map"] == runs[1]["map"] and runs[0]["roc_auc"] == runs[1]["roc_auc"]
 
@@ -98,7 +100,7 @@ def test_emd_cnn_same_seed_same_numbers(tmp_path):
 def test_emd_cnn_on_web_news_pixels_and_characters(web_news_dir, tmp_path):
   config = emd_cnn.EMDCNNConfig(image_channels=(4, 8), char_embedding=8, text_filters=8,
                                 pixels_chars=data.PixelsCharsOptions(max_chars=64), steps=20,
-                                eval_every=10, batch_size=16)
+                                training=configs.TrainingConfig(eval_every=10, batch_size=16))
   dataset = registry.load_data(registry.get("emd_cnn"), config, "web_news", web_news_dir)
   assert dataset.train.image.shape[1:] == (64, 64, 3) and dataset.train.image.dtype == np.uint8
   assert dataset.train.text.shape[1] == 64
@@ -125,7 +127,8 @@ def test_identity_encoder_learns_only_the_ground_cost(tmp_path, ground_cost):
                                 test=histograms(synthetic.test))
   m, n = dataset.train.image.shape[1], dataset.train.text.shape[1]
   config = emd_cnn.EMDCNNConfig(encoder="identity", ground_cost=ground_cost, image_bins=m,
-                                text_bins=n, steps=30, eval_every=10)
+                                text_bins=n, steps=30,
+                                training=configs.TrainingConfig(eval_every=10))
   out = _run(config, dataset, tmp_path)
   assert out["stages"]["emd_cnn"]["steps"] == (0 if ground_cost == "fixed" else 30)
   assert 0.0 < out["map"]["avg"] < 1.0
@@ -153,6 +156,6 @@ def test_bfloat16_towers_keep_the_transport_in_float32(tmp_path):
   p, q, _ = model.apply(params, x, z)
   assert p.dtype == q.dtype == jnp.float32
   dataset = data.make_synthetic(num_train=400, num_test=200)
-  out = _run(dataclasses.replace(config, steps=100, eval_every=50), dataset, tmp_path)
+  out = _run(configs.replace(config, steps=100, training=dict(eval_every=50)), dataset, tmp_path)
   chance = np.mean(dataset.test.labels[:, None] == dataset.test.labels[None, :])
   assert out["map"]["avg"] > chance + 0.2, out["map"]

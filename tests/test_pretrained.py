@@ -306,8 +306,8 @@ def test_emd_cnn_fine_tunes_the_pretrained_top(web_news_dir, tmp_path, monkeypat
   root = _tiny_release(web_news_dir, tmp_path / "wn", per_split=8)
   monkeypatch.setenv("CMJAX_CACHE_DIR", str(tmp_path / "cache"))
   spec = registry.get("emd_cnn")
-  config = registry.make_config(spec, "quick", finetune_blocks=2, steps=5, batch_size=8,
-                                validation_fraction=0.0)
+  config = registry.make_config(spec, "quick", finetune_blocks=2, steps=5,
+                                training=dict(batch_size=8), prepare=dict(validation_fraction=0.0))
   dataset = registry.load_data(spec, config, "web_news", root)
   assert dataset.train.image.shape == (8, 7, 7, 192)
   pooled = data.load_dataset("web_news", root, view=data.FeaturesOptions("efficientnet"))

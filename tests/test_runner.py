@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cmjax import configs, data, runner
-from cmjax.methods import deep, emd_cnn, registry, uncsm
+from cmjax.methods import deep, emd_cnn, fgl, linear, registry, uncsm
 from experiments import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,8 +65,8 @@ def test_toy_method_in_one_file_runs_through_cli_and_leaderboard(tmp_path):
   assert "random_projection on synthetic seed 0: MAP" in first.stdout
   results = json.loads((workdir / "results.json").read_text())
   assert set(runner.RESULT_KEYS) == set(results)
-  assert results["config"] == {"dims": 16, "input_transform": "standardize",
-                               "validation_fraction": 0.0, "nan_scores": False}
+  assert results["config"] == {"dims": 16, "nan_scores": False, "prepare": {
+      "input_transform": "standardize", "validation_fraction": 0.0}}
   # A finished workdir: its results are printed again and nothing is rewritten.
   stamps = {f: os.stat(workdir / f).st_mtime_ns for f in ("results.json", "pr_curves.png")}
   again = _cli("experiments.run", *TOY, f"--workdir={workdir}")
@@ -104,7 +104,45 @@ def test_strict_conversion():
     configs.from_dict(emd_cnn.EMDCNNConfig, {"activation": "gelu"})
   with pytest.raises(configs.ConfigError, match="'hidden' must be > 0"):
     dataclasses.replace(uncsm.UNCSMConfig(), hidden=(8, 0))
-  assert configs.from_dict(deep.DeepConfig, {"hidden": [8, 4], "learning_rate": 1}).hidden == (8, 4)
+  assert configs.from_dict(deep.DeepConfig, {"hidden": [8, 4]}).hidden == (8, 4)
+
+
+def test_shared_fields_live_in_nested_sections():
+  """`training` and `prepare` are set by dotted path or by a mapping, field by field
+  over the class's own defaults, and named by their dotted path in errors."""
+  config = configs.from_dict(uncsm.UNCSMConfig, {"training.learning_rate": 0.01,
+                                                 "prepare": {"validation_fraction": 0.2}})
+  assert config.training == configs.TrainingConfig(  # UNCSM's own defaults, one changed.
+      learning_rate=0.01, weight_decay=0.004, batch_size=128, eval_every=500, patience=0)
+  assert config.prepare == configs.PrepareConfig("standardize", 0.2)
+  assert configs.replace(config, training=dict(patience=2)).training.learning_rate == 0.01
+  assert configs.merge({"training": {"batch_size": 8, "patience": 4}},
+                       {"training.batch_size": 16}) == {"training": {"batch_size": 16,
+                                                                     "patience": 4}}
+  with pytest.raises(configs.ConfigError, match="did you mean 'training.learning_rate'"):
+    configs.from_dict(uncsm.UNCSMConfig, {"learning_rate": 0.01})
+  with pytest.raises(configs.ConfigError, match="'training.batch_size' must be > 0"):
+    configs.from_dict(fgl.FGLConfig, {"training.batch_size": 0})
+  with pytest.raises(configs.ConfigError, match="unknown config field 'prepare.split'"):
+    configs.from_dict(linear.LinearConfig, {"prepare.split": 0.1})
+  with pytest.raises(configs.ConfigError, match="'training.eval_every' must be int"):
+    registry.make_config(registry.get("dbrc"), "quick", training=dict(eval_every=2.5))
+
+
+def test_a_workdir_made_before_the_sections_resumes(tmp_path):
+  """A `config.json` with the shared fields flat (as before `prepare` and
+  `training` were nested) is the same run when the values agree, another when not."""
+  dataset = data.make_synthetic(num_train=120, num_test=60)
+  first = registry.run("cca", dataset, str(tmp_path), preset="quick")
+  path = tmp_path / "config.json"
+  identity = json.loads(path.read_text())
+  flat = dict(identity["config"])
+  flat.update(flat.pop("prepare"))
+  path.write_text(json.dumps(dict(identity, config=flat)))
+  assert registry.run("cca", dataset, str(tmp_path), preset="quick") == first
+  with pytest.raises(runner.RunError, match="prepare.validation_fraction: 0.15 -> 0.2"):
+    registry.run("cca", dataset, str(tmp_path), preset="quick",
+                 prepare=dict(validation_fraction=0.2))
 
 
 def test_runner_scores_raw_test_items_through_the_fitted_transform(tmp_path):
@@ -113,7 +151,7 @@ def test_runner_scores_raw_test_items_through_the_fitted_transform(tmp_path):
   from cmjax import evaluation, preprocess
   from cmjax.methods import linear
   dataset = data.make_synthetic(num_train=300, num_test=100)
-  out = registry.run("cca", dataset, str(tmp_path), input_transform="standardize",
+  out = registry.run("cca", dataset, str(tmp_path), prepare=dict(input_transform="standardize"),
                      reg_grid=(0.01,))
   prepared = preprocess.prepare(dataset, "standardize", 0.15, 0)
   projection = linear.fit_cca(prepared.full_train.image, prepared.full_train.text, 10, 0.01)

@@ -41,17 +41,21 @@ def test_a_bad_search_space_is_a_config_error_naming_the_field():
     check({"widht": configs.Int(1, 4)})
   with pytest.raises(configs.ConfigError, match="'dropout' allows 1.5"):
     check({"dropout": configs.Float(0.0, 1.5)})
-  with pytest.raises(configs.ConfigError, match="'learning_rate' needs 0 < low"):
-    check({"learning_rate": configs.Float(0.0, 1.0, log=True)})
-  with pytest.raises(configs.ConfigError, match="'batch_size' needs a step >= 1, and 1 on"):
-    check({"batch_size": configs.Int(16, 256, log=True, step=16)})
+  with pytest.raises(configs.ConfigError, match="'training.learning_rate' needs 0 < low"):
+    check({"training.learning_rate": configs.Float(0.0, 1.0, log=True)})
+  with pytest.raises(configs.ConfigError, match="'training.batch_size' needs a step >= 1, and 1"):
+    check({"training.batch_size": configs.Int(16, 256, log=True, step=16)})
+  with pytest.raises(configs.ConfigError, match="'learning_rate', not a field of UNCSMConfig"):
+    check({"learning_rate": configs.Float(1e-4, 1e-2, log=True)})  # It lives in `training`.
+  with pytest.raises(configs.ConfigError, match="'training.patience' allows -1"):
+    check({"training.patience": configs.Int(-1, 4)})
 
 
 def test_help_lists_the_search_space():
   from experiments import cli  # pylint: disable=g-import-not-at-top
   text = cli._config_help(["fgl", "sm"])  # pylint: disable=protected-access
   assert "Search spaces (python -m experiments.tune" in text
-  assert "fgl:\n    learning_rate: float in [0.0001, 0.003], log scale" in text
+  assert "fgl:\n    training.learning_rate: float in [0.0001, 0.003], log scale" in text
   assert "    beta: float in [0.25, 4], log scale" in text
   assert "sm:\n    l2: float in [1e-06, 0.1], log scale" in text
 
@@ -136,17 +140,19 @@ def test_the_pruner_hears_every_validation_at_the_trials_step():
 
 def test_tuned_configs_round_trip_and_a_bad_one_names_its_file(tmp_path):
   result = tune.TuneResult(method="uncsm", dataset="wikipedia", preset="default",
-                           values={"hidden": (512, 256, 128), "learning_rate": 0.002},
+                           values={"hidden": (512, 256, 128), "training.learning_rate": 0.002},
                            validation_avg_map=0.31, budget={"trials": 2, "complete": 1,
                            "pruned": 1, "failed": 0, "steps": 900, "wall_s": 30.0},
                            trials=[{"number": 0, "state": "COMPLETE", "value": 0.31,
                                     "values": {"hidden": "(512, 256, 128)",
-                                               "learning_rate": 0.002},
+                                               "training.learning_rate": 0.002},
                                     "steps": 600, "wall_s": 20.0}],
                            study="s", storage="sqlite://", holdout=0.2, seed=0)
   path = tune.write_tuned(result, str(tmp_path), "python -m experiments.tune ...")
   config, facts = tune.load_tuned(str(tmp_path), "wikipedia", registry.get("uncsm"))
-  assert config.hidden == (512, 256, 128) and config.learning_rate == 0.002
+  assert config.hidden == (512, 256, 128) and config.training.learning_rate == 0.002
+  assert config.training.weight_decay == registry.make_config(  # The preset's.
+      registry.get("uncsm")).training.weight_decay
   assert config.dropout == registry.make_config(registry.get("uncsm")).dropout  # The preset's.
   assert facts["budget"]["steps"] == 900
   report = open(path[:-5] + ".md").read()
@@ -223,7 +229,8 @@ def test_pairing_needs_the_same_queries_and_seeds():
 
 def _tune_command(workdir, output, trials, *extra):
   return [sys.executable, "-m", "experiments.tune", "--method=bimodal_ae", "--preset=quick",
-          "--fields=learning_rate,weight_decay", f"--trials={trials}", "--heartbeat_s=1",
+          "--fields=training.learning_rate,training.weight_decay", f"--trials={trials}",
+          "--heartbeat_s=1",
           f"--workdir={workdir}", f"--output_dir={output}", *extra]
 
 

@@ -12,16 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmjax import data, runner
+from cmjax import configs, data, runner
 from cmjax.methods import registry, uncsm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SPEC = registry.get("uncsm")
-SMALL = dataclasses.replace(
-    registry.make_config(SPEC, "default"), hidden=(64, 32, 16), branch_size=16, metric_hidden=(32, 32, 32),
+SMALL = registry.make_config(
+    SPEC, "default", hidden=(64, 32, 16), branch_size=16, metric_hidden=(32, 32, 32),
     pretrain_steps=300, finetune_steps=300, metric_pairs=128 * 100, metric_batch_size=128,
-    batch_size=64, eval_every=50, patience=0, dropout=0.0)
+    training=dict(batch_size=64, eval_every=50, patience=0), dropout=0.0)
 
 
 def test_contrastive_loss_matches_equation_1():
@@ -101,8 +101,9 @@ def test_uncsm_with_dbn_and_without_pretraining(tmp_path):
   dataset = dataclasses.replace(dataset, train=dataclasses.replace(
       dataset.train, text=np.abs(dataset.train.text)), test=dataclasses.replace(
       dataset.test, text=np.abs(dataset.test.text)))
-  config = dataclasses.replace(
-      SMALL, dbn=True, pretrain=False, input_transform="none", dbn_image_hidden=(32, 16),
+  config = configs.replace(
+      SMALL, dbn=True, pretrain=False, prepare=dict(input_transform="none"),
+      dbn_image_hidden=(32, 16),
       dbn_text_hidden=(16, 16), dbn_steps=100, softmax_steps=300, similarity="cosine")
   out = runner.run(SPEC, config, dataset, str(tmp_path), seed=0)
   assert "pretrain" not in out["stages"]
@@ -116,7 +117,8 @@ def _cli(workdir, *extra):
           "--config.hidden=(64,32,16)", "--config.branch_size=16",
           "--config.metric_hidden=(32,32,32)", "--config.pretrain_steps=400",
           "--config.finetune_steps=400", "--config.metric_pairs=25600",
-          "--config.batch_size=64", "--config.eval_every=100", "--checkpoint_every=100",
+          "--config.training.batch_size=64", "--config.training.eval_every=100",
+          "--checkpoint_every=100",
           "--steps_per_call=50", *extra]
 
 
@@ -142,8 +144,8 @@ def test_cli_writes_the_workdir_and_a_rerun_reuses_it(tmp_path):
 @pytest.mark.slow
 def test_workdir_of_another_run_is_refused(tmp_path):
   dataset = data.make_synthetic(num_train=200, num_test=50)
-  tiny = dataclasses.replace(SMALL, pretrain_steps=10, finetune_steps=10, metric_pairs=1280,
-                             eval_every=10)
+  tiny = configs.replace(SMALL, pretrain_steps=10, finetune_steps=10, metric_pairs=1280,
+                         training=dict(eval_every=10))
   runner.run(SPEC, tiny, dataset, str(tmp_path), seed=0)
   with pytest.raises(runner.RunError,
                      match=r"holds another run \(config.contrastive_margin: 1.0 -> 2.0\)"):

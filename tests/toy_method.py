@@ -18,14 +18,12 @@ class RandomProjectionConfig:
 
   Attributes:
     dims: width of the random projections.
-    input_transform: feature transform fitted on train.
-    validation_fraction: share of train carved out for validation (unused).
+    prepare: feature transform fitted on train; no validation split.
     nan_scores: return NaN scores (exercises the runner's check).
   """
 
   dims: int = 16
-  input_transform: str = "standardize"
-  validation_fraction: float = 0.0
+  prepare: configs.PrepareConfig = configs.PrepareConfig("standardize", 0.0)
   nan_scores: bool = False
 
   def __post_init__(self):

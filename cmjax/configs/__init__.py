@@ -11,7 +11,16 @@ imports no method module (the methods import their config classes from it).
 and overrides it:
 
   python -m experiments.uncsm --config=cmjax/configs/uncsm.py:paper \
-      --config.learning_rate=0.01
+      --config.training.learning_rate=0.01
+
+The settings every method shares live once, in nested sections: `prepare`
+(`PrepareConfig`: the input transform and the validation split, all methods)
+and `training` (`TrainingConfig`: learning rate, weight decay, batch size,
+validation cadence and patience, the trained methods). A config class declares
+its own defaults for them (`training: TrainingConfig = TrainingConfig(...)`).
+Presets, overrides, search spaces and tuned files address a nested field by its
+dotted path (`"training.learning_rate"`), as the command line does; a nested
+mapping is applied field by field over the class's default for that section.
 
 A config file returns an `ml_collections.ConfigDict` (so that
 `ml_collections.config_flags` can override it field by field); `from_dict`
@@ -19,7 +28,7 @@ turns it into the typed config strictly: an unknown key, a value of the wrong
 type or an invalid value is a `ConfigError` naming the field, before any work.
 
 Beside its presets a config file declares the search space of each of its
-methods, `SEARCH_SPACES = {method: {field: Float(...) | Int(...) | Choice(...)}}`:
+methods, `SEARCH_SPACES = {method: {path: Float(...) | Int(...) | Choice(...)}}`:
 the fields a user of that method would tune, with their ranges
 (`python -m experiments.tune`, `cmjax.tune`; listed by `--help`).
 """
@@ -33,7 +42,7 @@ import importlib
 import os
 import re
 import typing
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, Iterable, Literal, Mapping, TypeVar
 
 import ml_collections
 
@@ -53,16 +62,23 @@ __all__ = [
     "check_positive",
     "Choice",
     "Float",
+    "InputTransform",
     "Int",
+    "PrepareConfig",
+    "TrainingConfig",
     "check_search_space",
     "config_file",
     "field_docs",
+    "field_paths",
     "from_dict",
     "help_text",
     "load_preset",
+    "merge",
+    "nest",
     "preset_config",
     "preset_values",
     "presets",
+    "replace",
     "search_space",
     "space_help",
     "to_config_dict",
@@ -74,8 +90,122 @@ CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 # ---------------------------------------------------------------------------
+# The sections every method shares.
+# ---------------------------------------------------------------------------
+
+
+# What `cmjax.preprocess` can fit on the training features.
+InputTransform = Literal["none", "standardize", "sqrt_standardize", "l2"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+  """How the training split is prepared before a fit (every method; the runner's
+  `prepare` reads it).
+
+  Attributes:
+    input_transform: feature transform fitted on train: none, standardize,
+      sqrt_standardize (Hellinger map then standardise, for histograms), l2.
+      Pixels, character ids and graph signals are never transformed.
+    validation_fraction: share of train carved out (stratified) for model
+      selection and early stopping (the closed-form methods: to choose their
+      ridge); 0 disables. The test split is never used.
+  """
+
+  input_transform: InputTransform = "sqrt_standardize"
+  validation_fraction: float = 0.15
+
+  def __post_init__(self):
+    check_literals(self)
+    check_fraction(self, "validation_fraction")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+  """The optimiser and validation settings of a trained method's stages.
+
+  Attributes:
+    learning_rate: learning rate of every stage the method trains with its
+      optimiser.
+    weight_decay: weight decay (decoupled for Adam(W); an L2 gradient term
+      for SGD and RMSProp).
+    batch_size: rows (pairs, triplets, documents) a step, over all devices:
+      split over them, so it must be divisible by their number.
+    eval_every: steps between validation evaluations.
+    patience: stop after this many evaluations without improvement (0: never).
+  """
+
+  learning_rate: float = 1e-3
+  weight_decay: float = 1e-4
+  batch_size: int = 128
+  eval_every: int = 250
+  patience: int = 4
+
+  def __post_init__(self):
+    check_positive(self, "learning_rate", "batch_size", "eval_every")
+    check_non_negative(self, "weight_decay", "patience")
+    check_batch_size(self, "batch_size")
+
+
+# ---------------------------------------------------------------------------
 # Strict conversion.
 # ---------------------------------------------------------------------------
+
+
+def nest(values: Mapping[str, Any]) -> dict:
+  """`values` with every dotted key as nested mappings, later keys applied over
+  earlier ones field by field: `{"training": {"batch_size": 8, "patience": 4},
+  "training.batch_size": 16}` is `{"training": {"batch_size": 16, "patience": 4}}`.
+  A dataclass value (a nested config) counts as the mapping of its fields."""
+  out: dict = {}
+  for key, value in values.items():
+    head, _, rest = key.partition(".")
+    if rest:
+      value = {rest: value}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+      value = dataclasses.asdict(value)
+    if isinstance(value, ml_collections.ConfigDict):
+      value = value.to_dict()
+    if isinstance(value, Mapping):
+      value = nest(value)
+      if isinstance(out.get(head), Mapping):
+        value = nest({**out[head], **_dotted(value)})
+    out[head] = value
+  return out
+
+
+def merge(*layers: Mapping[str, Any]) -> dict:
+  """`layers` applied in order, each over the ones before field by field (keys as
+  dotted paths or nested mappings; a ConfigDict or dataclass counts as its
+  fields): `merge({"training": {"batch_size": 8, "patience": 4}},
+  {"training": {"batch_size": 16}})` keeps the patience."""
+  flat: dict = {}
+  for layer in layers:
+    flat.update(_dotted(nest(layer)))
+  return nest(flat)
+
+
+def _dotted(values: Mapping[str, Any], prefix: str = "") -> dict:
+  """The leaves of nested `values` by dotted path."""
+  out = {}
+  for key, value in values.items():
+    if isinstance(value, Mapping):
+      out.update(_dotted(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def field_paths(cls: type) -> tuple[str, ...]:
+  """Every field of `cls` by dotted path, a nested config's fields as
+  `section.field` (the names `--config.<path>`, presets and search spaces use)."""
+  hints, paths = _hints(cls), []
+  for f in dataclasses.fields(cls):
+    if dataclasses.is_dataclass(hints[f.name]):
+      paths.extend(f"{f.name}.{p}" for p in field_paths(hints[f.name]))
+    else:
+      paths.append(f.name)
+  return tuple(paths)
 
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:
@@ -116,11 +246,9 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     return value
   if origin is typing.Union and type(None) in args:  # Optional[X].
     return None if value is None else _coerce(name, args[0], value)
-  if dataclasses.is_dataclass(hint):  # A nested config (e.g. a data view's options).
+  if dataclasses.is_dataclass(hint):  # A nested config: a mapping of its fields.
     if isinstance(value, hint):
       return value
-    if isinstance(value, ml_collections.ConfigDict):
-      value = value.to_dict()
     if not isinstance(value, Mapping):
       raise wrong()
     return from_dict(hint, value, prefix=f"{name}.")
@@ -138,30 +266,63 @@ def _type_name(hint: Any) -> str:
   return getattr(hint, "__name__", str(hint))
 
 
-def unknown_field_message(cls: type, field: str) -> str:
-  """"unknown config field 'f' for Cls; did you mean 'g'? known fields: ..."."""
+def unknown_field_message(cls: type, field: str, prefix: str = "") -> str:
+  """"unknown config field 'f' for Cls; did you mean 'g'? known fields: ...".
+
+  `field` may be a dotted path into a nested section (the message then names
+  that section's class and fields); the hint is the closest field by name,
+  by its dotted path (`learning_rate` -> `training.learning_rate`)."""
+  head, _, rest = field.partition(".")
+  hints = _hints(cls)
+  if rest and head in hints and dataclasses.is_dataclass(hints[head]):
+    return unknown_field_message(hints[head], rest, f"{prefix}{head}.")
+  leaves: dict[str, str] = {}
+  for path in field_paths(cls):
+    leaves.setdefault(path.rsplit(".", 1)[-1], path)
+  close = difflib.get_close_matches(field.rsplit(".", 1)[-1], list(leaves), n=1)
+  hint = f"did you mean '{prefix}{leaves[close[0]]}'? " if close else ""
   known = [f.name for f in dataclasses.fields(cls)]
-  close = difflib.get_close_matches(field.rsplit(".", 1)[-1], known, n=1)
-  hint = f"did you mean '{close[0]}'? " if close else ""
-  return (f"unknown config field '{field}' for {cls.__name__}; {hint}known fields: "
+  return (f"unknown config field '{prefix}{field}' for {cls.__name__}; {hint}known fields: "
           f"{', '.join(known)}")
 
 
 def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
-  """The typed config `cls(**values)`, checked strictly; a field whose type is a
-  dataclass (a nested config) takes a mapping of its own fields.
+  """The typed config `cls(**values)`, checked strictly. Keys may be dotted paths
+  (`nest`); a field whose type is a dataclass (a nested config) takes a mapping
+  of its own fields, applied over `cls`'s default for that field.
 
   Raises:
     ConfigError: an unknown key (naming the known ones), a value of the wrong
-      type, or a value the class's validation rejects.
+      type, or a value the class's validation rejects (naming the field by its
+      dotted path).
   """
-  values = values.to_dict() if isinstance(values, ml_collections.ConfigDict) else dict(values)
+  values = nest(values)
   hints = _hints(cls)
-  known = [f.name for f in dataclasses.fields(cls)]
-  unknown = sorted(set(values) - set(known))
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - set(fields))
   if unknown:
-    raise ConfigError(unknown_field_message(cls, prefix + unknown[0]))
-  return cls(**{k: _coerce(prefix + k, hints[k], v) for k, v in values.items()})
+    raise ConfigError(unknown_field_message(cls, unknown[0], prefix))
+  for name, value in values.items():
+    default = fields[name].default
+    if isinstance(value, Mapping) and dataclasses.is_dataclass(default):
+      values[name] = nest({**_dotted(dataclasses.asdict(default)), **_dotted(value)})
+  typed = {k: _coerce(prefix + k, hints[k], v) for k, v in values.items()}
+  try:
+    return cls(**typed)
+  except ConfigError as e:  # The class's own checks name the field without its section.
+    if not prefix:
+      raise
+    raise ConfigError(str(e).replace("config field '", f"config field '{prefix}", 1)) from None
+
+
+def replace(config: T, **overrides: Any) -> T:
+  """A copy of the typed `config` with `overrides` (fields, nested mappings such as
+  `training=dict(batch_size=8)`, or dotted paths), converted strictly.
+
+  Raises:
+    ConfigError: as `from_dict`.
+  """
+  return from_dict(type(config), merge(dataclasses.asdict(config), overrides))
 
 
 def preset_values(presets: Mapping[str, Mapping[str, Any]], name: str,
@@ -260,13 +421,14 @@ def search_space(config_module: str, method: str) -> dict[str, Param]:
 
 def check_search_space(cls: type, space: Mapping[str, Param], base: Mapping[str, Any],
                        where: str) -> None:
-  """Every field of `space` is a field of `cls`, every range is ordered, and each
-  end of every range (each choice) makes a valid config over `base`.
+  """Every field of `space` is a field of `cls` (by dotted path, `field_paths`),
+  every range is ordered, and each end of every range (each choice) makes a
+  valid config over `base`.
 
   Raises:
     ConfigError: naming `where` (the config file), the field and the problem.
   """
-  known = {f.name for f in dataclasses.fields(cls)}
+  known = set(field_paths(cls))
   for field, param in space.items():
     if field not in known:
       raise ConfigError(f"{where}: search space names '{field}', not a field of "

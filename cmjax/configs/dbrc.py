@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from cmjax import configs, preprocess
+from cmjax import configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,15 +41,12 @@ class DBRCConfig:
       method is unsupervised).
     label_weight: weight of the classifier's cross entropy (supervised only).
     optimizer: rmsprop (as a public implementation) or adam.
-    learning_rate: learning rate.
-    weight_decay: weight decay (an L2 term for rmsprop).
-    batch_size: items per step.
+    training: learning rate, weight decay (an L2 term for rmsprop), the batch
+      (items a step), validation cadence and patience.
     steps: training steps.
-    input_transform: transform of both modalities' features, fitted on train.
-    validation_fraction: share of train carved out (stratified) to select the
-      parameters by validation MAP of the sign codes; 0 disables.
-    eval_every: steps between validation evaluations.
-    patience: stop after this many evaluations without improvement (0: never).
+    prepare: the transform of both modalities' features and the validation
+      split (the parameters are selected by the validation MAP of the sign
+      codes).
   """
 
   bits: int = 64
@@ -63,23 +60,15 @@ class DBRCConfig:
   supervised: bool = False
   label_weight: float = 1.0
   optimizer: Literal["rmsprop", "adam"] = "rmsprop"
-  learning_rate: float = 1e-3
-  weight_decay: float = 0.0
-  batch_size: int = 128
+  training: configs.TrainingConfig = configs.TrainingConfig(weight_decay=0.0)
   steps: int = 3000
-  input_transform: preprocess.InputTransform = "sqrt_standardize"
-  validation_fraction: float = 0.15
-  eval_every: int = 250
-  patience: int = 4
+  prepare: configs.PrepareConfig = configs.PrepareConfig()
 
   def __post_init__(self):
     configs.check_literals(self)
-    configs.check_positive(self, "bits", "hidden", "decoder_hidden", "learning_rate",
-                           "batch_size", "steps", "eval_every")
-    configs.check_non_negative(self, "alpha_penalty", "label_weight", "weight_decay",
-                               "patience")
-    configs.check_fraction(self, "dropout", "modality_dropout", "validation_fraction")
-    configs.check_batch_size(self, "batch_size")
+    configs.check_positive(self, "bits", "hidden", "decoder_hidden", "steps")
+    configs.check_non_negative(self, "alpha_penalty", "label_weight")
+    configs.check_fraction(self, "dropout", "modality_dropout")
 
 
 PRESETS = {
@@ -88,7 +77,8 @@ PRESETS = {
     "nonlinear": dict(hashing_layer="nonlinear"),
     "balanced": dict(balance_modalities=True),
     "supervised": dict(supervised=True),
-    "quick": dict(bits=16, hidden=64, decoder_hidden=64, steps=100, eval_every=50),
+    "quick": {"bits": 16, "hidden": 64, "decoder_hidden": 64, "steps": 100,
+              "training.eval_every": 50},
 }
 
 
@@ -97,8 +87,8 @@ PRESETS = {
 # adaptive tanh's penalty and the modality dropout of the reconstruction.
 SEARCH_SPACES = {
     "dbrc": {
-        "learning_rate": configs.Float(1e-4, 3e-3, log=True),
-        "weight_decay": configs.Float(1e-7, 1e-3, log=True),
+        "training.learning_rate": configs.Float(1e-4, 3e-3, log=True),
+        "training.weight_decay": configs.Float(1e-7, 1e-3, log=True),
         "dropout": configs.Float(0.0, 0.5),
         "hidden": configs.Choice((256, 512, 1024)),
         "decoder_hidden": configs.Choice((256, 512, 1024)),

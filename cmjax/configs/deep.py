@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from cmjax import configs, preprocess
+from cmjax import configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,20 +26,15 @@ class DeepConfig:
     code_dim: code width of the autoencoders.
     dcca_dim: output and CCA dimension of dcca/dccae.
     activation: hidden activation.
-    learning_rate: AdamW learning rate.
-    weight_decay: AdamW weight decay.
-    batch_size: batch of the autoencoders and the DBNs.
+    training: AdamW learning rate and weight decay, the batch of the
+      autoencoders and the DBNs, validation cadence and patience.
     dcca_batch_size: batch of dcca/dccae (the correlation needs large batches).
     dcca_reg: covariance ridge inside the DCCA objective.
     dccae_reconstruction: lambda: weight of DCCAE's reconstruction term.
     corr_alpha: alpha of Corr-AE: (1 - alpha) reconstruction + alpha code distance.
     steps: training steps of the deep methods.
-    input_transform: feature transform fitted on train (multimodal_dbn reads
-      untransformed features).
-    validation_fraction: share of train carved out (stratified) for model
-      selection and early stopping; 0 disables.
-    eval_every: steps between validation evaluations.
-    patience: stop after this many evaluations without improvement (0: never).
+    prepare: the feature transform (multimodal_dbn reads untransformed
+      features) and the validation split.
     mdbn_image_hidden: multimodal_dbn: image DBN layer widths.
     mdbn_text_hidden: multimodal_dbn: text DBN layer widths.
     mdbn_joint_hidden: multimodal_dbn: joint RBM hidden units.
@@ -55,18 +50,13 @@ class DeepConfig:
   code_dim: int = 32
   dcca_dim: int = 10
   activation: Literal["relu", "sigmoid", "tanh"] = "sigmoid"
-  learning_rate: float = 1e-3
-  weight_decay: float = 1e-4
-  batch_size: int = 256
+  training: configs.TrainingConfig = configs.TrainingConfig(batch_size=256)
   dcca_batch_size: int = 1024
   dcca_reg: float = 1e-3
   dccae_reconstruction: float = 0.1
   corr_alpha: float = 0.2
   steps: int = 3000
-  input_transform: preprocess.InputTransform = "sqrt_standardize"
-  validation_fraction: float = 0.15
-  eval_every: int = 250
-  patience: int = 4
+  prepare: configs.PrepareConfig = configs.PrepareConfig()
   mdbn_image_hidden: tuple[int, int] = (512, 256)
   mdbn_text_hidden: tuple[int, int] = (256, 256)
   mdbn_joint_hidden: int = 512
@@ -78,13 +68,12 @@ class DeepConfig:
   def __post_init__(self):
     configs.check_literals(self)
     configs.check_positive(
-        self, "hidden", "code_dim", "dcca_dim", "learning_rate", "batch_size",
-        "dcca_batch_size", "dcca_reg", "steps", "eval_every", "mdbn_image_hidden",
+        self, "hidden", "code_dim", "dcca_dim", "dcca_batch_size", "dcca_reg", "steps",
+        "mdbn_image_hidden",
         "mdbn_text_hidden", "mdbn_joint_hidden", "mdbn_steps", "mdbn_learning_rate",
         "mdbn_doc_length", "mdbn_mean_field_steps")
-    configs.check_non_negative(self, "weight_decay", "dccae_reconstruction", "patience")
-    configs.check_fraction(self, "validation_fraction")
-    configs.check_batch_size(self, "batch_size", "dcca_batch_size")
+    configs.check_non_negative(self, "dccae_reconstruction")
+    configs.check_batch_size(self, "dcca_batch_size")
     configs.check_nonempty(self, "hidden")
     if not 0.0 <= self.corr_alpha <= 1.0:
       raise configs.ConfigError(f"config field 'corr_alpha' must be in [0, 1], "
@@ -93,17 +82,18 @@ class DeepConfig:
 
 PRESETS = {
     "default": {},
-    "quick": dict(hidden=(32,), code_dim=8, dcca_dim=8, steps=100, eval_every=50,
-                  dcca_batch_size=256, mdbn_steps=100, mdbn_image_hidden=(32, 16),
-                  mdbn_text_hidden=(16, 16), mdbn_joint_hidden=32),
+    "quick": {"hidden": (32,), "code_dim": 8, "dcca_dim": 8, "steps": 100,
+              "training.eval_every": 50, "dcca_batch_size": 256, "mdbn_steps": 100,
+              "mdbn_image_hidden": (32, 16), "mdbn_text_hidden": (16, 16),
+              "mdbn_joint_hidden": 32},
 }
 
 
 # What `python -m experiments.tune` samples, over the default preset: training,
 # widths, the shared code, and each variant's own weights.
 _DEEP_SPACE = {
-    "learning_rate": configs.Float(1e-4, 3e-3, log=True),
-    "weight_decay": configs.Float(1e-6, 1e-2, log=True),
+    "training.learning_rate": configs.Float(1e-4, 3e-3, log=True),
+    "training.weight_decay": configs.Float(1e-6, 1e-2, log=True),
     "hidden": configs.Choice(((256,), (512,), (1024,), (512, 256))),
     "activation": configs.Choice(("relu", "sigmoid", "tanh")),
     "code_dim": configs.Int(8, 128, log=True),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from cmjax import configs, data, preprocess
+from cmjax import configs, data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +64,13 @@ class EMDCNNConfig:
       the cached image inputs). Texts: TF-IDF features. (The frozen network
       alone is `--image_features=efficientnet` with 0.)
     finetune_learning_rate_scale: learning rate of the fine-tuned pretrained
-      layers, as a multiple of `learning_rate`.
+      layers, as a multiple of `training.learning_rate`.
     tower_dtype: compute dtype of the image and text networks: bfloat16 is
       fast on TPUs and recent GPUs (emulated, slow, on CPU); parameters,
       histograms, the ground cost and the Sinkhorn EMD stay float32.
-    learning_rate: AdamW learning rate.
-    weight_decay: AdamW weight decay.
-    batch_size: documents per step; all batch_size^2 image/text pairs are scored.
+    training: AdamW learning rate and weight decay, the batch (documents a
+      step; all batch_size^2 image/text pairs are scored), validation cadence
+      and patience.
     steps: training steps.
     stream_inputs: the training inputs stay on the host and every step's batch is
       streamed to the devices (`cmjax.sources.HostSource`, grain: each epoch a new
@@ -79,12 +79,8 @@ class EMDCNNConfig:
       replacement). For pixels and feature maps at scale: device memory holds a
       few batches whatever the number of devices. Other batches, so other numbers
       than the default.
-    input_transform: feature transform fitted on train (feature datasets,
-      network encoder; pixels and characters are never transformed).
-    validation_fraction: share of train carved out (stratified) for model
-      selection and early stopping; 0 disables.
-    eval_every: steps between validation evaluations.
-    patience: stop after this many evaluations without improvement (0: never).
+    prepare: the feature transform (feature datasets, network encoder;
+      pixels and characters are never transformed) and the validation split.
   """
 
   distance: Literal["emd", "cosine", "euclidean"] = "emd"
@@ -111,32 +107,25 @@ class EMDCNNConfig:
   finetune_blocks: int = 0
   finetune_learning_rate_scale: float = 0.1
   tower_dtype: Literal["float32", "bfloat16"] = "float32"
-  learning_rate: float = 1e-3
-  weight_decay: float = 1e-4
-  batch_size: int = 32
+  training: configs.TrainingConfig = configs.TrainingConfig(batch_size=32)
   steps: int = 2000
   stream_inputs: bool = False
-  input_transform: preprocess.InputTransform = "sqrt_standardize"
-  validation_fraction: float = 0.15
-  eval_every: int = 250
-  patience: int = 4
+  prepare: configs.PrepareConfig = configs.PrepareConfig()
 
   def __post_init__(self):
     configs.check_literals(self)
     configs.check_positive(
         self, "cost_embedding_dim", "epsilon", "sinkhorn_iterations", "eval_max_iterations",
         "eval_threshold", "hidden", "image_channels", "char_embedding", "text_widths",
-        "text_filters", "learning_rate", "batch_size", "steps",
-        "eval_every")
-    configs.check_non_negative(self, "margin", "weight_decay", "patience", "finetune_blocks")
+        "text_filters", "steps")
+    configs.check_non_negative(self, "margin", "finetune_blocks")
     configs.check_positive(self, "finetune_learning_rate_scale")
     if self.finetune_blocks > 16:
       raise configs.ConfigError(f"config field 'finetune_blocks' must be <= 16 (EfficientNet-"
                                 f"Lite0 has 16 MBConv blocks), got {self.finetune_blocks}")
     if self.finetune_blocks and self.encoder != "network":
       raise configs.ConfigError("config field 'finetune_blocks' needs encoder='network'")
-    configs.check_fraction(self, "dropout", "validation_fraction")
-    configs.check_batch_size(self, "batch_size")
+    configs.check_fraction(self, "dropout")
     configs.check_nonempty(self, "hidden", "image_channels", "text_widths")
     for name in ("image_bins", "text_bins"):
       if getattr(self, name) < 2:
@@ -154,8 +143,8 @@ class EMDCNNConfig:
 PRESETS = {
     "default": {},
     "finetune": dict(finetune_blocks=2),
-    "quick": dict(hidden=(32,), image_channels=(8, 16), text_filters=16, steps=100,
-                  eval_every=50),
+    "quick": {"hidden": (32,), "image_channels": (8, 16), "text_filters": 16, "steps": 100,
+              "training.eval_every": 50},
 }
 
 
@@ -164,8 +153,8 @@ PRESETS = {
 # ground cost and Sinkhorn settings. The control rows tune the same fields but
 # those of the EMD, so that EMD vs cosine is compared at equal effort.
 _EMD_CNN_SPACE = {
-        "learning_rate": configs.Float(1e-4, 3e-3, log=True),
-        "weight_decay": configs.Float(1e-6, 1e-2, log=True),
+        "training.learning_rate": configs.Float(1e-4, 3e-3, log=True),
+        "training.weight_decay": configs.Float(1e-6, 1e-2, log=True),
         "dropout": configs.Float(0.0, 0.5),
         "hidden": configs.Choice(((256,), (512,), (1024,))),
         "margin": configs.Float(0.02, 1.0, log=True),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from cmjax import configs, data, preprocess
+from cmjax import configs, data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,16 +56,12 @@ class FGLConfig:
     siamese_dim: output width of the siamese text network.
     siamese_margin: different-class texts are pushed to cosine <= this.
     siamese_steps: steps of the siamese stage.
-    learning_rate: Adam(W) learning rate of both stages.
-    weight_decay: AdamW weight decay.
-    batch_size: documents per step; all batch_size^2 pairs are used.
     steps: steps of the matching stage.
-    input_transform: transform of feature vectors fitted on train (graph
-      signals are never transformed).
-    validation_fraction: share of train carved out (stratified) for model
-      selection and early stopping; 0 disables.
-    eval_every: steps between validation evaluations.
-    patience: stop after this many evaluations without improvement (0: never).
+    training: AdamW learning rate and weight decay of both stages, the batch
+      (documents a step; all batch_size^2 pairs are used), validation cadence
+      and patience.
+    prepare: the transform of feature vectors (graph signals are never
+      transformed) and the validation split.
   """
 
   text_encoder: Literal["auto", "gcn", "mlp"] = "auto"
@@ -86,24 +82,16 @@ class FGLConfig:
   siamese_dim: int = 256
   siamese_margin: float = 0.0
   siamese_steps: int = 1000
-  learning_rate: float = 1e-3
-  weight_decay: float = 1e-4
-  batch_size: int = 64
   steps: int = 3000
-  input_transform: preprocess.InputTransform = "sqrt_standardize"
-  validation_fraction: float = 0.15
-  eval_every: int = 250
-  patience: int = 4
+  training: configs.TrainingConfig = configs.TrainingConfig(batch_size=64)
+  prepare: configs.PrepareConfig = configs.PrepareConfig()
 
   def __post_init__(self):
     configs.check_literals(self)
     configs.check_positive(self, "gcn_filters", "gcn_order", "text_hidden", "image_hidden",
-                           "embed", "siamese_dim", "siamese_steps", "learning_rate",
-                           "batch_size", "steps", "eval_every")
-    configs.check_non_negative(self, "beta", "distribution_lambda", "distribution_margin",
-                               "weight_decay", "patience")
-    configs.check_fraction(self, "dropout", "validation_fraction")
-    configs.check_batch_size(self, "batch_size")
+                           "embed", "siamese_dim", "siamese_steps", "steps")
+    configs.check_non_negative(self, "beta", "distribution_lambda", "distribution_margin")
+    configs.check_fraction(self, "dropout")
     if not -1.0 <= self.siamese_margin < 1.0:
       raise configs.ConfigError(f"config field 'siamese_margin' must be in [-1, 1), got "
                                 f"{self.siamese_margin}")
@@ -114,8 +102,8 @@ PRESETS = {
     "binary": dict(labels="binary"),
     "mlp_text": dict(text_encoder="mlp"),
     "distribution": dict(labels="binary", loss="distribution"),
-    "quick": dict(words_graph=dict(vocab_size=300), embed=64, text_hidden=(32,), siamese_dim=32,
-                  siamese_steps=50, steps=100, eval_every=50),
+    "quick": {"words_graph.vocab_size": 300, "embed": 64, "text_hidden": (32,),
+              "siamese_dim": 32, "siamese_steps": 50, "steps": 100, "training.eval_every": 50},
 }
 
 
@@ -124,8 +112,8 @@ PRESETS = {
 # siamese network's margin and budget, and the graph filters.
 SEARCH_SPACES = {
     "fgl": {
-        "learning_rate": configs.Float(1e-4, 3e-3, log=True),
-        "weight_decay": configs.Float(1e-6, 1e-2, log=True),
+        "training.learning_rate": configs.Float(1e-4, 3e-3, log=True),
+        "training.weight_decay": configs.Float(1e-6, 1e-2, log=True),
         "dropout": configs.Float(0.0, 0.5),
         "embed": configs.Choice((256, 512, 1024)),
         "beta": configs.Float(0.25, 4.0, log=True),

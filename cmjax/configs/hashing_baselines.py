@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cmjax import configs, preprocess
+from cmjax import configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,8 +20,8 @@ class HashingBaselineConfig:
 
   Attributes:
     bits: code length K.
-    input_transform: transform of both modalities' features, fitted on train.
-    validation_fraction: unused (the baselines have no selection step); kept 0.
+    prepare: the transform of both modalities' features; its validation
+      split is unused (the baselines have no selection step) and kept 0.
     reg: ridge of the covariances (cvh, cca_itq), relative to their mean eigenvalue.
     itq_iterations: alternations of cca_itq's rotation.
     cmfh_lambda: cmfh: weight of the image factorisation (1 - lambda: text).
@@ -40,8 +40,7 @@ class HashingBaselineConfig:
   """
 
   bits: int = 64
-  input_transform: preprocess.InputTransform = "sqrt_standardize"
-  validation_fraction: float = 0.0
+  prepare: configs.PrepareConfig = configs.PrepareConfig(validation_fraction=0.0)
   reg: float = 1e-3
   itq_iterations: int = 50
   cmfh_lambda: float = 0.5
@@ -65,7 +64,6 @@ class HashingBaselineConfig:
                            "lssh_lambda", "lssh_mu", "lssh_gamma", "lssh_iterations",
                            "lssh_ista_steps")
     configs.check_non_negative(self, "imh_lambda")
-    configs.check_fraction(self, "validation_fraction")
     if not 0.0 < self.cmfh_lambda < 1.0:
       raise configs.ConfigError(f"config field 'cmfh_lambda' must be in (0, 1), got "
                                 f"{self.cmfh_lambda}")

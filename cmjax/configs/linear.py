@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cmjax import configs, preprocess
+from cmjax import configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +19,8 @@ class LinearConfig:
   """Settings of the closed-form baselines; presets in `cmjax/configs/linear.py`.
 
   The covariance ridge of cca, kcca and scm is chosen from `reg_grid` by the
-  validation avg MAP on a stratified `validation_fraction` of train, then the
-  method is refit on all of train.
+  validation avg MAP on a stratified `prepare.validation_fraction` of train,
+  then the method is refit on all of train.
 
   Attributes:
     dims: common-space dimension of cca, cfa, kcca, scm.
@@ -29,9 +29,8 @@ class LinearConfig:
     landmarks: Nystroem landmarks of kcca (low-rank solution).
     degree: degree of kcca_poly's kernel (gamma x.y + 1)^degree.
     l2: L2 penalty of the logistic regressions of sm and scm.
-    input_transform: feature transform (none: as published).
-    validation_fraction: share of train carved out (stratified) to choose the
-      ridge; 0 takes the first of reg_grid.
+    prepare: the feature transform (none: as published) and the validation
+      split that chooses the ridge (0 takes the first of reg_grid).
   """
 
   dims: int = 10
@@ -39,14 +38,12 @@ class LinearConfig:
   landmarks: int = 512
   degree: int = 2
   l2: float = 1e-3
-  input_transform: preprocess.InputTransform = "none"
-  validation_fraction: float = 0.15
+  prepare: configs.PrepareConfig = configs.PrepareConfig(input_transform="none")
 
   def __post_init__(self):
     configs.check_literals(self)
     configs.check_positive(self, "dims", "reg_grid", "landmarks", "degree")
     configs.check_non_negative(self, "l2")
-    configs.check_fraction(self, "validation_fraction")
     if not self.reg_grid:
       raise configs.ConfigError("config field 'reg_grid' needs at least one value")
 

@@ -1,7 +1,8 @@
 r"""UNCSM presets (Qi, Huang, Peng 2017).
 
   python -m experiments.uncsm --config=cmjax/configs/uncsm.py:paper
-  python -m experiments.uncsm --config.learning_rate=0.01   # the default preset, one field changed
+  # the default preset, one field changed:
+  python -m experiments.uncsm --config.training.learning_rate=0.01
 
 - `default`: the recipe chosen on a validation split carved from train
   (reports/uncsm_wikipedia.md): sigmoid units, AdamW 1e-3, dropout 0.2, the
@@ -22,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from cmjax import configs, preprocess
+from cmjax import configs
 
 Activation = Literal["relu", "sigmoid", "tanh"]
 
@@ -56,11 +57,10 @@ class UNCSMConfig:
     negative_candidates: candidates per anchor for negatives=hardest.
     optimizer: sgd (momentum, weight decay as an L2 gradient term, as Caffe) or
       adam (AdamW, decoupled weight decay).
-    learning_rate: learning rate of all stages.
     momentum: SGD momentum (0: plain SGD).
-    weight_decay: weight decay.
-    batch_size: pairs (stage 1) or triplets per modality (stage 2) per step;
-      split over all devices, so it must be divisible by their number.
+    training: learning rate and weight decay of the three trained stages, the
+      batch (pairs in stage 1, triplets per modality in stage 2), validation
+      cadence and patience.
     pretrain_steps: steps of stage 1.
     finetune_steps: steps of stage 2.
     metric_pairs: pairs sampled to train the metric network (paper: about 300K, 1:1).
@@ -71,12 +71,7 @@ class UNCSMConfig:
     dbn_learning_rate: RBM learning rate.
     dbn_doc_length: replicated softmax: text features are scaled to this many 'words'.
     softmax_steps: steps of the softmax net fine-tuned on top of each DBN.
-    input_transform: feature transform fitted on train: none, standardize,
-      sqrt_standardize (Hellinger map then standardise, for histograms), l2.
-    validation_fraction: share of train carved out (stratified) for model
-      selection and early stopping; 0 disables. The test split is never used.
-    eval_every: steps between validation evaluations.
-    patience: stop after this many evaluations without improvement (0: never).
+    prepare: the input transform and the validation split.
   """
 
   hidden: tuple[int, ...] = (1024, 512, 256)
@@ -95,10 +90,9 @@ class UNCSMConfig:
   negatives: Literal["random", "hardest"] = "random"
   negative_candidates: int = 8
   optimizer: Literal["sgd", "adam"] = "sgd"
-  learning_rate: float = 0.001
   momentum: float = 0.9
-  weight_decay: float = 0.004
-  batch_size: int = 128
+  training: configs.TrainingConfig = configs.TrainingConfig(
+      learning_rate=0.001, weight_decay=0.004, batch_size=128, eval_every=500, patience=0)
   pretrain_steps: int = 10000
   finetune_steps: int = 10000
   metric_pairs: int = 300000
@@ -109,23 +103,19 @@ class UNCSMConfig:
   dbn_learning_rate: float = 0.001
   dbn_doc_length: float = 100.0
   softmax_steps: int = 2000
-  input_transform: preprocess.InputTransform = "standardize"
-  validation_fraction: float = 0.0
-  eval_every: int = 500
-  patience: int = 0
+  prepare: configs.PrepareConfig = configs.PrepareConfig(input_transform="standardize",
+                                                         validation_fraction=0.0)
 
   def __post_init__(self):
     configs.check_literals(self)
     configs.check_positive(
         self, "hidden", "branch_size", "metric_hidden", "contrastive_margin",
-        "negative_candidates", "learning_rate", "batch_size", "pretrain_steps",
-        "finetune_steps", "metric_pairs", "metric_batch_size", "dbn_image_hidden",
-        "dbn_text_hidden", "dbn_steps", "dbn_learning_rate", "dbn_doc_length", "softmax_steps",
-        "eval_every")
-    configs.check_non_negative(self, "image_triplet_margin", "text_triplet_margin", "momentum",
-                               "weight_decay", "patience")
-    configs.check_fraction(self, "dropout", "validation_fraction")
-    configs.check_batch_size(self, "batch_size", "metric_batch_size")
+        "negative_candidates", "pretrain_steps", "finetune_steps", "metric_pairs",
+        "metric_batch_size", "dbn_image_hidden", "dbn_text_hidden", "dbn_steps",
+        "dbn_learning_rate", "dbn_doc_length", "softmax_steps")
+    configs.check_non_negative(self, "image_triplet_margin", "text_triplet_margin", "momentum")
+    configs.check_fraction(self, "dropout")
+    configs.check_batch_size(self, "metric_batch_size")
     configs.check_nonempty(self, "hidden", "metric_hidden")
 
   @property
@@ -133,11 +123,12 @@ class UNCSMConfig:
     return max(1, self.metric_pairs // self.metric_batch_size)
 
 
-_DEFAULT = dict(
-    input_transform="sqrt_standardize", activation="sigmoid", optimizer="adam",
-    learning_rate=1e-3, weight_decay=1e-4, dropout=0.2, pretrain_steps=3000,
-    finetune_steps=3000, metric_pairs=300000, validation_fraction=0.15, eval_every=250,
-    patience=4)
+_DEFAULT = {
+    "activation": "sigmoid", "optimizer": "adam", "dropout": 0.2, "pretrain_steps": 3000,
+    "finetune_steps": 3000, "metric_pairs": 300000,
+    "prepare.input_transform": "sqrt_standardize", "prepare.validation_fraction": 0.15,
+    "training.learning_rate": 1e-3, "training.weight_decay": 1e-4,
+    "training.eval_every": 250, "training.patience": 4}
 
 _PAPER = dict(activation="sigmoid")
 
@@ -145,7 +136,8 @@ PRESETS = {
     "default": _DEFAULT,
     "paper": _PAPER,
     "quick": dict(_DEFAULT, hidden=(64, 32, 16), branch_size=16, metric_hidden=(32, 32, 32),
-                  pretrain_steps=100, finetune_steps=100, metric_pairs=12800, eval_every=50),
+                  pretrain_steps=100, finetune_steps=100, metric_pairs=12800,
+                  **{"training.eval_every": 50}),
     "nopretrain": dict(_DEFAULT, pretrain=False),
     "dbn": dict(_DEFAULT, dbn=True),
     **{f"margin{m}": dict(_DEFAULT, contrastive_margin=m, image_triplet_margin=m,
@@ -161,8 +153,8 @@ PRESETS = {
 # the stage budgets (early stopping on validation bounds them too).
 SEARCH_SPACES = {
     "uncsm": {
-        "learning_rate": configs.Float(1e-4, 3e-3, log=True),
-        "weight_decay": configs.Float(1e-6, 1e-2, log=True),
+        "training.learning_rate": configs.Float(1e-4, 3e-3, log=True),
+        "training.weight_decay": configs.Float(1e-6, 1e-2, log=True),
         "dropout": configs.Float(0.0, 0.5),
         "hidden": configs.Choice(((512, 256, 128), (1024, 512, 256), (2048, 1024, 512))),
         "contrastive_margin": configs.Float(0.5, 2.5),

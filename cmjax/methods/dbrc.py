@@ -114,11 +114,11 @@ def _stage(config: DBRCConfig, model: DBRCNet,
 
   return train.Stage(
       name="dbrc", loss_fn=loss_fn,
-      sample_fn=lambda rng, data: sampling.sample_rows(rng, data, config.batch_size),
-      optimizer=optim.make_optimizer(config.optimizer, config.learning_rate,
-                                     config.weight_decay),
-      num_steps=config.steps, validation=validation, eval_every=config.eval_every,
-      patience=config.patience)
+      sample_fn=lambda rng, data: sampling.sample_rows(rng, data, config.training.batch_size),
+      optimizer=optim.make_optimizer(config.optimizer, config.training.learning_rate,
+                                     config.training.weight_decay),
+      num_steps=config.steps, validation=validation, eval_every=config.training.eval_every,
+      patience=config.training.patience)
 
 
 def _codes(model: DBRCNet, params, inputs: jax.Array, modality: str) -> jax.Array:

@@ -243,7 +243,7 @@ def fit_deep(variant: DeepVariant, prepared: preprocess.Prepared, config: DeepCo
   model = _model(variant, config, tr.image.shape[1], tr.text.shape[1])
   params = model.init(jax.random.key(context.seed), tr.image[:1], tr.text[:1])
   correlation = variant.objective == "correlation"
-  batch = config.dcca_batch_size if correlation else config.batch_size
+  batch = config.dcca_batch_size if correlation else config.training.batch_size
 
   @jax.jit
   def encode(params, x, z):
@@ -253,9 +253,10 @@ def fit_deep(variant: DeepVariant, prepared: preprocess.Prepared, config: DeepCo
   stage = train.Stage(
       name=variant.name, loss_fn=_loss_fn(variant, model, config),
       sample_fn=lambda rng, data: sampling.sample_rows(rng, data, batch),
-      optimizer=optim.make_optimizer("adam", config.learning_rate, config.weight_decay),
+      optimizer=optim.make_optimizer("adam", config.training.learning_rate,
+                                     config.training.weight_decay),
       num_steps=config.steps, validation=_cosine_validation(model, prepared.val),
-      eval_every=config.eval_every, patience=config.patience)
+      eval_every=config.training.eval_every, patience=config.training.patience)
   result = context.train(stage, params, {"image": jnp.asarray(tr.image),
                                          "text": jnp.asarray(tr.text)}, seed=context.seed + 1)
   params = result.params
@@ -309,7 +310,7 @@ def fit_multimodal_dbn(prepared: preprocess.Prepared, config: DeepConfig,
     text_kind, text_in = "gaussian", fit_standardize(raw_train.text)
   seed = context.seed
   common = dict(train_fn=context.train, steps=config.mdbn_steps,
-                learning_rate=config.mdbn_learning_rate, batch_size=config.batch_size)
+                learning_rate=config.mdbn_learning_rate, batch_size=config.training.batch_size)
   image_dbn = dbn.train_dbn(image_in(raw_train.image), ("gaussian", "binary"),
                             config.mdbn_image_hidden, name="mdbn_image", seed=seed, **common)
   text_dbn = dbn.train_dbn(text_in(raw_train.text), (text_kind, "binary"),
@@ -349,7 +350,7 @@ def fit_dbn(config: DeepConfig, prepared: preprocess.Prepared,
 def prepare_untransformed(config: DeepConfig, dataset: data_lib.Dataset,
                           seed: int) -> preprocess.Prepared:
   """The Multimodal DBN models raw features (it standardises or scales them itself)."""
-  return preprocess.prepare(dataset, "none", config.validation_fraction, seed)
+  return preprocess.prepare(dataset, "none", config.prepare.validation_fraction, seed)
 
 
 METHODS = AUTOENCODER_METHODS + ("multimodal_dbn",)

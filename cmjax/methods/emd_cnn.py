@@ -31,7 +31,7 @@ Choices the paper's abstract leaves open are `EMDCNNConfig` fields
   networks with equal-size outputs (`image_bins` bins each), the same loss,
   compared bin by bin.
 
-Training samples `batch_size` documents and scores all batch_size^2
+Training samples `training.batch_size` documents and scores all batch_size^2
 image/text pairs in the batch (one shared-cost Sinkhorn call).
 """
 
@@ -150,7 +150,8 @@ def _start_block(config: EMDCNNConfig) -> int:
 
 def _optimizer(config: EMDCNNConfig):
   """AdamW; the fine-tuned pretrained layers at `finetune_learning_rate_scale`."""
-  optimizer = optim.make_optimizer("adam", config.learning_rate, config.weight_decay)
+  optimizer = optim.make_optimizer("adam", config.training.learning_rate,
+                                   config.training.weight_decay)
   if not config.finetune_blocks:
     return optimizer
   return optim.scale_updates_under(optimizer, "efficientnet",
@@ -269,7 +270,7 @@ def training_stage(config: EMDCNNConfig, model: EMDCNN, val: data_lib.Split | No
   (`frozen`: the pretrained batch-norm statistics), merged into the parameters.
   """
   def sample_fn(rng, data):
-    return sampling.sample_rows(rng, data, config.batch_size)
+    return sampling.sample_rows(rng, data, config.training.batch_size)
 
   def loss_fn(params, context, batch, rng):
     p, q, cost = model.apply({**params, **context}, batch["image"], batch["text"], True,
@@ -293,7 +294,8 @@ def training_stage(config: EMDCNNConfig, model: EMDCNN, val: data_lib.Split | No
       name="emd_cnn", loss_fn=loss_fn, sample_fn=sample_fn, optimizer=_optimizer(config),
       num_steps=config.steps if config.encoder == "network" or config.ground_cost != "fixed"
       else 0,
-      validation=validation, eval_every=config.eval_every, patience=config.patience)
+      validation=validation, eval_every=config.training.eval_every,
+      patience=config.training.patience)
 
 
 def view(config: EMDCNNConfig, dataset: str) -> data_lib.ViewOptions:
@@ -312,15 +314,15 @@ def view(config: EMDCNNConfig, dataset: str) -> data_lib.ViewOptions:
 
 
 def prepare(config: EMDCNNConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
-  """Train/validation/test; feature vectors get `input_transform` (not pixels, ids
+  """Train/validation/test; feature vectors get `prepare.input_transform` (not pixels, ids
   or EfficientNet maps)."""
   pixels = isinstance(dataset.view, data_lib.PixelsChars)
-  transform = config.input_transform
+  transform = config.prepare.input_transform
   if config.finetune_blocks:
     if dataset.train.image.ndim != 4:
       raise data_lib.DataError(f"finetune_blocks needs EfficientNet maps [n, h, w, c] as "
                                f"images, got {dataset.train.image.shape[1:]}")
-    return preprocess.prepare(dataset, "none", config.validation_fraction, seed,
+    return preprocess.prepare(dataset, "none", config.prepare.validation_fraction, seed,
                               text_transform=transform)
   if pixels or config.encoder == "identity":
     transform = "none"
@@ -333,7 +335,7 @@ def prepare(config: EMDCNNConfig, dataset: data_lib.Dataset, seed: int) -> prepr
     if config.bins != sizes:
       raise configs.ConfigError(f"encoder='identity' compares the input histograms themselves: set "
                        f"--config.image_bins={sizes[0]} --config.text_bins={sizes[1]}")
-  return preprocess.prepare(dataset, transform, config.validation_fraction, seed)
+  return preprocess.prepare(dataset, transform, config.prepare.validation_fraction, seed)
 
 
 def train_model(config: EMDCNNConfig, prepared: preprocess.Prepared,
@@ -361,7 +363,7 @@ def train_model(config: EMDCNNConfig, prepared: preprocess.Prepared,
   seed = train.stage_seed(context.seed, 1)
   if config.stream_inputs:  # The rows stay on the host; batches stream to the devices.
     stage = dataclasses.replace(stage, sample_fn=None, source=sources.HostSource(
-        rows, config.batch_size, seed=seed))
+        rows, config.training.batch_size, seed=seed))
     train_data = {}
   else:
     train_data = devices.put(rows)

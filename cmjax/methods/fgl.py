@@ -172,7 +172,7 @@ def build_model(config: FGLConfig, kind: str) -> FGLNet:
 
 
 def _optimizer(config: FGLConfig):
-  return optim.make_optimizer("adam", config.learning_rate, config.weight_decay)
+  return optim.make_optimizer("adam", config.training.learning_rate, config.training.weight_decay)
 
 
 def siamese_stage(config: FGLConfig, net: TextPath) -> train.Stage:
@@ -185,7 +185,7 @@ def siamese_stage(config: FGLConfig, net: TextPath) -> train.Stage:
 
   return train.Stage(name="siamese", loss_fn=loss_fn,
                      sample_fn=lambda rng, data: sampling.sample_rows(rng, data,
-                                                                      config.batch_size),
+                                                                      config.training.batch_size),
                      optimizer=_optimizer(config), num_steps=config.siamese_steps)
 
 
@@ -209,9 +209,9 @@ def matching_stage(config: FGLConfig, model: FGLNet, siamese: TextPath,
 
   return train.Stage(
       name="fgl", loss_fn=loss_fn,
-      sample_fn=lambda rng, data: sampling.sample_rows(rng, data, config.batch_size),
+      sample_fn=lambda rng, data: sampling.sample_rows(rng, data, config.training.batch_size),
       optimizer=_optimizer(config), num_steps=config.steps, validation=validation,
-      eval_every=config.eval_every, patience=config.patience)
+      eval_every=config.training.eval_every, patience=config.training.patience)
 
 
 def matching_functions(model: FGLNet, graph) -> runner.Model:
@@ -239,9 +239,10 @@ def view(config: FGLConfig, dataset: str) -> data_lib.ViewOptions:
 
 
 def prepare(config: FGLConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
-  """Feature vectors get `input_transform`; graph signals stay as they are."""
+  """Feature vectors get `prepare.input_transform`; graph signals stay as they are."""
   graph = isinstance(dataset.view, data_lib.WordsGraph)
-  return preprocess.prepare(dataset, config.input_transform, config.validation_fraction, seed,
+  return preprocess.prepare(dataset, config.prepare.input_transform,
+                            config.prepare.validation_fraction, seed,
                             text_transform="none" if graph else None)
 
 

@@ -188,6 +188,10 @@ def make_config(spec: MethodSpec, values: Mapping[str, Any] | str = "default",
   """The typed config of `spec` from a preset name or a (ConfigDict) mapping, with
   field `overrides`, strictly (`cmjax.configs.from_dict`, as the CLI converts).
 
+  A nested section is overridden field by field, by a mapping
+  (`training=dict(batch_size=8)`) or by dotted paths
+  (`**{"training.batch_size": 8}`, as search spaces and tuned files name them).
+
   Raises:
     configs.ConfigError: unknown preset or field, a value of the wrong type or
       invalid, or a value that contradicts the method's fixed settings.
@@ -197,15 +201,11 @@ def make_config(spec: MethodSpec, values: Mapping[str, Any] | str = "default",
       raise configs.ConfigError(f"unknown preset {values!r} for method {spec.name}; choose "
                                 f"from {', '.join(spec.presets)}")
     values = importlib.import_module(spec.config_module).get_config(values)
-  values = values.to_dict() if hasattr(values, "to_dict") else dict(values)
   clash = {k: v for k, v in overrides.items() if k in spec.fixed and v != spec.fixed[k]}
   if clash:
     raise configs.ConfigError(f"method {spec.name} fixes {clash} differently: "
                               f"{dict(spec.fixed)}")
-  # A nested config (a mapping) is overridden field by field.
-  merged = {k: {**values[k], **v} if isinstance(v, Mapping) and isinstance(values.get(k), Mapping)
-            else v for k, v in overrides.items()}
-  return configs.from_dict(spec.config_class, {**values, **merged, **spec.fixed})
+  return configs.from_dict(spec.config_class, configs.merge(values, overrides, spec.fixed))
 
 
 def view_options(spec: MethodSpec, config: Any, dataset: str,

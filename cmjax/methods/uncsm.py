@@ -267,16 +267,18 @@ def _selected_stage(config: UNCSMConfig, name: str, loss_fn, sample_fn, num_step
   UNCSM loss (eqs. 1-4) is a mean over the rows of its batch."""
   return train.Stage(
       name=name, loss_fn=loss_fn, sample_fn=sample_fn, optimizer=optim.make_optimizer(
-          config.optimizer, config.learning_rate, config.weight_decay, config.momentum),
-      num_steps=num_steps, validation=validation, eval_every=config.eval_every,
-      patience=config.patience, row_mean_loss=True,
+          config.optimizer, config.training.learning_rate, config.training.weight_decay,
+          config.momentum),
+      num_steps=num_steps, validation=validation, eval_every=config.training.eval_every,
+      patience=config.training.patience, row_mean_loss=True,
   )
 
 
 def pretrain_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
   """Stage 1: the contrastive loss on sampled pairs; `val` (or None) for selection."""
   def sample_fn(rng, data):
-    anchor, partner, relevant = sampling.sample_pairs(rng, config.batch_size, data["index"])
+    anchor, partner, relevant = sampling.sample_pairs(rng, config.training.batch_size,
+                                                      data["index"])
     return {"image": data["image"][anchor], "text": data["text"][partner], "relevant": relevant}
 
   def loss_fn(params, context, batch, rng):
@@ -297,7 +299,7 @@ def finetune_stage(config: UNCSMConfig, model: TwoPathway, val) -> train.Stage:
   def sample_fn(rng, data):
     index = data["index"]
     keys = jax.random.split(rng, 5)
-    b = config.batch_size
+    b = config.training.batch_size
     image_anchor = jax.random.randint(keys[0], (b,), 0, index.labels.shape[0])
     text_anchor = jax.random.randint(keys[1], (b,), 0, index.labels.shape[0])
     text_pos = sampling.sample_positives(keys[2], index.labels[image_anchor], index)
@@ -368,7 +370,7 @@ def _dbn_encoder(config: UNCSMConfig, modality: str, train_x: np.ndarray, labels
       raise data_lib.DataError("the replicated softmax DBN layer needs non-negative text "
                        "features (counts, tf-idf or topic proportions)")
     visible = lambda x: config.dbn_doc_length * x / np.maximum(x.sum(1, keepdims=True), 1e-12)
-  common = dict(train_fn=context.train, batch_size=config.batch_size)
+  common = dict(train_fn=context.train, batch_size=config.training.batch_size)
   layers = dbn.train_dbn(visible(train_x), kinds, sizes, name=f"dbn_{modality}", seed=seed,
                          steps=config.dbn_steps, learning_rate=config.dbn_learning_rate,
                          **common)
@@ -448,7 +450,8 @@ def fit(config: UNCSMConfig, prepared: preprocess.Prepared,
 def prepare(config: UNCSMConfig, dataset: data_lib.Dataset, seed: int) -> preprocess.Prepared:
   """The config's validation split and input transform; with the DBN stage the
   texts stay untransformed (its replicated softmax layer models counts)."""
-  return preprocess.prepare(dataset, config.input_transform, config.validation_fraction, seed,
+  return preprocess.prepare(dataset, config.prepare.input_transform,
+                            config.prepare.validation_fraction, seed,
                             text_transform="none" if config.dbn else None)
 
 registry.register(registry.MethodSpec(
