@@ -59,8 +59,11 @@ def test_metric_net_first_layer_is_a_dense_on_the_concatenation():
     h = nn.relu(h @ p[name]["kernel"] + p[name]["bias"])
   logits = h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"]
   expected = jax.nn.softmax(logits)[:, 1].reshape(5, 7)
-  np.testing.assert_allclose(uncsm.metric_scores(net, params, fi, ft, block=2), expected,
+  np.testing.assert_allclose(uncsm.metric_scores(net, params, fi, ft), expected,
                              rtol=1e-5, atol=1e-6)
+  # In steps of 3 queries x 4 items: 2 blocks (one padding row) x 2 tiles (one padding item).
+  np.testing.assert_allclose(uncsm.metric_scores(net, params, fi, ft, pairs_per_step=14,
+                                                 item_tile=4), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("similarity", ["metric", "cosine"])

@@ -190,30 +190,31 @@ def _metric_block(net: MetricNet, params, fi_block: jax.Array, ft: jax.Array) ->
   return jax.nn.softmax(logits, axis=-1)[..., 1]
 
 
-def metric_scores(net: MetricNet, params, fi: jax.Array, ft: jax.Array, block: int = 64,
-                  item_tile: int = 4096) -> jax.Array:
+def metric_scores(net: MetricNet, params, fi: jax.Array, ft: jax.Array,
+                  pairs_per_step: int = 16384, item_tile: int = 4096) -> jax.Array:
   """`[Q, h] x [N, h] -> [Q, N]` p_hat of every image/text pair (eq. 5), on device in
-  blocks of `block` queries against tiles of at most `item_tile` items (a block
-  scorer, `cmjax.runner.ScoreFn`): the network's activations of one block and tile,
-  `block x item_tile x width` floats, are the memory it needs, whatever N."""
+  steps of about `pairs_per_step` pairs: blocks of queries against tiles of at
+  most `item_tile` items (a block scorer, `cmjax.runner.ScoreFn`). The network's
+  activations of one step, `pairs_per_step x width` floats, are the memory it
+  needs, whatever Q and N; against few items (the text-to-image direction scores
+  all images against a block of texts) a step takes more queries, so that every
+  step is as large a product."""
   q, n = fi.shape[0], ft.shape[0]
-  pad = (-q) % block
+  tiles = -(-n // item_tile)
+  size = -(-n // tiles)  # Equal tiles, the last item repeated to fill the last one.
+  num_blocks = -(-q // max(1, pairs_per_step // size))
+  block = -(-q // num_blocks)  # Equal blocks: at most num_blocks - 1 padding rows.
+  pad = num_blocks * block - q
   fi = jnp.concatenate([fi, jnp.repeat(fi[-1:], pad, axis=0)]) if pad else fi
   score_block = lambda f: _metric_block(net, params, f, ft)
-  if n > item_tile:  # Equal tiles, the last item repeated to fill the last one.
-    tiles = -(-n // item_tile)
-    size = -(-n // tiles)
+  if tiles > 1:
     ft_tiles = jnp.concatenate([ft, jnp.repeat(ft[-1:], tiles * size - n, axis=0)])
     ft_tiles = ft_tiles.reshape(tiles, size, ft.shape[1])
     score_block = lambda f: jnp.moveaxis(
         jax.lax.map(lambda t: _metric_block(net, params, f, t), ft_tiles), 0, 1
     ).reshape(f.shape[0], tiles * size)[:, :n]
-  num_blocks = fi.shape[0] // block
-  if num_blocks > 16:  # One compiled block in a loop, not an unrolled program per block.
-    out = jax.lax.map(score_block, fi.reshape(num_blocks, block, fi.shape[1]))
-    return out.reshape(num_blocks * block, n)[:q]
-  blocks = [score_block(fi[s : s + block]) for s in range(0, fi.shape[0], block)]
-  return jnp.concatenate(blocks)[:q]
+  out = jax.lax.map(score_block, fi.reshape(num_blocks, block, fi.shape[1]))
+  return out.reshape(num_blocks * block, n)[:q]
 
 
 # ---------------------------------------------------------------------------
