@@ -23,6 +23,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from cmjax import configs
 from cmjax import data as data_lib
 from cmjax import files
 from cmjax.files import RunError
@@ -95,16 +96,6 @@ def data_fingerprint(dataset: data_lib.Dataset) -> str:
       digest.update(array.tobytes())
   digest.update("\n".join(dataset.class_names).encode())
   return digest.hexdigest()
-
-
-def _flatten(d: Mapping, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = v
-  return out
 
 
 def _moved_into_sections(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict:
@@ -195,7 +186,8 @@ class Workdir:
                    ", ".join(added))
       found = dict(found, config={**found["config"], **{k: wanted["config"][k] for k in added}})
     if found != wanted:
-      a, b = _moved_into_sections(_flatten(found), _flatten(wanted)), _flatten(wanted)
+      b = configs.flatten(wanted)
+      a = _moved_into_sections(configs.flatten(found), b)
       if a == b:
         logging.info("%s: config fields moved into sections since (training.*, prepare.*) "
                      "hold the same values", path)

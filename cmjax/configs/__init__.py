@@ -70,6 +70,7 @@ __all__ = [
     "config_file",
     "field_docs",
     "field_paths",
+    "flatten",
     "from_dict",
     "help_text",
     "load_preset",
@@ -169,7 +170,7 @@ def nest(values: Mapping[str, Any]) -> dict:
     if isinstance(value, Mapping):
       value = nest(value)
       if isinstance(out.get(head), Mapping):
-        value = nest({**out[head], **_dotted(value)})
+        value = nest({**out[head], **flatten(value)})
     out[head] = value
   return out
 
@@ -181,16 +182,16 @@ def merge(*layers: Mapping[str, Any]) -> dict:
   {"training": {"batch_size": 16}})` keeps the patience."""
   flat: dict = {}
   for layer in layers:
-    flat.update(_dotted(nest(layer)))
+    flat.update(flatten(nest(layer)))
   return nest(flat)
 
 
-def _dotted(values: Mapping[str, Any], prefix: str = "") -> dict:
-  """The leaves of nested `values` by dotted path."""
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict:
+  """The leaves of nested `values` by dotted path (the inverse of `nest`)."""
   out = {}
   for key, value in values.items():
     if isinstance(value, Mapping):
-      out.update(_dotted(value, f"{prefix}{key}."))
+      out.update(flatten(value, f"{prefix}{key}."))
     else:
       out[prefix + key] = value
   return out
@@ -305,7 +306,7 @@ def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
   for name, value in values.items():
     default = fields[name].default
     if isinstance(value, Mapping) and dataclasses.is_dataclass(default):
-      values[name] = nest({**_dotted(dataclasses.asdict(default)), **_dotted(value)})
+      values[name] = nest({**flatten(dataclasses.asdict(default)), **flatten(value)})
   typed = {k: _coerce(prefix + k, hints[k], v) for k, v in values.items()}
   try:
     return cls(**typed)
