@@ -170,14 +170,14 @@ def nest(values: Mapping[str, Any]) -> dict:
     if isinstance(value, Mapping):
       value = nest(value)
       if isinstance(out.get(head), Mapping):
-        value = nest({**out[head], **flatten(value)})
+        value = merge(out[head], value)
     out[head] = value
   return out
 
 
 def merge(*layers: Mapping[str, Any]) -> dict:
   """`layers` applied in order, each over the ones before field by field (keys as
-  dotted paths or nested mappings; a ConfigDict or dataclass counts as its
+  dotted paths or nested mappings; a ConfigDict or dataclass value counts as its
   fields): `merge({"training": {"batch_size": 8, "patience": 4}},
   {"training": {"batch_size": 16}})` keeps the patience."""
   flat: dict = {}
@@ -306,7 +306,7 @@ def from_dict(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
   for name, value in values.items():
     default = fields[name].default
     if isinstance(value, Mapping) and dataclasses.is_dataclass(default):
-      values[name] = nest({**flatten(dataclasses.asdict(default)), **flatten(value)})
+      values[name] = merge(dataclasses.asdict(default), value)
   typed = {k: _coerce(prefix + k, hints[k], v) for k, v in values.items()}
   try:
     return cls(**typed)
