@@ -53,3 +53,14 @@ def test_suite_refuses_flags_for_a_benchmark_it_does_not_run(tmp_path):
   done = _suite("--benchmarks=evaluation", "--flags=hamming:--database=10",
                 f"--output={tmp_path / 'b.md'}")
   assert done.returncode != 0 and "'hamming' is not among --benchmarks" in done.stderr
+
+
+def test_hashing_codes_reports_the_bits_that_differ_from_float64(tmp_path):
+  output = tmp_path / "codes.md"
+  done = subprocess.run([sys.executable, "-m", "benchmarks.hashing_codes", "--dataset=synthetic",
+                         "--bits=16", "--methods=cvh,lssh", f"--output={output}"], cwd=ROOT,
+                        capture_output=True, text=True, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  report = output.read_text()
+  assert "| cvh | 16 | 0 |" in report and "| lssh | 16 | 0 |" in report
+  assert "Differing bits in all: 0." in report

@@ -38,15 +38,19 @@ import dataclasses
 import functools
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from cmjax import hashing, preprocess, runner
+from cmjax import devices, hashing, preprocess, runner
 from cmjax.configs.hashing_baselines import HashingBaselineConfig
 from cmjax.methods import registry
+from cmjax.methods.linear import Affine
+from cmjax.precision import float32_matmuls
 
 __all__ = [
     "HashingBaselineConfig", "HashingVariant", "VARIANTS", "fit", "fit_cca_itq", "fit_cmfh",
-    "fit_cvh", "fit_imh", "fit_lssh",
+    "fit_cvh", "fit_imh", "fit_lssh", "sign_encoder",
 ]
 
 # A fitted baseline: centred linear maps of each modality to K real values.
@@ -161,19 +165,57 @@ def fit_imh(x: np.ndarray, z: np.ndarray, config: HashingBaselineConfig) -> Line
   return mx, regress(xc), mz, regress(zc)
 
 
-def _ista(dictionary: np.ndarray, target: np.ndarray, l1: float, steps: int,
-          start: np.ndarray) -> np.ndarray:
-  """Sparse codes S minimising ||target - D S||^2 + l1 |S|_1 (columns are items)."""
-  step = 1.0 / (2 * np.linalg.norm(dictionary, 2) ** 2 + 1e-12)
+def _ista_step_size(dictionary: np.ndarray) -> float:
+  """1 / the Lipschitz constant of the gradient of ||target - D S||^2."""
+  return 1.0 / (2 * np.linalg.norm(dictionary, 2) ** 2 + 1e-12)
+
+
+def _ista(dictionary, target, l1: float, steps: int, start, step_size: float, xp=np):
+  """Sparse codes S minimising ||target - D S||^2 + l1 |S|_1 (columns are items):
+  `steps` proximal gradient steps from `start`, in NumPy or (`xp=jnp`) JAX."""
   codes = start
   for _ in range(steps):
-    codes = codes - step * 2 * dictionary.T @ (dictionary @ codes - target)
-    codes = np.sign(codes) * np.maximum(np.abs(codes) - step * l1, 0.0)
+    codes = codes - step_size * 2 * dictionary.T @ (dictionary @ codes - target)
+    codes = xp.sign(codes) * xp.maximum(xp.abs(codes) - step_size * l1, 0.0)
   return codes
 
 
+class _SparseCodeMap:
+  """LSSH's image map `v [n, d] -> (R s(v - mean))^T [n, K]`, s the ISTA sparse code
+  on the dictionary D, fitted in float64 on the host.
+
+  Called, it runs on device in float32 at full precision (uploaded once;
+  traceable); `host(v)` applies it in float64 on the host.
+  """
+
+  def __init__(self, mean: np.ndarray, dictionary: np.ndarray, rotation: np.ndarray,
+               l1: float, steps: int):
+    self.mean, self.dictionary, self.rotation = mean, dictionary, rotation
+    self.l1, self.steps, self.step_size = l1, steps, _ista_step_size(dictionary)
+    self._mean, self._dictionary, self._rotation = devices.put(
+        (np.float32(mean), np.float32(dictionary), np.float32(rotation)))
+
+  @float32_matmuls
+  def __call__(self, v: jax.Array) -> jax.Array:
+    target = (jnp.asarray(v, jnp.float32) - self._mean).T
+    start = jnp.zeros((self.dictionary.shape[1], target.shape[1]), jnp.float32)
+    codes = _ista(self._dictionary, target, self.l1, self.steps, start, self.step_size, jnp)
+    return (self._rotation @ codes).T
+
+  def host(self, v: np.ndarray) -> np.ndarray:
+    target = (np.asarray(v, np.float64) - self.mean).T
+    start = np.zeros((self.dictionary.shape[1], target.shape[1]))
+    return (self.rotation @ _ista(self.dictionary, target, self.l1, self.steps, start,
+                                  self.step_size)).T
+
+
+# A modality's real-valued map `[n, d] -> [n, K]` whose signs are the codes: called, on
+# device in float32; `.host(v)`, the same map in float64 on the host.
+Map = Affine | _SparseCodeMap
+
+
 def fit_lssh(x: np.ndarray, z: np.ndarray, config: HashingBaselineConfig,
-             seed: int) -> tuple[Callable, Callable]:
+             seed: int) -> tuple[Map, Map]:
   """LSSH by alternating minimisation; returns the real-valued maps of both modalities."""
   xc, mx = _centre(x)
   zc, mz = _centre(z)
@@ -190,37 +232,38 @@ def fit_lssh(x: np.ndarray, z: np.ndarray, config: HashingBaselineConfig,
   ridge = lambda m: np.linalg.inv(m + eps * np.eye(len(m)))
   root_gamma = np.sqrt(config.lssh_gamma)
   for _ in range(config.lssh_iterations):
-    s = _ista(np.concatenate([b, root_gamma * r]), np.concatenate([x1, root_gamma * a]), l1,
-              config.lssh_ista_steps, s)
+    joint = np.concatenate([b, root_gamma * r])
+    s = _ista(joint, np.concatenate([x1, root_gamma * a]), l1, config.lssh_ista_steps, s,
+              _ista_step_size(joint))
     b = unit_columns(x1 @ s.T @ ridge(s @ s.T))
     u = unit_columns(x2 @ a.T @ ridge(a @ a.T))
     a = np.linalg.solve(config.lssh_mu * u.T @ u + config.lssh_gamma * np.eye(k),
                         config.lssh_mu * u.T @ x2 + config.lssh_gamma * r @ s)
     r = a @ s.T @ ridge(s @ s.T)
   text_map = np.linalg.solve(u.T @ u + eps * np.eye(k), u.T)  # [K, d2].
-  image = lambda v: (r @ _ista(b, (np.asarray(v, np.float64) - mx).T, l1,
-                               config.lssh_ista_steps, np.zeros((atoms, len(v))))).T
-  text = lambda v: (text_map @ (np.asarray(v, np.float64) - mz).T).T
-  return image, text
+  return _SparseCodeMap(mx, b, r, l1, config.lssh_ista_steps), Affine(mz, text_map.T)
 
 
-def _fitted(image_map: Callable, text_map: Callable,
-            prepared: preprocess.Prepared) -> runner.Fitted:
+def sign_encoder(real_map: Map, train: np.ndarray) -> Callable[[np.ndarray], jax.Array]:
+  """`v [n, d] -> [n, K]` codes in {-1, +1}: the sign of `real_map(v)` about its mean
+  over the training items `train` [N, d] (fitted in float64 on the host), on device in
+  blocks (float32)."""
+  mean = devices.put(np.float32(real_map.host(train).mean(0)))
+  codes = jax.jit(lambda v: jnp.where(real_map(v) >= mean, 1.0, -1.0))
+  return functools.partial(runner.in_blocks, codes)
+
+
+def _fitted(image_map: Map, text_map: Map, prepared: preprocess.Prepared) -> runner.Fitted:
   """Encoders: the sign of each modality's real-valued map, thresholded at its
   training mean; scorer: minus the Hamming distance."""
-  def sign_encoder(fn: Callable, train: np.ndarray) -> Callable:
-    mean = fn(train).mean(0)
-    return lambda v: np.where(fn(v) - mean >= 0, 1.0, -1.0).astype(np.float32)
-
   return runner.Fitted(encode_image=sign_encoder(image_map, prepared.train.image),
                        encode_text=sign_encoder(text_map, prepared.train.text),
                        score=hashing.codes_score)
 
 
-def _linear_maps(linear: Linear) -> tuple[Callable, Callable]:
+def _linear_maps(linear: Linear) -> tuple[Affine, Affine]:
   mx, wx, mz, wz = linear
-  return (lambda v: (np.asarray(v, np.float64) - mx) @ wx,
-          lambda v: (np.asarray(v, np.float64) - mz) @ wz)
+  return Affine(mx, wx), Affine(mz, wz)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +278,7 @@ class HashingVariant:
     published: mAP@50 (I->T, T->I) on Wikipedia at 16, 32, 64, 128 bits.
   """
 
-  maps: Callable[[np.ndarray, np.ndarray, HashingBaselineConfig, int], tuple[Callable, Callable]]
+  maps: Callable[[np.ndarray, np.ndarray, HashingBaselineConfig, int], tuple[Map, Map]]
   description: str
   published: tuple | None = None
 

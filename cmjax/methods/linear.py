@@ -44,6 +44,7 @@ from cmjax.methods import registry
 from cmjax.precision import float32_matmuls
 
 __all__ = [
+    "Affine",
     "LinearConfig",
     "LinearVariant",
     "METHODS",
@@ -103,7 +104,7 @@ class Projection:
                          **kwargs)
 
 
-class _Affine:
+class Affine:
   """`v [n, d] -> (v - mean) @ matrix`, fitted in float64 on the host.
 
   Called, it runs on device in float32 at full precision (uploaded once;
@@ -161,7 +162,7 @@ def fit_cca(x: np.ndarray, z: np.ndarray, k: int, reg: float = 1e-3) -> Projecti
   u, s, vt = np.linalg.svd(wx @ cxz @ wz)
   k = min(k, len(s))
   a, b = wx @ u[:, :k], wz @ vt[:k].T
-  return Projection(image=_Affine(mx, a), text=_Affine(mz, b), correlations=s[:k])
+  return Projection(image=Affine(mx, a), text=Affine(mz, b), correlations=s[:k])
 
 
 def fit_cfa(x: np.ndarray, z: np.ndarray, k: int) -> Projection:
@@ -172,7 +173,7 @@ def fit_cfa(x: np.ndarray, z: np.ndarray, k: int) -> Projection:
   u, _, vt = np.linalg.svd(xc.T @ zc, full_matrices=False)
   k = min(k, u.shape[1])
   a, b = u[:, :k], vt[:k].T
-  return Projection(image=_Affine(mx, a), text=_Affine(mz, b))
+  return Projection(image=Affine(mx, a), text=Affine(mz, b))
 
 
 def _kernel(kind: str, a: np.ndarray, b: np.ndarray, gamma: float, degree: int,
@@ -241,14 +242,14 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float,
   state = opt.init(params)
   for _ in range(steps):
     params, state = step(params, state)
-  return _Logistic(_Affine(mean, np.asarray(params["w"]) / std[:, None]), params["b"])
+  return _Logistic(Affine(mean, np.asarray(params["w"]) / std[:, None]), params["b"])
 
 
 class _Logistic:
   """Class posteriors `softmax((v - mean) / std @ w + b)`: called, on device in float32;
   `host(v)`, the logits in float64 on the host (for SCM, whose CCA inputs are)."""
 
-  def __init__(self, scale: _Affine, bias: jax.Array):
+  def __init__(self, scale: Affine, bias: jax.Array):
     self.scale, self.bias = scale, bias
 
   def __call__(self, v: jax.Array) -> jax.Array:
