@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from cmjax import optim, protocol, train
@@ -122,6 +123,26 @@ def test_resume_gives_identical_parameters(tmp_path):
                             workdir=str(tmp_path / "b"), seed=1, loop=loop)
   assert again.resumed_from == 60
   np.testing.assert_array_equal(np.asarray(again.params["w1"]), np.asarray(resumed.params["w1"]))
+
+
+def test_a_checkpoint_written_by_standard_save_resumes(tmp_path, monkeypatch):
+  """Workdirs checkpointed before the handler without replica-parallel saving
+  (orbax's `StandardSave`) resume to the same parameters."""
+  params, data = _problem()
+  loop = train.LoopConfig(steps_per_call=5, checkpoint_every=20)
+  straight = train.train_stage(_regression_stage(60), params, data,
+                               workdir=str(tmp_path / "a"), seed=1, loop=loop)
+  with monkeypatch.context() as patched:
+    patched.setattr(train, "_checkpoint_handler", ocp.StandardCheckpointHandler)
+    patched.setattr(ocp.args, "PyTreeSave", ocp.args.StandardSave)
+    train.train_stage(_regression_stage(40), params, data, workdir=str(tmp_path / "b"),
+                      seed=1, loop=loop)
+  resumed = train.train_stage(_regression_stage(60), params, data,
+                              workdir=str(tmp_path / "b"), seed=1, loop=loop)
+  assert resumed.resumed_from == 40
+  for name in ("w1", "w2"):
+    np.testing.assert_array_equal(np.asarray(straight.params[name]),
+                                  np.asarray(resumed.params[name]))
 
 
 def test_non_finite_loss_stops_with_step(tmp_path):
