@@ -121,16 +121,16 @@ def test_identity_encoder_needs_histograms(tmp_path):
 
 @pytest.mark.parametrize("ground_cost", ["fixed", "matrix"])
 def test_identity_encoder_learns_only_the_ground_cost(tmp_path, ground_cost):
-  synthetic = data.make_synthetic()
+  synthetic = data.make_synthetic(num_train=400, num_test=100)
   histograms = lambda s: dataclasses.replace(s, image=np.abs(s.image), text=np.abs(s.text))
   dataset = dataclasses.replace(synthetic, train=histograms(synthetic.train),
                                 test=histograms(synthetic.test))
   m, n = dataset.train.image.shape[1], dataset.train.text.shape[1]
   config = emd_cnn.EMDCNNConfig(encoder="identity", ground_cost=ground_cost, image_bins=m,
-                                text_bins=n, steps=30,
-                                training=configs.TrainingConfig(eval_every=10))
+                                text_bins=n, steps=6,
+                                training=configs.TrainingConfig(eval_every=3))
   out = _run(config, dataset, tmp_path)
-  assert out["stages"]["emd_cnn"]["steps"] == (0 if ground_cost == "fixed" else 30)
+  assert out["stages"]["emd_cnn"]["steps"] == (0 if ground_cost == "fixed" else 6)
   assert 0.0 < out["map"]["avg"] < 1.0
 
 
