@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 
-from absl import flags
+from absl import app, flags
 
 from cmjax import claims, data, reports
 from experiments import cli
@@ -32,6 +32,9 @@ def _define_flags() -> None:
   flags.DEFINE_string("data_root", None, "Folder holding one release folder per dataset "
                       "(default: $CMJAX_DATA_DIR, else ../shared/data).")
   flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 of every arm.", lower_bound=1)
+  papers = sorted({claim.paper for claim in claims.CLAIMS})
+  flags.DEFINE_list("papers", papers, "Test the claims of these papers only, from "
+                    + ", ".join(papers) + " (default: all).")
   flags.DEFINE_string("preset", "default", "Preset of every arm's method (without --tuned, or "
                       "where it has no tuned config).")
   cli.define_tuned_flags()
@@ -45,12 +48,18 @@ def main(argv):
   cli.start(argv)
   start = time.time()
   reports.check_leaderboard(FLAGS.datasets, [], FLAGS.seeds, FLAGS.preset)
+  papers = sorted({claim.paper for claim in claims.CLAIMS})
+  unknown = sorted(set(FLAGS.papers) - set(papers))
+  if unknown:
+    raise app.UsageError(f"--papers: unknown {', '.join(unknown)}; from {', '.join(papers)}")
+  chosen = [claim for claim in claims.CLAIMS if claim.paper in FLAGS.papers]
   features = cli.feature_choice()
   tuned = cli.tuned_dir()
   command = (f"python -m experiments.claims --datasets={','.join(FLAGS.datasets)} "
              f"--seeds={FLAGS.seeds}{cli.feature_flags_text()}"
              + (f" --preset={FLAGS.preset}" if FLAGS.preset != "default" else "")
              + cli.tuned_flags_text()
+             + (f" --papers={','.join(FLAGS.papers)}" if set(FLAGS.papers) != set(papers) else "")
              + " --output=<this file>")
   lines = ["# The papers' claims, tested", "", f"Regenerate: `{command}`", "",
            f"Both arms of every claim run with seeds 0-{FLAGS.seeds - 1} "
@@ -68,7 +77,7 @@ def main(argv):
            "size of the difference.", ""]
   for dataset in FLAGS.datasets:
     table = claims.claim_runs(
-        dataset, FLAGS.seeds, preset=FLAGS.preset, root=FLAGS.root,
+        dataset, FLAGS.seeds, claims=chosen, preset=FLAGS.preset, root=FLAGS.root,
         data_dir=os.path.join(FLAGS.data_root, dataset) if FLAGS.data_root else None,
         features=features, tuned=tuned, loop=cli.loop_config())
     lines += claims.claims_markdown(dataset + features.suffix, table) + [""]

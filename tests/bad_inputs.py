@@ -40,6 +40,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from cmjax import data as data_lib  # noqa: E402
 from experiments import cli  # noqa: E402,F401  (imported once, before the forks)
+import experiments.claims  # noqa: E402,F401
 import experiments.hashing_leaderboard  # noqa: E402,F401
 import experiments.leaderboard  # noqa: E402,F401
 import experiments.report  # noqa: E402,F401
@@ -931,6 +932,9 @@ def cases() -> list[Case]:
          "--tuned", "--tuned_dir={tmp}/tuned", "--root={tmp}/run"],
         setup=_tuned_file('{"method": "sm", "preset": "default", "values": {"l2": -1.0}}'),
         expect="sm.json: .*l2"),
+      c("29", "claims --papers naming no paper",
+        ["experiments.claims", "--papers=EMD-CNN,nope", "--root={tmp}/runs", "--seeds=1"],
+        expect="--papers: unknown nope; from DBRC, EMD-CNN, FGL, UNCSM"),
       c("handled", "a missing .npz field", CCA, expect="missing field\\(s\\) text_train",
         setup=npz(text_train=None)),
       c("handled", "mismatched row counts", CCA, expect="mismatched row counts",
