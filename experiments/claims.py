@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
-from cmjax import claims, data, reports
+from cmjax import checks, claims, data, reports
 from experiments import cli
 
 FLAGS = flags.FLAGS
@@ -51,7 +51,7 @@ def main(argv):
   papers = sorted({claim.paper for claim in claims.CLAIMS})
   unknown = sorted(set(FLAGS.papers) - set(papers))
   if unknown:
-    raise app.UsageError(f"--papers: unknown {', '.join(unknown)}; from {', '.join(papers)}")
+    raise checks.ConfigError(f"--papers: unknown {', '.join(unknown)}; from {', '.join(papers)}")
   chosen = [claim for claim in claims.CLAIMS if claim.paper in FLAGS.papers]
   features = cli.feature_choice()
   tuned = cli.tuned_dir()
