@@ -16,6 +16,15 @@ Each row is one child process running EMD-CNN on web_news (the image CNN on
 - peak RSS: the child's `ru_maxrss`, which also counts the runtime's own work on
   every simulated device, so it is not a measure of the arrays alone (the first
   rows: the runtime with a jitted product on replicated arrays, nothing of cmjax).
+
+The streamed runs are made three times: on all pairs, on every 4th pair of both
+splits (a host input path that copied the data per device would grow 4 times
+less with the quarter), and on all pairs with glibc's mmap threshold fixed at
+128 KiB (`MALLOC_MMAP_THRESHOLD_`): freed blocks larger than that go back to the
+system at once, where by default the threshold rises after the first large free
+and the allocator keeps later freed temporaries resident. Each run is repeated `--repeats` times (peak RSS varies
+by several hundredths of a GiB from run to run); the table gives the median and
+the range.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import sys
 import tempfile
 
 from absl import app, flags
+import numpy as np
 
 import benchmarks
 
@@ -39,24 +49,32 @@ _BARE = ("import jax, numpy as np; from jax.sharding import Mesh, NamedSharding,
 # One run of the method, as `experiments.run` does it, that prints the most device bytes
 # held at any validation (every device's copy counted) as its last line.
 _RUN = """
-import json, sys, jax
+import dataclasses, json, sys, jax, numpy as np
 from cmjax import data, runner, train
 from cmjax.methods import registry
-method, data_dir, workdir, steps, stream = json.loads(sys.argv[1])
+method, data_dir, workdir, steps, stream, stride = json.loads(sys.argv[1])
 spec = registry.get(method)
 config = registry.make_config(spec, "default", steps=steps,
                               training=dict(eval_every=steps // 4), stream_inputs=stream)
 dataset = registry.load_data(spec, config, "web_news", data_dir, data.FeatureChoice(None, None))
+every = lambda split: split.take(np.arange(0, len(split), stride))
+dataset = dataclasses.replace(dataset, train=every(dataset.train), test=every(dataset.test))
 held = []
 def record(stage, step, scores):
   held.append(sum(s.data.nbytes for a in jax.live_arrays() for s in a.addressable_shards))
 runner.run(spec, config, dataset, workdir, loop=train.LoopConfig(on_validation=record))
 print("device_bytes", max(held))
 """
+# (row name, stream_inputs, keep every stride-th pair of both splits, extra environment)
+_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+_INPUTS = (("on every device", False, 1, {}), ("streamed (grain)", True, 1, {}),
+           ("streamed, every 4th pair", True, 4, {}),
+           ("streamed, MALLOC_MMAP_THRESHOLD_=131072", True, 1, _MMAP))
 flags.DEFINE_list("devices", ["1", "4", "8"], "Simulated device counts.")
 flags.DEFINE_string("method", "emd_cnn_cosine", "EMD-CNN method (the cosine control row "
                     "skips the Sinkhorn ranking, which does not depend on the inputs' placement).")
 flags.DEFINE_integer("steps", 40, "Training steps of each run.")
+flags.DEFINE_integer("repeats", 5, "Runs of each row; the report gives the median peak RSS.")
 flags.DEFINE_string("data_dir", None, "web_news release (default: the usual lookup).")
 flags.DEFINE_string("scratch", None, "Folder for the workdirs (default: a new temp dir).")
 flags.DEFINE_string("output", None, "Markdown report to write.")
@@ -65,22 +83,25 @@ flags.DEFINE_string("output", None, "Markdown report to write.")
 def main(argv):
   benchmarks.start(argv)
   scratch = FLAGS.scratch or tempfile.mkdtemp(prefix="cmjax_stream_rss_")
-  rows = []
+  rows = []  # (inputs, devices, [(wall s, peak RSS GiB, exit, last line)] per repeat)
   for count in FLAGS.devices:  # The runtime alone: a jitted product on replicated arrays.
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
-    wall, rss, status, last = benchmarks.run_child([sys.executable, "-c", _BARE], env)
-    rows.append(("runtime alone", int(count), wall, rss, status, last))
-  for stream in (False, True):
+    rows.append(("runtime alone", int(count),
+                 [benchmarks.run_child([sys.executable, "-c", _BARE], env)]))
+  for inputs, stream, stride, extra in _INPUTS:
     for count in FLAGS.devices:
-      workdir = os.path.join(scratch, f"{'stream' if stream else 'device'}_{count}")
-      env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
-      args = [sys.executable, "-c", _RUN,
-              json.dumps([FLAGS.method, FLAGS.data_dir, workdir, FLAGS.steps, stream])]
-      wall, rss, status, last = benchmarks.run_child(args, env)
-      rows.append(("streamed (grain)" if stream else "on every device", int(count), wall, rss,
-                   status, last))
-      print(f"stream_inputs={stream} devices={count}: {rss:.2f} GB, {wall:.0f} s, exit {status}",
-            flush=True)
+      env = dict(os.environ, **extra,
+                 XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
+      runs = []
+      for repeat in range(FLAGS.repeats):
+        workdir = os.path.join(scratch, f"{len(rows)}_{count}_{repeat}")
+        runs.append(benchmarks.run_child(
+            [sys.executable, "-c", _RUN,
+             json.dumps([FLAGS.method, FLAGS.data_dir, workdir, FLAGS.steps, stream, stride])],
+            env))
+        print(f"{inputs}, {count} devices: {runs[-1][1]:.3f} GiB, {runs[-1][0]:.0f} s, "
+              f"exit {runs[-1][2]}", flush=True)
+      rows.append((inputs, int(count), runs))
   lines = [
       "# Memory by number of devices: inputs on every device, or streamed",
       "",
@@ -89,22 +110,42 @@ def main(argv):
       benchmarks.machine(),
       "",
       f"{FLAGS.method} on web_news pixels, its `default` preset with `steps={FLAGS.steps}`, on "
-      "N simulated CPU devices. Device GB: the most bytes live arrays held at a validation, "
+      "N simulated CPU devices. Device GiB: the most bytes live arrays held at a validation, "
       "every device's copy counted (what N accelerators would hold). Peak RSS: the child's "
-      "`ru_maxrss`, which also counts the runtime's work on every simulated device.",
+      "`ru_maxrss`, which also counts the runtime's work on every simulated device; the "
+      f"median of {FLAGS.repeats} runs, with their range. Growth: against the row's first "
+      "device count.",
       "",
-      "| inputs | devices | device GB | growth GB | peak RSS GB | growth GB | wall s | exit |",
+      "| inputs | devices | device GiB | growth | peak RSS GiB (range) | growth | wall s | exit |",
       "|---|---|---|---|---|---|---|---|",
   ]
   held = lambda last: (float(last.split()[1]) / 2**30 if last.startswith("device_bytes ")
                        else float("nan"))
-  for inputs, count, wall, rss, status, last in rows:
-    *_, first_rss, _, first_last = next(r for r in rows if r[0] == inputs)
+  median = lambda runs: float(np.median([run[1] for run in runs]))
+  growth = {}
+  for inputs, count, runs in rows:
+    _, _, first = next(row for row in rows if row[0] == inputs)
+    growth[inputs] = median(runs) - median(first)
     device = ("-", "-") if inputs == "runtime alone" else (
-        f"{held(last):.3f}", f"{held(last) - held(first_last):+.3f}")
-    lines.append(f"| {inputs} | {count} | {device[0]} | {device[1]} | {rss:.3f} | "
-                 f"{rss - first_rss:+.3f} | {wall:.0f} | "
-                 f"{status if status == 0 else f'{status}: {last}'} |")
+        f"{held(runs[0][3]):.3f}", f"{held(runs[0][3]) - held(first[0][3]):+.3f}")
+    peaks = [run[1] for run in runs]
+    spread = f" ({min(peaks):.3f}-{max(peaks):.3f})" if len(runs) > 1 else ""
+    failed = [f"{run[2]}: {run[3]}" for run in runs if run[2] != 0]
+    lines.append(f"| {inputs} | {count} | {device[0]} | {device[1]} | {median(runs):.3f}{spread} | "
+                 f"{growth[inputs]:+.3f} | {np.median([run[0] for run in runs]):.0f} | "
+                 f"{failed[0] if failed else 0} |")
+  full, quarter, mmap = (growth[inputs] for inputs, *_ in _INPUTS[1:])
+  spread = max(max(run[1] for run in runs) - min(run[1] for run in runs)
+               for inputs, _, runs in rows if inputs != "runtime alone")
+  lines += [
+      "",
+      f"Streamed, from {FLAGS.devices[0]} to {FLAGS.devices[-1]} devices, the median peak RSS "
+      f"grows {full:+.3f} GiB on all pairs, {quarter:+.3f} GiB on a quarter of them, and "
+      f"{mmap:+.3f} GiB when glibc returns every freed block over 128 KiB to the system "
+      f"(`MALLOC_MMAP_THRESHOLD_=131072`); the runs of one row spread over up to "
+      f"{spread:.3f} GiB. An input path that kept a copy of the data per device would grow "
+      "about 4 times more on all pairs than on the quarter, whatever the allocator.",
+  ]
   benchmarks.write_report(lines, FLAGS.output)
 
 
