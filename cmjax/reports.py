@@ -340,8 +340,10 @@ def leaderboard_table(dataset: str, table: Mapping[str, Runs],
 
 
 def _config_cell(preset: str | None, budget: Mapping[str, Any] | None) -> str:
-  """`default`, or `tuned: 24 trials (5 pruned), 41,000 steps, 3,120 s`."""
-  if preset != "tuned":
+  """`default`, or `tuned: 24 trials (5 pruned), 41,000 steps, 3,120 s`. A run that
+  `experiments.claims` made for an unchanged tuned arm records its folder,
+  `tuned-<config digest>`, as its preset: it is the tuned config too."""
+  if preset != "tuned" and not (preset or "").startswith("tuned-"):
     return preset or ""
   if not budget:
     return "tuned"

@@ -369,3 +369,14 @@ def test_a_claims_verdict_comes_from_the_paired_interval():
   assert rows[1].endswith("| reversed |") and "| a (x=1) |" in rows[1]
   assert rows[2].endswith("| no significant difference |") and "[cosine scorer]" in rows[2]
   assert rows[3].endswith("| not testable on d: no captions |")
+
+
+def test_a_tuned_run_made_by_the_claims_shows_its_tuning_budget():
+  """The claims record an unchanged tuned arm's folder (`tuned-<digest>`) as its preset;
+  a leaderboard that reuses the run still shows the tuning budget."""
+  from cmjax import reports  # pylint: disable=g-import-not-at-top
+  budget = {"trials": 24, "pruned": 5, "steps": 41000, "wall_s": 3120.4}
+  expected = "tuned: 24 trials (5 pruned), 41,000 steps, 3,120 s"
+  assert reports._config_cell("tuned", budget) == expected  # pylint: disable=protected-access
+  assert reports._config_cell("tuned-0123abcd", budget) == expected  # pylint: disable=protected-access
+  assert reports._config_cell("default", budget) == "default"  # pylint: disable=protected-access
