@@ -25,6 +25,7 @@ from cmjax import checks, claims, data, reports
 from experiments import cli
 
 FLAGS = flags.FLAGS
+_PAPERS = sorted({claim.paper for claim in claims.CLAIMS})
 
 
 def _define_flags() -> None:
@@ -32,9 +33,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("data_root", None, "Folder holding one release folder per dataset "
                       "(default: $CMJAX_DATA_DIR, else ../shared/data).")
   flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 of every arm.", lower_bound=1)
-  papers = sorted({claim.paper for claim in claims.CLAIMS})
-  flags.DEFINE_list("papers", papers, "Test the claims of these papers only, from "
-                    + ", ".join(papers) + " (default: all).")
+  flags.DEFINE_list("papers", _PAPERS, "Test the claims of these papers only, from "
+                    + ", ".join(_PAPERS) + " (default: all).")
   flags.DEFINE_string("preset", "default", "Preset of every arm's method (without --tuned, or "
                       "where it has no tuned config).")
   cli.define_tuned_flags()
@@ -48,10 +48,9 @@ def main(argv):
   cli.start(argv)
   start = time.time()
   reports.check_leaderboard(FLAGS.datasets, [], FLAGS.seeds, FLAGS.preset)
-  papers = sorted({claim.paper for claim in claims.CLAIMS})
-  unknown = sorted(set(FLAGS.papers) - set(papers))
+  unknown = sorted(set(FLAGS.papers) - set(_PAPERS))
   if unknown:
-    raise checks.ConfigError(f"--papers: unknown {', '.join(unknown)}; from {', '.join(papers)}")
+    raise checks.ConfigError(f"--papers: unknown {', '.join(unknown)}; from {', '.join(_PAPERS)}")
   chosen = [claim for claim in claims.CLAIMS if claim.paper in FLAGS.papers]
   features = cli.feature_choice()
   tuned = cli.tuned_dir()
@@ -59,7 +58,7 @@ def main(argv):
              f"--seeds={FLAGS.seeds}{cli.feature_flags_text()}"
              + (f" --preset={FLAGS.preset}" if FLAGS.preset != "default" else "")
              + cli.tuned_flags_text()
-             + (f" --papers={','.join(FLAGS.papers)}" if set(FLAGS.papers) != set(papers) else "")
+             + (f" --papers={','.join(FLAGS.papers)}" if set(FLAGS.papers) != set(_PAPERS) else "")
              + " --output=<this file>")
   lines = ["# The papers' claims, tested", "", f"Regenerate: `{command}`", "",
            f"Both arms of every claim run with seeds 0-{FLAGS.seeds - 1} "
