@@ -16,6 +16,12 @@ Each row is one child process running EMD-CNN on web_news (the image CNN on
 - peak RSS: the child's `ru_maxrss`, which also counts the runtime's own work on
   every simulated device, so it is not a measure of the arrays alone (the first
   rows: the runtime with a jitted product on replicated arrays, nothing of cmjax).
+- malloc in use and freed but kept: glibc's `mallinfo2()` at the highest resident
+  memory that a thread sampling it every 2 ms saw, which splits the heap memory
+  at the peak into what was allocated (on simulated devices, their buffers and
+  the runtime's temporaries too) and what was freed but stayed in malloc's arenas
+  (glibc gives a thread its own arena, so memory one device's thread freed is not
+  reused by another).
 
 The streamed runs are made four ways: on all pairs, on every 4th pair of both
 splits (a host input path that copied the data per device would grow 4 times
@@ -48,12 +54,35 @@ _BARE = ("import jax, numpy as np; from jax.sharding import Mesh, NamedSharding,
          "m = Mesh(np.asarray(jax.devices()), ('data',)); "
          "x = jax.device_put(np.ones((64, 64), np.float32), NamedSharding(m, PartitionSpec())); "
          "jax.jit(lambda a: (a @ a).sum())(x).block_until_ready()")
-# One run of the method, as `experiments.run` does it, that prints the most device bytes
-# held at any validation (every device's copy counted) as its last line.
+# One run of the method, as `experiments.run` does it, that prints as its last line (JSON)
+# the most device bytes held at any validation (every device's copy counted) and, at the
+# highest resident memory a sampling thread saw, the bytes glibc's malloc had handed out and
+# those freed but kept in its arenas.
 _RUN = """
-import dataclasses, json, sys, jax, numpy as np
+import ctypes, dataclasses, json, os, sys, threading, time, jax, numpy as np
 from cmjax import data, runner, train
 from cmjax.methods import registry
+class MallInfo2(ctypes.Structure):  # glibc's `struct mallinfo2` (glibc 2.33 and later).
+  _fields_ = [(name, ctypes.c_size_t) for name in
+              "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+def malloc_bytes():  # In use, and freed but kept by glibc (empty off glibc).
+  try:
+    mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+  except (OSError, AttributeError):
+    return {}
+  mallinfo2.restype = MallInfo2
+  info = mallinfo2()
+  return {"malloc_in_use": info.uordblks + info.hblkhd, "malloc_free": info.fordblks}
+at_peak = {"rss": 0}
+def sample_the_peak():  # Malloc's split at the highest resident memory seen (every 2 ms).
+  page = os.sysconf("SC_PAGE_SIZE")
+  while True:
+    with open("/proc/self/statm") as statm:
+      rss = int(statm.read().split()[1]) * page
+    if rss > at_peak["rss"]:
+      at_peak.update(rss=rss, **malloc_bytes())
+    time.sleep(0.002)
+threading.Thread(target=sample_the_peak, daemon=True).start()
 method, data_dir, workdir, steps, stream, stride = json.loads(sys.argv[1])
 spec = registry.get(method)
 config = registry.make_config(spec, "default", steps=steps,
@@ -65,7 +94,7 @@ held = []
 def record(stage, step, scores):
   held.append(sum(s.data.nbytes for a in jax.live_arrays() for s in a.addressable_shards))
 runner.run(spec, config, dataset, workdir, loop=train.LoopConfig(on_validation=record))
-print("device_bytes", max(held))
+print(json.dumps({"device_bytes": max(held), **at_peak}))
 """
 # (row name, stream_inputs, keep every stride-th pair of both splits, extra environment).
 # The compilation cache's folder is filled by one run before the measured ones.
@@ -120,40 +149,55 @@ def main(argv):
       "N simulated CPU devices. Device GiB: the most bytes live arrays held at a validation, "
       "every device's copy counted (what N accelerators would hold). Peak RSS: the child's "
       "`ru_maxrss`, which also counts the runtime's work on every simulated device; the "
-      f"median of {FLAGS.repeats} runs, with their range. Growth: against the row's first "
+      f"median of {FLAGS.repeats} runs, with their range. Malloc in use, and freed but kept: "
+      "glibc's `mallinfo2()` when a thread sampling the resident memory every 2 ms saw its "
+      "highest (bytes handed out and not freed, mmapped blocks included; bytes freed that "
+      "glibc keeps in its arenas for reuse), medians. Growth: against the row's first "
       "device count.",
       "",
-      "| inputs | devices | device GiB | growth | peak RSS GiB (range) | growth | wall s | exit |",
-      "|---|---|---|---|---|---|---|---|",
+      "| inputs | devices | device GiB | growth | malloc in use GiB | growth | "
+      "malloc freed, kept GiB | growth | peak RSS GiB (range) | growth | wall s | exit |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
-  held = lambda last: (float(last.split()[1]) / 2**30 if last.startswith("device_bytes ")
-                       else float("nan"))
-  median = lambda runs: float(np.median([run[1] for run in runs]))
-  growth = {}
+  def measure(run, key: str) -> float:  # GiB from a run's last line; NaN if absent.
+    try:
+      return json.loads(run[3])[key] / 2**30
+    except (ValueError, KeyError, TypeError):
+      return float("nan")
+
+  def median(runs, key: str | None = None) -> float:  # Of peak RSS, or of a measure.
+    return float(np.median([run[1] if key is None else measure(run, key) for run in runs]))
+
+  growth = {}  # (inputs, key) -> growth of the median from the row's first device count.
   for inputs, count, runs in rows:
     _, _, first = next(row for row in rows if row[0] == inputs)
-    growth[inputs] = median(runs) - median(first)
-    device = ("-", "-") if inputs == "runtime alone" else (
-        f"{held(runs[0][3]):.3f}", f"{held(runs[0][3]) - held(first[0][3]):+.3f}")
-    peaks = [run[1] for run in runs]
-    spread = f" ({min(peaks):.3f}-{max(peaks):.3f})" if len(runs) > 1 else ""
+    cells = []
+    for key in ("device_bytes", "malloc_in_use", "malloc_free", None):
+      if inputs == "runtime alone" and key is not None:
+        cells.append("- | -")
+        continue
+      growth[inputs, key] = median(runs, key) - median(first, key)
+      peaks = [run[1] for run in runs]
+      spread = f" ({min(peaks):.3f}-{max(peaks):.3f})" if key is None and len(runs) > 1 else ""
+      cells.append(f"{median(runs, key):.3f}{spread} | {growth[inputs, key]:+.3f}")
     failed = [f"{run[2]}: {run[3]}" for run in runs if run[2] != 0]
-    lines.append(f"| {inputs} | {count} | {device[0]} | {device[1]} | {median(runs):.3f}{spread} | "
-                 f"{growth[inputs]:+.3f} | {np.median([run[0] for run in runs]):.0f} | "
-                 f"{failed[0] if failed else 0} |")
-  full, quarter, mmap, cached = (growth[inputs] for inputs, *_ in _INPUTS[1:])
+    lines.append(f"| {inputs} | {count} | {' | '.join(cells)} | "
+                 f"{np.median([run[0] for run in runs]):.0f} | {failed[0] if failed else 0} |")
+  full, quarter, mmap, cached = (growth[inputs, None] for inputs, *_ in _INPUTS[1:])
+  streamed = _INPUTS[1][0]
   spread = max(max(run[1] for run in runs) - min(run[1] for run in runs)
                for inputs, _, runs in rows if inputs != "runtime alone")
   lines += [
       "",
       f"Streamed, from {FLAGS.devices[0]} to {FLAGS.devices[-1]} devices, the median peak RSS "
-      f"grows {full:+.3f} GiB on all pairs, {quarter:+.3f} GiB on a quarter of them, and "
+      f"grows {full:+.3f} GiB on all pairs, {quarter:+.3f} GiB on a quarter of them, "
       f"{mmap:+.3f} GiB when glibc returns every freed block over 128 KiB to the system "
       f"(`MALLOC_MMAP_THRESHOLD_=131072`), {cached:+.3f} GiB when the compiled programs come "
       "from JAX's persistent compilation cache (no compiler memory); the runs of one row "
-      "spread over up to "
-      f"{spread:.3f} GiB. An input path that kept a copy of the data per device would grow "
-      "about 4 times more on all pairs than on the quarter, whatever the allocator.",
+      f"spread over up to {spread:.3f} GiB. On all pairs, at the peak, the bytes malloc had "
+      f"handed out and not freed grow {growth[streamed, 'malloc_in_use']:+.3f} GiB and the "
+      f"freed bytes glibc kept in its arenas {growth[streamed, 'malloc_free']:+.3f} GiB. An input path that kept a copy of the data per device would grow about 4 times "
+      "more on all pairs than on the quarter, whatever the allocator.",
   ]
   benchmarks.write_report(lines, FLAGS.output)
 
