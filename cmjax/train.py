@@ -534,8 +534,12 @@ def _restore(stage: str, ckpt_dir: str, state: dict):
   """
   manager = None
   try:
+    # Saves are synchronous: `_save` waits for each at once anyway, and an asynchronous
+    # save fails once 20 minutes of wall clock pass (orbax's timeout), as they do when
+    # the process is paused (Ctrl-Z, SIGSTOP, a suspended machine) mid-save.
     manager = ocp.CheckpointManager(
-        ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+        ckpt_dir, options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, enable_async_checkpointing=False),
         item_handlers=_checkpoint_handler())
     step = manager.latest_step()
     if step is None:
