@@ -6,7 +6,7 @@ device, or streamed from the host (`--config.stream_inputs`).
 Each row is one child process running EMD-CNN on web_news (the image CNN on
 64 x 64 pixels and the character CNN, `--steps` training steps, as
 `python -m experiments.run` does) on N simulated CPU devices
-(`--xla_force_host_platform_device_count=N`). Two measures:
+(`--xla_force_host_platform_device_count=N`). The measures:
 
 - device bytes: the most bytes that live arrays hold summed over every device's
   copy (`addressable_shards`), sampled at each validation of the stage. An
@@ -16,12 +16,12 @@ Each row is one child process running EMD-CNN on web_news (the image CNN on
 - peak RSS: the child's `ru_maxrss`, which also counts the runtime's own work on
   every simulated device, so it is not a measure of the arrays alone (the first
   rows: the runtime with a jitted product on replicated arrays, nothing of cmjax).
-- malloc in use and freed but kept: glibc's `mallinfo2()` at the highest resident
-  memory that a thread sampling it every 2 ms saw, which splits the heap memory
-  at the peak into what was allocated (on simulated devices, their buffers and
-  the runtime's temporaries too) and what was freed but stayed in malloc's arenas
-  (glibc gives a thread its own arena, so memory one device's thread freed is not
-  reused by another).
+- at the end of the run (after a garbage collection), the resident memory
+  (`/proc/self/smaps`), split by glibc: the bytes malloc has handed out and not
+  freed (`mallinfo2()`; on simulated devices their buffers and the runtime's
+  temporaries too), and the resident bytes of malloc's heaps (`[heap]` and the
+  64 MiB-aligned thread arenas) that are free: memory freed but still held,
+  which glibc neither reuses for another thread's arena nor returns.
 
 The streamed runs are made four ways: on all pairs, on every 4th pair of both
 splits (a host input path that copied the data per device would grow 4 times
@@ -55,34 +55,36 @@ _BARE = ("import jax, numpy as np; from jax.sharding import Mesh, NamedSharding,
          "x = jax.device_put(np.ones((64, 64), np.float32), NamedSharding(m, PartitionSpec())); "
          "jax.jit(lambda a: (a @ a).sum())(x).block_until_ready()")
 # One run of the method, as `experiments.run` does it, that prints as its last line (JSON)
-# the most device bytes held at any validation (every device's copy counted) and, at the
-# highest resident memory a sampling thread saw, the bytes glibc's malloc had handed out and
-# those freed but kept in its arenas.
+# the most device bytes held at any validation (every device's copy counted) and, at its
+# end, its resident memory, the bytes glibc's malloc has handed out and not freed, and the
+# resident bytes of malloc's heaps that are free.
 _RUN = """
-import ctypes, dataclasses, json, os, sys, threading, time, jax, numpy as np
+import ctypes, dataclasses, gc, json, sys, jax, numpy as np
 from cmjax import data, runner, train
 from cmjax.methods import registry
 class MallInfo2(ctypes.Structure):  # glibc's `struct mallinfo2` (glibc 2.33 and later).
   _fields_ = [(name, ctypes.c_size_t) for name in
               "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-def malloc_bytes():  # In use, and freed but kept by glibc (empty off glibc).
+def malloc_bytes():  # Handed out and not freed, and freed but still resident (glibc only).
   try:
     mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
   except (OSError, AttributeError):
     return {}
   mallinfo2.restype = MallInfo2
+  heaps, resident, rss = 0, False, 0  # glibc's heaps: [heap] and its 64 MiB-aligned arenas.
+  with open("/proc/self/smaps") as smaps:
+    for line in smaps:
+      field, *rest = line.split()
+      if not field.endswith(":"):  # A mapping's header: its address range, then its name.
+        low, high = (int(end, 16) for end in field.split("-"))
+        resident = (rest[-1] == "[heap]" if len(rest) == 5 else
+                    low % 2**26 == 0 and high - low <= 2**26)
+      elif field == "Rss:":
+        rss += int(rest[0]) * 1024
+        heaps += int(rest[0]) * 1024 if resident else 0
   info = mallinfo2()
-  return {"malloc_in_use": info.uordblks + info.hblkhd, "malloc_free": info.fordblks}
-at_peak = {"rss": 0}
-def sample_the_peak():  # Malloc's split at the highest resident memory seen (every 2 ms).
-  page = os.sysconf("SC_PAGE_SIZE")
-  while True:
-    with open("/proc/self/statm") as statm:
-      rss = int(statm.read().split()[1]) * page
-    if rss > at_peak["rss"]:
-      at_peak.update(rss=rss, **malloc_bytes())
-    time.sleep(0.002)
-threading.Thread(target=sample_the_peak, daemon=True).start()
+  return {"rss": rss, "malloc_in_use": info.uordblks + info.hblkhd,
+          "malloc_free_resident": heaps - info.uordblks}
 method, data_dir, workdir, steps, stream, stride = json.loads(sys.argv[1])
 spec = registry.get(method)
 config = registry.make_config(spec, "default", steps=steps,
@@ -94,7 +96,8 @@ held = []
 def record(stage, step, scores):
   held.append(sum(s.data.nbytes for a in jax.live_arrays() for s in a.addressable_shards))
 runner.run(spec, config, dataset, workdir, loop=train.LoopConfig(on_validation=record))
-print(json.dumps({"device_bytes": max(held), **at_peak}))
+gc.collect()
+print(json.dumps({"device_bytes": max(held), **malloc_bytes()}))
 """
 # (row name, stream_inputs, keep every stride-th pair of both splits, extra environment).
 # The compilation cache's folder is filled by one run before the measured ones.
@@ -149,15 +152,15 @@ def main(argv):
       "N simulated CPU devices. Device GiB: the most bytes live arrays held at a validation, "
       "every device's copy counted (what N accelerators would hold). Peak RSS: the child's "
       "`ru_maxrss`, which also counts the runtime's work on every simulated device; the "
-      f"median of {FLAGS.repeats} runs, with their range. Malloc in use, and freed but kept: "
-      "glibc's `mallinfo2()` when a thread sampling the resident memory every 2 ms saw its "
-      "highest (bytes handed out and not freed, mmapped blocks included; bytes freed that "
-      "glibc keeps in its arenas for reuse), medians. Growth: against the row's first "
-      "device count.",
+      f"median of {FLAGS.repeats} runs, with their range. At the end of the run: its resident "
+      "memory; the bytes malloc has handed out and not freed (glibc's `mallinfo2()`, mmapped "
+      "blocks included); the resident bytes of malloc's heaps (`[heap]` and the 64 MiB-aligned "
+      "thread arenas in `/proc/self/smaps`) that are free, held after a free; medians. "
+      "Growth: against the row's first device count.",
       "",
-      "| inputs | devices | device GiB | growth | malloc in use GiB | growth | "
-      "malloc freed, kept GiB | growth | peak RSS GiB (range) | growth | wall s | exit |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|",
+      "| inputs | devices | device GiB | growth | end: RSS GiB | growth | malloc in use | "
+      "growth | freed, resident | growth | peak RSS GiB (range) | growth | wall s | exit |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   def measure(run, key: str) -> float:  # GiB from a run's last line; NaN if absent.
     try:
@@ -172,7 +175,7 @@ def main(argv):
   for inputs, count, runs in rows:
     _, _, first = next(row for row in rows if row[0] == inputs)
     cells = []
-    for key in ("device_bytes", "malloc_in_use", "malloc_free", None):
+    for key in ("device_bytes", "rss", "malloc_in_use", "malloc_free_resident", None):
       if inputs == "runtime alone" and key is not None:
         cells.append("- | -")
         continue
@@ -194,10 +197,12 @@ def main(argv):
       f"{mmap:+.3f} GiB when glibc returns every freed block over 128 KiB to the system "
       f"(`MALLOC_MMAP_THRESHOLD_=131072`), {cached:+.3f} GiB when the compiled programs come "
       "from JAX's persistent compilation cache (no compiler memory); the runs of one row "
-      f"spread over up to {spread:.3f} GiB. On all pairs, at the peak, the bytes malloc had "
-      f"handed out and not freed grow {growth[streamed, 'malloc_in_use']:+.3f} GiB and the "
-      f"freed bytes glibc kept in its arenas {growth[streamed, 'malloc_free']:+.3f} GiB. An input path that kept a copy of the data per device would grow about 4 times "
-      "more on all pairs than on the quarter, whatever the allocator.",
+      f"spread over up to {spread:.3f} GiB. On all pairs, at the end of the run, the resident "
+      f"memory grows {growth[streamed, 'rss']:+.3f} GiB: the bytes malloc has handed out and "
+      f"not freed {growth[streamed, 'malloc_in_use']:+.3f} GiB, the free but resident bytes of "
+      f"its heaps {growth[streamed, 'malloc_free_resident']:+.3f} GiB. An input path that kept "
+      "a copy of the data per device would grow about 4 times more on all pairs than on the "
+      "quarter, whatever the allocator.",
   ]
   benchmarks.write_report(lines, FLAGS.output)
 
