@@ -71,17 +71,17 @@ def malloc_bytes():  # Handed out and not freed, and freed but still resident (g
   except (OSError, AttributeError):
     return {}
   mallinfo2.restype = MallInfo2
-  heaps, resident, rss = 0, False, 0  # glibc's heaps: [heap] and its 64 MiB-aligned arenas.
+  heaps, in_heaps, rss = 0, False, 0  # glibc's heaps: [heap] and its 64 MiB-aligned arenas.
   with open("/proc/self/smaps") as smaps:
     for line in smaps:
       field, *rest = line.split()
       if not field.endswith(":"):  # A mapping's header: its address range, then its name.
         low, high = (int(end, 16) for end in field.split("-"))
-        resident = (rest[-1] == "[heap]" if len(rest) == 5 else
+        in_heaps = (rest[-1] == "[heap]" if len(rest) == 5 else
                     low % 2**26 == 0 and high - low <= 2**26)
       elif field == "Rss:":
         rss += int(rest[0]) * 1024
-        heaps += int(rest[0]) * 1024 if resident else 0
+        heaps += int(rest[0]) * 1024 if in_heaps else 0
   info = mallinfo2()
   return {"rss": rss, "malloc_in_use": info.uordblks + info.hblkhd,
           "malloc_free_resident": heaps - info.uordblks}
