@@ -23,16 +23,18 @@ Each row is one child process running EMD-CNN on web_news (the image CNN on
   64 MiB-aligned thread arenas) that are free: memory freed but still held,
   which glibc neither reuses for another thread's arena nor returns.
 
-The streamed runs are made four ways: on all pairs, on every 4th pair of both
-splits (a host input path that copied the data per device would grow 4 times
-less with the quarter), and on all pairs with glibc's mmap threshold fixed at
-128 KiB (`MALLOC_MMAP_THRESHOLD_`): freed blocks larger than that go back to the
-system at once, where by default the threshold rises after the first large free
-and the allocator keeps later freed temporaries resident; and with every program
-loaded from JAX's persistent compilation cache (filled by one run first), so that
-the compiler's own memory is out of the peak. Each run is repeated `--repeats` times (peak RSS varies
-by several hundredths of a GiB from run to run); the table gives the median and
-the range.
+- peak during: the phase of the run (training, validation, test) in which a
+  thread sampling the resident memory every 2 ms saw its highest value.
+
+The streamed runs are made on all pairs and on every 4th pair of both splits (what
+grows with the devices in proportion to the data grows 4 times less with the
+quarter), each both as is and quietly: with glibc's mmap threshold fixed at 128 KiB
+(`MALLOC_MMAP_THRESHOLD_`; freed blocks larger than that go back to the system at
+once, where by default the threshold rises after the first large free and the
+allocator keeps later freed temporaries resident) and with every program loaded
+from JAX's persistent compilation cache (filled by one run first), so that neither
+the allocator's held memory nor the compiler's is in the peak. Each run is
+repeated `--repeats` times; the table gives the median and the range.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ _BARE = ("import jax, numpy as np; from jax.sharding import Mesh, NamedSharding,
 # end, its resident memory, the bytes glibc's malloc has handed out and not freed, and the
 # resident bytes of malloc's heaps that are free.
 _RUN = """
-import ctypes, dataclasses, gc, json, sys, jax, numpy as np
-from cmjax import data, runner, train
+import ctypes, dataclasses, gc, json, os, sys, threading, time, jax, numpy as np
+from cmjax import data, protocol, runner, train
 from cmjax.methods import registry
 class MallInfo2(ctypes.Structure):  # glibc's `struct mallinfo2` (glibc 2.33 and later).
   _fields_ = [(name, ctypes.c_size_t) for name in
@@ -85,6 +87,26 @@ def malloc_bytes():  # Handed out and not freed, and freed but still resident (g
   info = mallinfo2()
   return {"rss": rss, "malloc_in_use": info.uordblks + info.hblkhd,
           "malloc_free_resident": heaps - info.uordblks}
+phase, peaks = ["training"], {}  # The resident memory's peak in each phase of the run.
+def sample():
+  page = os.sysconf("SC_PAGE_SIZE")
+  while True:
+    with open("/proc/self/statm") as statm:
+      rss = int(statm.read().split()[1]) * page
+    peaks[phase[0]] = max(rss, peaks.get(phase[0], 0))
+    time.sleep(0.002)
+def validation_map(*args, **kwargs):
+  phase[0] = "validation"
+  try:
+    return validate(*args, **kwargs)
+  finally:
+    phase[0] = "training"
+def encode(*args, **kwargs):  # The test evaluation's first step: the rest is the test.
+  phase[0] = "test"
+  return encode_split(*args, **kwargs)
+validate, encode_split = protocol.validation_map, protocol.encode
+protocol.validation_map, protocol.encode = validation_map, encode
+threading.Thread(target=sample, daemon=True).start()
 method, data_dir, workdir, steps, stream, stride = json.loads(sys.argv[1])
 spec = registry.get(method)
 config = registry.make_config(spec, "default", steps=steps,
@@ -97,7 +119,9 @@ def record(stage, step, scores):
   held.append(sum(s.data.nbytes for a in jax.live_arrays() for s in a.addressable_shards))
 runner.run(spec, config, dataset, workdir, loop=train.LoopConfig(on_validation=record))
 gc.collect()
-print(json.dumps({"device_bytes": max(held), **malloc_bytes()}))
+time.sleep(0.01)
+print(json.dumps({"device_bytes": max(held), "peak_phase": max(peaks, key=peaks.get),
+                  **malloc_bytes()}))
 """
 # (row name, stream_inputs, keep every stride-th pair of both splits, extra environment).
 # The compilation cache's folder is filled by one run before the measured ones.
@@ -105,10 +129,11 @@ _MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 _CACHE = {"JAX_COMPILATION_CACHE_DIR": "{scratch}/compilation_cache",
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+_QUIET = {**_MMAP, **_CACHE}  # Neither the allocator's held memory nor the compiler's.
 _INPUTS = (("on every device", False, 1, {}), ("streamed (grain)", True, 1, {}),
            ("streamed, every 4th pair", True, 4, {}),
-           ("streamed, MALLOC_MMAP_THRESHOLD_=131072", True, 1, _MMAP),
-           ("streamed, compiled programs from the cache", True, 1, _CACHE))
+           ("streamed, mmap threshold, cached programs", True, 1, _QUIET),
+           ("streamed, mmap threshold, cached programs, every 4th pair", True, 4, _QUIET))
 flags.DEFINE_list("devices", ["1", "4", "8"], "Simulated device counts.")
 flags.DEFINE_string("method", "emd_cnn_cosine", "EMD-CNN method (the cosine control row "
                     "skips the Sinkhorn ranking, which does not depend on the inputs' placement).")
@@ -132,7 +157,7 @@ def main(argv):
       env = dict(os.environ, **{k: v.format(scratch=scratch) for k, v in extra.items()},
                  XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
       runs = []
-      for repeat in range(-1 if extra is _CACHE else 0, FLAGS.repeats):
+      for repeat in range(-1 if "JAX_COMPILATION_CACHE_DIR" in extra else 0, FLAGS.repeats):
         workdir = os.path.join(scratch, f"{len(rows)}_{count}_{repeat}")
         runs.append(benchmarks.run_child(
             [sys.executable, "-c", _RUN,
@@ -156,11 +181,13 @@ def main(argv):
       "memory; the bytes malloc has handed out and not freed (glibc's `mallinfo2()`, mmapped "
       "blocks included); the resident bytes of malloc's heaps (`[heap]` and the 64 MiB-aligned "
       "thread arenas in `/proc/self/smaps`) that are free, held after a free; medians. "
-      "Growth: against the row's first device count.",
+      "Growth: against the row's first device count. Peak during: the phase of the run "
+      "whose resident memory (sampled every 2 ms) was the highest, in most of the row's runs.",
       "",
       "| inputs | devices | device GiB | growth | end: RSS GiB | growth | malloc in use | "
-      "growth | freed, resident | growth | peak RSS GiB (range) | growth | wall s | exit |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+      "growth | freed, resident | growth | peak RSS GiB (range) | growth | peak during | "
+      "wall s | exit |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   def measure(run, key: str) -> float:  # GiB from a run's last line; NaN if absent.
     try:
@@ -184,25 +211,42 @@ def main(argv):
       spread = f" ({min(peaks):.3f}-{max(peaks):.3f})" if key is None and len(runs) > 1 else ""
       cells.append(f"{median(runs, key):.3f}{spread} | {growth[inputs, key]:+.3f}")
     failed = [f"{run[2]}: {run[3]}" for run in runs if run[2] != 0]
+    phases = [json.loads(run[3])["peak_phase"] for run in runs if run[2] == 0
+              and inputs != "runtime alone"]
+    cells.append(max(set(phases), key=phases.count) if phases else "-")
     lines.append(f"| {inputs} | {count} | {' | '.join(cells)} | "
                  f"{np.median([run[0] for run in runs]):.0f} | {failed[0] if failed else 0} |")
-  full, quarter, mmap, cached = (growth[inputs, None] for inputs, *_ in _INPUTS[1:])
-  streamed = _INPUTS[1][0]
+  (everywhere, *_), (streamed, *_), (streamed_quarter, *_), (quiet, *_), (quiet_quarter, *_) = _INPUTS
+  added = int(FLAGS.devices[-1]) - int(FLAGS.devices[0])  # Devices added along a row.
+  # Peak growth = fixed + data share * scaling: its part that scales with the data, from
+  # all pairs and every 4th pair (a quarter) of the quiet rows.
+  scaling = (growth[quiet, None] - growth[quiet_quarter, None]) / (1 - 1 / 4)
   spread = max(max(run[1] for run in runs) - min(run[1] for run in runs)
-               for inputs, _, runs in rows if inputs != "runtime alone")
+               for inputs, _, runs in rows if inputs == quiet or inputs == quiet_quarter)
+  mib = lambda gib: f"{gib * 1024 / added:.1f} MiB"
   lines += [
       "",
-      f"Streamed, from {FLAGS.devices[0]} to {FLAGS.devices[-1]} devices, the median peak RSS "
-      f"grows {full:+.3f} GiB on all pairs, {quarter:+.3f} GiB on a quarter of them, "
-      f"{mmap:+.3f} GiB when glibc returns every freed block over 128 KiB to the system "
-      f"(`MALLOC_MMAP_THRESHOLD_=131072`), {cached:+.3f} GiB when the compiled programs come "
-      "from JAX's persistent compilation cache (no compiler memory); the runs of one row "
-      f"spread over up to {spread:.3f} GiB. On all pairs, at the end of the run, the resident "
-      f"memory grows {growth[streamed, 'rss']:+.3f} GiB: the bytes malloc has handed out and "
-      f"not freed {growth[streamed, 'malloc_in_use']:+.3f} GiB, the free but resident bytes of "
-      f"its heaps {growth[streamed, 'malloc_free_resident']:+.3f} GiB. An input path that kept "
-      "a copy of the data per device would grow about 4 times more on all pairs than on the "
-      "quarter, whatever the allocator.",
+      f"Streamed, from {FLAGS.devices[0]} to {FLAGS.devices[-1]} devices, the arrays on the "
+      f"devices grow {growth[streamed, 'device_bytes']:+.3f} GiB on all pairs and "
+      f"{growth[streamed_quarter, 'device_bytes']:+.3f} GiB on a quarter of them "
+      f"({mib(growth[streamed, 'device_bytes'])} a device added): the parameters and the "
+      "optimizer state, replicated for data-parallel training, not the data. With the "
+      f"inputs on every device they grow {growth[everywhere, 'device_bytes']:+.3f} GiB.",
+      "",
+      f"The peak RSS, with glibc returning every freed block over 128 KiB to the system "
+      "(`MALLOC_MMAP_THRESHOLD_=131072`) and every program loaded from JAX's persistent "
+      f"compilation cache (runs of a row within {spread:.3f} GiB), grows "
+      f"{growth[quiet, None]:+.3f} GiB on all pairs and {growth[quiet_quarter, None]:+.3f} GiB "
+      f"on a quarter: {scaling:+.3f} GiB of it scales with the data "
+      f"({mib(scaling)} a device added, on all pairs), the simulated devices' transient work "
+      "(the peak falls in the phase the table names) outside the arrays live at a "
+      f"validation; the rest, {growth[quiet, None] - scaling:+.3f} GiB, does not. With the "
+      f"default allocator and compiler it grows {growth[streamed, None]:+.3f} GiB on all "
+      f"pairs and {growth[streamed_quarter, None]:+.3f} GiB on a quarter; at the end of the "
+      f"run on all pairs the resident memory grows {growth[streamed, 'rss']:+.3f} GiB, of "
+      f"which the bytes malloc has handed out and not freed {growth[streamed, 'malloc_in_use']:+.3f} "
+      f"GiB and the free but resident bytes of its heaps "
+      f"{growth[streamed, 'malloc_free_resident']:+.3f} GiB.",
   ]
   benchmarks.write_report(lines, FLAGS.output)
 
