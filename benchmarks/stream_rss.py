@@ -39,6 +39,7 @@ repeated `--repeats` times; the table gives the median and the range.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -59,7 +60,8 @@ _BARE = ("import jax, numpy as np; from jax.sharding import Mesh, NamedSharding,
 # One run of the method, as `experiments.run` does it, that prints as its last line (JSON)
 # the most device bytes held at any validation (every device's copy counted) and, at its
 # end, its resident memory, the bytes glibc's malloc has handed out and not freed, and the
-# resident bytes of malloc's heaps that are free.
+# resident bytes of malloc's heaps that are free, and the phase of the run (training,
+# validation, test) in which its resident memory peaked.
 _RUN = """
 import ctypes, dataclasses, gc, json, os, sys, threading, time, jax, numpy as np
 from cmjax import data, protocol, runner, train
@@ -146,6 +148,8 @@ flags.DEFINE_string("output", None, "Markdown report to write.")
 
 def main(argv):
   benchmarks.start(argv)
+  if len(FLAGS.devices) < 2:
+    raise app.UsageError("--devices: at least two device counts (growth is between them)")
   scratch = FLAGS.scratch or tempfile.mkdtemp(prefix="cmjax_stream_rss_")
   rows = []  # (inputs, devices, [(wall s, peak RSS GiB, exit, last line)] per repeat)
   for count in FLAGS.devices:  # The runtime alone: a jitted product on replicated arrays.
@@ -213,7 +217,7 @@ def main(argv):
     failed = [f"{run[2]}: {run[3]}" for run in runs if run[2] != 0]
     phases = [json.loads(run[3])["peak_phase"] for run in runs if run[2] == 0
               and inputs != "runtime alone"]
-    cells.append(max(set(phases), key=phases.count) if phases else "-")
+    cells.append(collections.Counter(phases).most_common(1)[0][0] if phases else "-")
     lines.append(f"| {inputs} | {count} | {' | '.join(cells)} | "
                  f"{np.median([run[0] for run in runs]):.0f} | {failed[0] if failed else 0} |")
   (everywhere, *_), (streamed, *_), (streamed_quarter, *_), (quiet, *_), (quiet_quarter, *_) = _INPUTS
