@@ -58,6 +58,7 @@ setup(
         "benchmark": [
             "torch>=2.5,<3",
             "faiss-cpu>=1.8,<2",  # IndexBinaryFlat, the peer of the Hamming index.
+            "memray>=1.11,<2",  # benchmarks.rss_attribution (Linux and macOS).
         ],
     },
 )

@@ -15,7 +15,8 @@ Each row is one child process running EMD-CNN on web_news (the image CNN on
   replicated on each one; streamed, the devices hold a few batches.
 - peak RSS: the child's `ru_maxrss`, which also counts the runtime's own work on
   every simulated device, so it is not a measure of the arrays alone (the first
-  rows: the runtime with a jitted product on replicated arrays, nothing of cmjax).
+  rows: the runtime with a jitted product on replicated arrays, nothing of cmjax;
+  `benchmarks.rss_attribution` splits the quiet runs' peak by allocation stack).
 - at the end of the run (after a garbage collection), the resident memory
   (`/proc/self/smaps`), split by glibc: the bytes malloc has handed out and not
   freed (`mallinfo2()`; on simulated devices their buffers and the runtime's
@@ -62,7 +63,7 @@ _BARE = ("import jax, numpy as np; from jax.sharding import Mesh, NamedSharding,
 # end, its resident memory, the bytes glibc's malloc has handed out and not freed, and the
 # resident bytes of malloc's heaps that are free, and the phase of the run (training,
 # validation, test) in which its resident memory peaked.
-_RUN = """
+RUN_SCRIPT = """
 import ctypes, dataclasses, gc, json, os, sys, threading, time, jax, numpy as np
 from cmjax import data, protocol, runner, train
 from cmjax.methods import registry
@@ -131,11 +132,11 @@ _MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 _CACHE = {"JAX_COMPILATION_CACHE_DIR": "{scratch}/compilation_cache",
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-_QUIET = {**_MMAP, **_CACHE}  # Neither the allocator's held memory nor the compiler's.
+QUIET_ENV = {**_MMAP, **_CACHE}  # Neither the allocator's held memory nor the compiler's.
 _INPUTS = (("on every device", False, 1, {}), ("streamed (grain)", True, 1, {}),
            ("streamed, every 4th pair", True, 4, {}),
-           ("streamed, mmap threshold, cached programs", True, 1, _QUIET),
-           ("streamed, mmap threshold, cached programs, every 4th pair", True, 4, _QUIET))
+           ("streamed, mmap threshold, cached programs", True, 1, QUIET_ENV),
+           ("streamed, mmap threshold, cached programs, every 4th pair", True, 4, QUIET_ENV))
 flags.DEFINE_list("devices", ["1", "4", "8"], "Simulated device counts.")
 flags.DEFINE_string("method", "emd_cnn_cosine", "EMD-CNN method (the cosine control row "
                     "skips the Sinkhorn ranking, which does not depend on the inputs' placement).")
@@ -164,7 +165,7 @@ def main(argv):
       for repeat in range(-1 if "JAX_COMPILATION_CACHE_DIR" in extra else 0, FLAGS.repeats):
         workdir = os.path.join(scratch, f"{len(rows)}_{count}_{repeat}")
         runs.append(benchmarks.run_child(
-            [sys.executable, "-c", _RUN,
+            [sys.executable, "-c", RUN_SCRIPT,
              json.dumps([FLAGS.method, FLAGS.data_dir, workdir, FLAGS.steps, stream, stride])],
             env))
         print(f"{inputs}, {count} devices: {runs[-1][1]:.3f} GiB, {runs[-1][0]:.0f} s, "

@@ -1,6 +1,8 @@
-"""Shared fixtures: where the real release data lives."""
+"""Shared fixtures: where the real release data lives; the run's compilation cache."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -40,6 +42,20 @@ def pytest_addoption(parser):
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: a run of minutes; in the slow lane "
                           "(pytest --slow), not the default run")
+  # One JAX persistent compilation cache for the whole run, in a private folder that
+  # pytest-xdist's workers and every command a test starts inherit: a program the
+  # tests build again (a quick preset, a bad-input case's run) compiles once, not in
+  # each process. The first test to need a program still compiles it; compiled code
+  # is the same from the cache, so are the numbers.
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=tempfile.mkdtemp(prefix="cmjax_test_jax_cache_"),
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
+                      CMJAX_TEST_CACHE_OWNER=str(os.getpid()))
+
+
+def pytest_unconfigure(config):
+  if os.environ.get("CMJAX_TEST_CACHE_OWNER") == str(os.getpid()):  # The run that made it.
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

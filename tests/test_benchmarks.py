@@ -1,9 +1,11 @@
-"""`benchmarks.suite`: every benchmark in its own process, one report.
+"""`benchmarks.suite`: every benchmark in its own process, one report; and the parts of
+single benchmarks that a small run can check.
 
 Small sizes of one benchmark (NumPy is its peer, so the test needs no extra);
 the real sizes are the command's, and its reports are in reports/.
 """
 
+import collections
 import os
 import subprocess
 import sys
@@ -64,3 +66,32 @@ def test_hashing_codes_reports_the_bits_that_differ_from_float64(tmp_path):
   report = output.read_text()
   assert "| cvh | 16 | 0 |" in report and "| lssh | 16 | 0 |" in report
   assert "Differing bits in all: 0." in report
+
+
+def test_rss_attribution_places_each_allocation_by_its_native_stack():
+  from benchmarks import rss_attribution  # pylint: disable=import-outside-toplevel
+  # Innermost first, abridged from a capture of `benchmarks.rss_attribution`.
+  convolution = ["Eigen::internal::TensorContractionBlockMemAllocator<float, float>::allocate",
+                 "xla::cpu::ConvolutionThunk::Execute(xla::cpu::Thunk::ExecuteParams const&)",
+                 "xla::cpu::ThunkExecutor::Execute(xla::cpu::Thunk::ExecuteParams const&)",
+                 "xla::CpuPjRtRawLoadedExecutable::Execute(xla::ExecuteOptions const&)"]
+  device_put = ["tsl::port::AlignedMalloc(unsigned long, std::align_val_t)",
+                "xla::CpuDeviceMemory::Allocate(unsigned long)",
+                "jax::DevicePutWithSharding(absl::Span<nanobind::handle const>)"]
+  lowering = ["llvm::allocate_buffer(unsigned long, unsigned long)",
+              "mlir::detail::StorageUniquerImpl::getOrCreate(mlir::TypeID)", "PyObject_Vectorcall"]
+  numpy = ["PyDataMem_UserNEW", "PyArray_NewFromDescr_int", "_PyEval_EvalFrame"]
+  assert [rss_attribution.region(frames) for frames in (convolution, device_put, lowering, numpy)
+          ] == ["simulated devices", "simulated devices", "programs", "host"]
+
+  # Live at sample 5: allocated before it, and freed after it or never.
+  Interval = collections.namedtuple(
+      "Interval", "allocated_before_snapshot deallocated_before_snapshot n_allocations n_bytes")
+  Record = collections.namedtuple("Record", "intervals frames")
+  Record.native_stack_trace = lambda record: [(frame, "file", 0) for frame in record.frames]
+  records = [Record([Interval(2, 9, 1, 100), Interval(5, None, 2, 30), Interval(6, None, 1, 7)],
+                    convolution),
+             Record([Interval(1, 5, 1, 1000), Interval(4, 6, 1, 10)], numpy),
+             Record([Interval(7, None, 1, 5000)], lowering)]
+  assert rss_attribution.live_by_region(records, 5) == {
+      "host": 10, "programs": 0, "simulated devices": 130}
