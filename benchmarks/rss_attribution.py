@@ -99,10 +99,11 @@ def attribute(capture: str) -> dict[str, float]:
   return {"rss": samples[peak].rss, "untracked": samples[peak].rss - sum(live.values()), **live}
 
 
-def traced_run(scratch: str, devices: int, stride: int, name: str, trace: bool
+def quiet_run(scratch: str, devices: int, stride: int, name: str, trace: bool
                ) -> dict[str, float]:
-  """One child of `benchmarks.stream_rss`, quiet, under memray when `trace`: its
-  attribution and `device_bytes`, or `{}` when it failed (its last line is logged)."""
+  """One quiet child of `benchmarks.stream_rss`. Under memray (`trace`): its
+  attribution and `device_bytes`; untraced (filling the compilation cache) or failed
+  (its last line is logged): `{}`."""
   env = dict(os.environ, **{key: value.format(scratch=scratch)
                             for key, value in stream_rss.QUIET_ENV.items()},
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
@@ -138,8 +139,8 @@ def main(argv):
   rows = []  # (data, devices, [measures of each traced run])
   for data, stride in _DATA:
     for count in map(int, FLAGS.devices):
-      traced_run(scratch, count, stride, f"fill_{stride}_{count}", trace=False)
-      runs = [traced_run(scratch, count, stride, f"{stride}_{count}_{repeat}", trace=True)
+      quiet_run(scratch, count, stride, f"fill_{stride}_{count}", trace=False)
+      runs = [quiet_run(scratch, count, stride, f"{stride}_{count}_{repeat}", trace=True)
               for repeat in range(FLAGS.repeats)]
       rows.append((data, count, [run for run in runs if run]))
   columns = ("rss", "host", "programs", "simulated devices", "device_bytes", "untracked")
